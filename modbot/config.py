@@ -1,0 +1,262 @@
+"""Load the TOML configuration into validated, frozen settings.
+
+Every problem in a file is reported together in one ``ConfigError``; unknown keys are errors.
+Secrets never live in the file: ``password_env`` names an environment variable and
+``password_file`` a file, and both are read here, once. This module must never log or repr a
+secret: secrets are held as ``pydantic.SecretStr``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from modbot.errors import ConfigError
+from modbot.model import Action, Kind, Mode
+
+CONFIG_ENV = "MODBOT_CONFIG"
+_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+Security = Literal["tls", "starttls", "none"]
+Email = Annotated[str, Field(min_length=3, max_length=254)]
+
+
+def _check_email(value: str) -> str:
+    if not _EMAIL.match(value):
+        raise ValueError(f"{value!r} is not an email address")
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CounselorSettings(_Section):
+    name: str = Field(min_length=1)
+    email: Email
+    confidential_contact: str = Field(min_length=1)
+
+    _email = field_validator("email")(_check_email)
+
+
+class _ServerSettings(_Section):
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    username: str | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
+    security: Security = "tls"
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # Filled from password_env / password_file by load(); never written in the file itself.
+    password: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> _ServerSettings:
+        if self.security == "none" and not is_loopback(self.host):
+            raise ValueError(
+                f'security = "none" sends the password in clear text; it is allowed only for a '
+                f"loopback host, not {self.host!r}"
+            )
+        if self.password_env and self.password_file:
+            raise ValueError("give password_env or password_file, not both")
+        return self
+
+
+class ImapSettings(_ServerSettings):
+    port: int = Field(default=993, ge=1, le=65535)
+    username: str = Field(min_length=1)
+    folder: str = "INBOX"
+    keyword: str = Field(default="$ModbotDone", pattern=r"^\$?[A-Za-z][A-Za-z0-9_-]{0,63}$")
+    # Folder where sent replies are kept (modbot APPENDs a copy unless the provider does).
+    sent_folder: str | None = None
+
+
+class SmtpSettings(_ServerSettings):
+    port: int = Field(default=465, ge=1, le=65535)
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(default="sqlite:///modbot.db", min_length=1)
+
+
+class PolicySettings(_Section):
+    mode: Mode = Mode.SHADOW
+    trusted_authserv_ids: tuple[str, ...] = ()
+    actions: dict[Kind, Action] = Field(default_factory=dict)
+    modes: dict[Kind, Mode] = Field(default_factory=dict)
+    redirect_all_to: Email | None = None
+    max_replies_per_hour: int = Field(default=20, ge=0)
+    max_replies_per_day: int = Field(default=100, ge=0)
+    person_window_days: int = Field(default=180, ge=0)
+    look_back_days: int = Field(default=0, ge=0)
+
+    @field_validator("redirect_all_to")
+    @classmethod
+    def _redirect_is_email(cls, value: str | None) -> str | None:
+        return None if value is None else _check_email(value)
+
+
+class DirectorySettings(_Section):
+    csv: Path | None = None
+
+
+class ScheduleSettings(_Section):
+    poll_seconds: int = Field(default=300, ge=10, le=86400)
+
+
+class DigestSettings(_Section):
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    time: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    timezone: str = "UTC"
+    misfire_grace_hours: int = Field(default=24 * 6, ge=1)
+
+
+class TemplateSettings(_Section):
+    dir: Path | None = None
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    """The whole configuration: one counselor, one inbox, one outgoing server."""
+
+    counselor: CounselorSettings
+    imap: ImapSettings
+    smtp: SmtpSettings
+    database: DatabaseSettings = DatabaseSettings()
+    policy: PolicySettings = PolicySettings()
+    directory: DirectorySettings = DirectorySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    digest: DigestSettings = DigestSettings()
+    templates: TemplateSettings = TemplateSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @property
+    def account(self) -> str:
+        """The key under which cursors and messages of this inbox are stored."""
+        return f"{self.imap.username}@{self.imap.host}"
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _describe(error: Any) -> str:
+    loc = _location(tuple(error["loc"]))
+    if error["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if error["type"] == "missing":
+        return f"{loc}: required key is missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{loc}: {message}"
+
+
+def _read_secret(section: str, raw: dict[str, Any], base: Path) -> tuple[str | None, str | None]:
+    """Return (secret, problem) for a server section's password_env / password_file."""
+    env_name = raw.get("password_env")
+    file_name = raw.get("password_file")
+    if isinstance(env_name, str) and env_name:
+        value = os.environ.get(env_name)
+        if value is None:
+            return None, f"{section}.password_env: environment variable {env_name} is not set"
+        return value, None
+    if isinstance(file_name, str) and file_name:
+        path = (base / file_name).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").rstrip("\r\n"), None
+        except OSError as exc:
+            return None, f"{section}.password_file: cannot read {path}: {exc.strerror}"
+    return None, None
+
+
+def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
+          resolve_secrets: bool = True) -> Settings:
+    """Validate a configuration mapping; raise ``ConfigError`` listing every problem."""
+    base = base or Path.cwd()
+    problems: list[str] = []
+    data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
+    for section in ("imap", "smtp"):
+        raw = data.get(section)
+        if not isinstance(raw, dict):
+            continue
+        if "password" in raw:
+            problems.append(
+                f"{section}.password: secrets are never written in the file; "
+                "use password_env or password_file"
+            )
+            raw.pop("password")
+        if resolve_secrets:
+            secret, problem = _read_secret(section, raw, base)
+            if problem:
+                problems.append(problem)
+            if secret is not None:
+                raw["password"] = secret
+        if section == "imap" and resolve_secrets and "password" not in raw and not problem:
+            problems.append("imap: set password_env or password_file")
+        for key in ("ca_file", "password_file"):
+            if isinstance(raw.get(key), str):
+                raw[key] = str((base / raw[key]).expanduser())
+    for section, key in (("directory", "csv"), ("templates", "dir")):
+        raw = data.get(section)
+        if isinstance(raw, dict) and isinstance(raw.get(key), str):
+            raw[key] = str((base / raw[key]).expanduser())
+    settings: Settings | None = None
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_describe(error) for error in exc.errors())
+    if problems or settings is None:
+        count = len(problems)
+        listing = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{source}: {count} problem{'s' if count != 1 else ''}:\n{listing}")
+    return settings
+
+
+def load(path: Path | str | None = None, *, resolve_secrets: bool = True) -> Settings:
+    """Load settings from ``path``, else from ``$MODBOT_CONFIG``; raise ``ConfigError``.
+
+    Relative paths inside the file are taken relative to the file's own directory.
+    """
+    if path is None:
+        env = os.environ.get(CONFIG_ENV)
+        if not env:
+            raise ConfigError(f"no configuration given: pass --config PATH or set {CONFIG_ENV}")
+        path = env
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {path}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, source=str(path), base=path.parent.resolve(),
+                 resolve_secrets=resolve_secrets)
