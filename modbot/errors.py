@@ -10,7 +10,8 @@ that says what is wrong without quoting message bodies, passwords or tokens::
     │   └── MailboxAuthError     the server refused the credentials
     ├── SendError            SMTP: the reply could not be handed over
     │   ├── TemporarySendError   4xx, timeouts, dropped lines: try again later
-    │   └── PermanentSendError   5xx, refused recipients: do not try again
+    │   ├── PermanentSendError   5xx, refused recipients: do not try again
+    │   └── MaybeSentError       the line dropped after the message went out: never resend blindly
     ├── TemplateError        a template is missing, broken or fails its lint
     └── DirectoryError       the people directory cannot be read
 
@@ -50,6 +51,14 @@ class TemporarySendError(SendError):
 
 class PermanentSendError(SendError):
     """A failure that retrying cannot fix: 5xx replies, refused recipients, refused TLS."""
+
+
+class MaybeSentError(SendError):
+    """The connection ended after the message was handed over, before the server confirmed it.
+
+    The server may have delivered it (RFC 1047). Not a ``TemporarySendError``: a blind retry could
+    send it twice. Look for its Message-ID in the Sent folder, or hold it as "may have been sent".
+    """
 
 
 class TemplateError(ModbotError):

@@ -1,0 +1,25 @@
+# modbot daemon image: slim Python, non-root, configuration and data as volumes.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY modbot ./modbot
+COPY config ./config
+COPY migrations ./migrations
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+RUN groupadd --system modbot && useradd --system --gid modbot --home-dir /var/lib/modbot \
+        --shell /usr/sbin/nologin modbot \
+    && mkdir -p /etc/modbot /var/lib/modbot && chown modbot:modbot /var/lib/modbot \
+    && chmod 0700 /var/lib/modbot
+COPY --from=build /install /usr/local
+USER modbot
+WORKDIR /var/lib/modbot
+# /etc/modbot: modbot.toml, directory.csv, ca.pem, templates (read-only).
+# /var/lib/modbot: the SQLite database (owner-only).
+VOLUME ["/etc/modbot", "/var/lib/modbot"]
+ENV MODBOT_CONFIG=/etc/modbot/modbot.toml \
+    PYTHONUNBUFFERED=1
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["modbot"]
+CMD ["run"]

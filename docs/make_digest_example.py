@@ -1,0 +1,150 @@
+"""Write docs/digest-example.html: the digest for a realistic week, from a real store.
+
+Run it from the project root with ``.venv/bin/python docs/make_digest_example.py``; it prints
+the plain-text part too. Render the HTML to docs/digest.png with headless chromium to look at it.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from modbot import config, digest, store
+from modbot.render import Templates
+from modbot.store import Store
+
+NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # Monday 08:00 in Chicago
+SETTINGS = config.parse({
+    "counselor": {"name": "Dana Whitfield", "email": "dana.whitfield@careers.example.edu",
+                  "confidential_contact": "careers.example.edu/appointments or (555) 010-0142"},
+    "imap": {"host": "imap.example.edu", "username": "dana"},
+    "smtp": {"host": "smtp.example.edu"},
+    "policy": {"mode": "auto"},
+    "digest": {"timezone": "America/Chicago"},
+}, resolve_secrets=False)
+KIND_REASON = {
+    "connection_invitation": "answer the connection invitation with its template",
+    "group_join_request": "answer the group join request with its template",
+    "linkedin_message": "answer the linkedin message with its template",
+    "recommendation_request": "answer the recommendation request with its template",
+}
+
+
+class Week:
+    """Records messages into the store the way a poll does."""
+
+    def __init__(self, db: Store) -> None:
+        self.db, self.count = db, 0
+
+    def add(self, kind: str, name: str | None, at: datetime, *, action: str = "reply",
+            rule: str = "reply", reason: str | None = None, status: str | None = store.SENT,
+            error: str | None = None, authentic: bool | None = True,
+            profile: str | None = None) -> None:
+        self.count += 1
+        row: dict[str, Any] = {
+            "account": "dana@imap.example.edu", "message_key": f"k{self.count}",
+            "folder": "INBOX", "uidvalidity": 1, "uid": self.count, "seen_at": at,
+            "kind": kind, "authentic": authentic, "classify_rule": "template-key",
+            "person_name": name, "profile_url": profile, "invitation_id": None,
+            "address_source": None, "action": action, "policy_rule": rule,
+            "reasons": [reason or KIND_REASON.get(kind, f"the configured action for {kind} "
+                                                        f"is {action}")],
+            "error": None,
+        }
+        reply = None
+        if action == "reply":
+            reply = {"message_id": f"<r{self.count}@careers.example.edu>", "template": kind,
+                     "recipient_name": name, "recipient_email": f"s{self.count}@example.edu",
+                     "redirected_to": None, "status": store.QUEUED, "created_at": at}
+        item = self.db.record(row, reply)
+        if item is not None and status is not None:
+            self.db.mark(item, status, now=at + timedelta(minutes=1), error=error)
+
+
+def fill(db: Store) -> None:
+    week = Week(db)
+    day = timedelta(days=1)
+    # Earlier weeks, for the chart.
+    for back in range(1, 8):
+        start = NOW - timedelta(weeks=back) - 3 * day
+        for i in range(2 + back % 4):
+            week.add("connection_invitation", f"Student {back}-{i}", start + i * day / 3)
+        for i in range(back % 3):
+            week.add("linkedin_message", f"Writer {back}-{i}", start + i * day / 2)
+        week.add("group_join_request", f"Member {back}", start + day)
+        for i in range(4 + back % 5):
+            week.add("other_linkedin", None, start + i * day / 4, action="log",
+                     rule="configured-action", status=None)
+        if back in (3, 6):
+            week.add("spoofed_linkedin", "LinkedIn Security", start, action="hold",
+                     rule="spoofed-linkedin", status=None, authentic=False,
+                     reason="looks like LinkedIn but is not authentic; never answered")
+            with db.transaction() as c:  # the counselor looked at it that week
+                c.execute(store.messages.update().where(store.messages.c.uid == week.count)
+                          .values(resolved_at=start + day))
+        if back == 2:
+            week.add("recommendation_request", "Priya Natarajan", start, status=store.SENT)
+    # This week.
+    start = NOW - 7 * day
+    sent = [("connection_invitation", "Ana Lima"), ("connection_invitation", "Marcus Okafor"),
+            ("connection_invitation", "Sofia Hernández"), ("connection_invitation", "Liam Chen"),
+            ("group_join_request", "Grace Park"), ("group_join_request", "Tomás Rivera"),
+            ("linkedin_message", "Hannah Weiss"), ("recommendation_request", "Omar Haddad")]
+    for i, (kind, name) in enumerate(sent):
+        week.add(kind, name, start + (i + 1) * day / 2)
+    for i in range(11):
+        week.add("other_linkedin", None, start + i * day / 2, action="log",
+                 rule="configured-action", status=None)
+    for i in range(4):
+        week.add("group_activity", None, start + i * day, action="log",
+                 rule="configured-action", status=None)
+    week.add("connection_invitation", "Jordan Rivera", start + 2 * day, action="hold",
+             rule="no-address", status=None, profile="https://www.linkedin.com/in/jordan-rivera-4b1a2",
+             reason="no address to reply to: no one in the directory has this name")
+    week.add("spoofed_linkedin", "LinkedIn Security", start + 3 * day, action="hold",
+             rule="spoofed-linkedin", status=None, authentic=False,
+             profile="https://linkedin.example.net/verify",
+             reason="looks like LinkedIn but is not authentic; never answered")
+    week.add("linkedin_message", "Chloe Dubois", start + 4 * day + timedelta(hours=3),
+             status=store.UNCERTAIN,
+             error="the reply may have been sent: the connection ended before the server "
+                   "confirmed it; held so it is never sent twice")
+    week.add("not_linkedin", None, start + 5 * day, action="hold", rule="answer-to-modbot",
+             status=None, authentic=None,
+             reason="a person answered modbot's mail; only the counselor answers it")
+    failed = [db.poll_started("dana@imap.example.edu", start + 5 * day + timedelta(minutes=m))
+              for m in (0, 5, 10)]
+    for poll in failed:
+        db.poll_finished(poll, start + 5 * day + timedelta(minutes=1), ok=False, new_messages=0,
+                         error="IMAP login to imap.example.edu failed: the server refused the "
+                               "credentials")
+    for minutes in range(0, 7 * 24 * 60, 5):
+        if 5 * 24 * 60 <= minutes < 5 * 24 * 60 + 15:
+            continue
+        poll = db.poll_started("dana@imap.example.edu", start + timedelta(minutes=minutes))
+        db.poll_finished(poll, start + timedelta(minutes=minutes, seconds=4), ok=True,
+                         new_messages=0)
+
+
+def main() -> None:
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "digest-example.html"
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Store.open(f"sqlite:///{tmp}/example.db")
+        fill(db)
+        data = digest.gather(db, SETTINGS, NOW)
+        db.close()
+    templates = Templates.load()
+    out.write_text(digest.preview_html(data, templates, SETTINGS.counselor, NOW),
+                   encoding="utf-8")
+    mail = digest.build(data, templates, SETTINGS.counselor, now=NOW,
+                        message_id="<digest-example@careers.example.edu>")
+    text = mail.get_body(preferencelist=("plain",))
+    print(f"Subject: {mail['Subject']}\n")
+    print(text.get_content() if text is not None else "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""The ``modbot`` command line: thin wrappers that load settings and call the stages.
+
+Commands read the clock and pass ``now`` down; heavy libraries are imported inside the command
+that needs them so short commands start fast. Errors reach the person as one sentence on
+stderr, never a traceback, and never a secret or a message body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+
+import typer
+
+from modbot.errors import ConfigError, ModbotError
+
+if TYPE_CHECKING:
+    from modbot.config import Settings
+    from modbot.poll import PollReport
+
+app = typer.Typer(
+    name="modbot",
+    help=(
+        "Answer LinkedIn invitations, group requests, messages and recommendation requests "
+        "with the counselor's boundaries and confidential contact route."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="MODBOT_CONFIG",
+                 help="Configuration file (TOML). Default: $MODBOT_CONFIG."),
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"modbot: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
+    from modbot import config
+
+    path = ctx.obj.get("config") if ctx.obj else None
+    try:
+        settings = config.load(path, resolve_secrets=resolve_secrets)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+    _setup_logging(settings.logging.level)
+    return settings
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    # Library loggers that print envelopes (names, addresses, subjects) or SQL parameters.
+    for noisy in ("imapclient", "sqlalchemy", "aiosmtplib", "mail", "mailparser", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.callback()
+def main_options(ctx: typer.Context, config_path: ConfigOption = None) -> None:
+    """modbot: keeps a counselor's LinkedIn boundaries, politely and the same for everyone."""
+    # Every file modbot creates (database, logs, tokens) holds personal data: owner-only.
+    os.umask(0o077)
+    ctx.obj = {"config": config_path}
+
+
+def _print_report(report: PollReport) -> None:
+    typer.echo(f"new messages: {report.new_messages}, LinkedIn candidates: "
+               f"{report.candidates}, replies sent: {len(report.sent)}")
+    for item in report.handled:
+        who = f" {item.person}" if item.person else ""
+        to = f" -> {item.recipient}" if item.recipient else ""
+        status = f" [{item.status}]" if item.status else ""
+        typer.echo(f"  uid {item.uid}: {item.kind}{who}: {item.action}{to}{status}"
+                   f" — {item.reasons[0] if item.reasons else item.rule}")
+    for error in report.errors:
+        typer.echo(f"  problem: {error}")
+
+
+@app.command("run-once")
+def run_once(ctx: typer.Context) -> None:
+    """Poll the inbox once: handle new notifications, send due replies, then exit."""
+    from modbot.poll import Context, poll_once
+
+    settings = _settings(ctx)
+    try:
+        context = Context.build(settings)
+        report = asyncio.run(poll_once(context, datetime.now(UTC)))
+    except ModbotError as exc:
+        _fail(str(exc))
+    _print_report(report)
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def run(ctx: typer.Context) -> None:
+    """Run the daemon: poll on an interval, send the weekly digest; stop on SIGTERM/SIGINT."""
+    from modbot.daemon import run_daemon
+
+    settings = _settings(ctx)
+    try:
+        asyncio.run(run_daemon(settings))
+    except ModbotError as exc:
+        _fail(str(exc))
+
+
+def _classify_one(path: Path, settings: Settings | None, dns: bool) -> dict[str, Any]:
+    from modbot.config import PolicySettings
+    from modbot.model import History
+    from modbot.poll import dns_txt_lookup, judge
+    from modbot.recipients import Directory
+
+    raw = path.read_bytes()
+    directory = None
+    if settings is not None and settings.directory.csv:
+        directory = Directory.from_csv(settings.directory.csv)
+    policy = settings.policy if settings is not None else PolicySettings()
+    j = judge(raw, policy, directory, lambda *_: History(),
+              dns_txt_lookup if dns else None)
+    person = j.classification.person
+    return {
+        "file": str(path),
+        "kind": j.classification.kind.value,
+        "authentic": j.authenticity.authentic,
+        "person": {"name": person.name, "profile_url": person.profile_url},
+        "decision": j.decision.action.value,
+        "reasons": list(j.decision.reasons),
+        "rule": j.classification.rule,
+        "policy_rule": j.decision.rule,
+        "authenticity": {"verdict": j.authenticity.verdict.value,
+                         "evidence": list(j.authenticity.reasons)},
+        "invitation_id": person.invitation_id,
+        "address_source": j.address_source,
+    }
+
+
+@app.command("classify")
+def classify_cmd(
+    ctx: typer.Context,
+    files: Annotated[list[Path], typer.Argument(help="Email files (.eml) to classify.")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Show every reason.")] = False,
+    dns: Annotated[bool, typer.Option("--dns", help="Verify DKIM signatures over DNS.")] = False,
+) -> None:
+    """Classify email files offline and say what modbot would do with each, and why."""
+    settings = None
+    if ctx.obj and ctx.obj.get("config"):
+        settings = _settings(ctx, resolve_secrets=False)
+    failed = False
+    for path in files:
+        try:
+            result = _classify_one(path, settings, dns)
+        except (OSError, ModbotError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) else str(exc)
+            typer.echo(f"modbot: {path}: {message}", err=True)
+            failed = True
+            continue
+        if as_json:
+            typer.echo(json.dumps(result, ensure_ascii=False))
+            continue
+        who = result["person"]["name"] or "-"
+        typer.echo(f"{path}: {result['kind']} ({who}) -> {result['decision']}"
+                   f" [authentic: {result['authentic']}]")
+        reasons = result["reasons"] if explain else result["reasons"][:1]
+        for reason in reasons:
+            typer.echo(f"    {reason}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def texts(ctx: typer.Context) -> None:
+    """Print the three texts of the practice: group welcome, advice for contacting, reply."""
+    from modbot.render import Templates, practice_texts
+
+    settings = _settings(ctx, resolve_secrets=False)
+    try:
+        rendered = practice_texts(Templates.load(settings.templates.dir), settings.counselor)
+    except ModbotError as exc:
+        _fail(str(exc))
+    titles = {"group_welcome": "Group welcome message",
+              "advice_for_contacting": "Advice for contacting (profile section)",
+              "individual_reply": "Individual reply"}
+    for key, title in titles.items():
+        text = rendered[key]
+        typer.echo(f"=== {title} ===")
+        if key == "individual_reply":
+            typer.echo(f"Subject: {text.subject}\n")
+        typer.echo(text.text.rstrip() + "\n")
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Check the configuration, the templates, the database and both mail servers."""
+    from modbot.mailbox import Mailbox
+    from modbot.outbox import Sender
+    from modbot.poll import Context
+    from modbot.render import lint
+
+    settings = _settings(ctx)
+    problems: list[str] = []
+    try:
+        context = Context.build(settings)
+    except ModbotError as exc:
+        _fail(str(exc))
+    problems.extend(lint(context.templates, settings.counselor))
+    try:
+        with Mailbox(settings.imap, context.imap_tls) as mailbox:
+            state = mailbox.select(settings.imap.folder)
+            if not state.keywords_allowed:
+                typer.echo(f"note: {settings.imap.folder} keeps no keywords; "
+                           "the database alone marks handled mail")
+    except ModbotError as exc:
+        problems.append(f"IMAP: {exc}")
+
+    async def smtp() -> None:
+        async with Sender(settings.smtp, context.smtp_tls):
+            pass
+
+    try:
+        asyncio.run(smtp())
+    except ModbotError as exc:
+        problems.append(f"SMTP: {exc}")
+    for problem in problems:
+        typer.echo(f"problem: {problem}")
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("configuration, templates, database, IMAP and SMTP: all good")
+
+
+@app.command()
+def demo(
+    keep: Annotated[Path | None, typer.Option(
+        help="Keep the demo's database and config in this directory.")] = None,
+) -> None:
+    """Run one real poll against embedded IMAP and SMTP servers seeded with sample mail."""
+    from modbot.demo import run_demo
+
+    try:
+        code = asyncio.run(run_demo(keep))
+    except ModbotError as exc:
+        _fail(str(exc))
+    raise typer.Exit(code)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema (also done at every start)."""
+    from modbot.store import Store
+
+    settings = _settings(ctx, resolve_secrets=False)
+    try:
+        Store.open(settings.database.url).close()
+    except ModbotError as exc:
+        _fail(str(exc))
+    typer.echo("database is up to date")
+
+
+def main() -> None:
+    app()

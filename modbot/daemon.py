@@ -1,0 +1,127 @@
+"""The long-running daemon: the poll job, the weekly digest job, and clean shutdown.
+
+This is the only module that reads the clock for the pipeline. It wires the stages through
+``poll.Poller`` and ``digest``, and it keeps running whatever one poll does: a failed poll is
+recorded and logged in one sentence, and the next one runs on schedule.
+
+The digest is sent exactly once per scheduled time, even across downtime: the store remembers
+the last scheduled time a digest was sent for, and at start and at each firing modbot sends at
+most one digest for the latest scheduled time that has passed (APScheduler's in-memory misfire
+handling alone would silently skip a digest due while the daemon was down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from modbot import digest
+from modbot.config import DigestSettings, Settings
+from modbot.errors import ConfigError, ModbotError
+from modbot.outbox import send_one
+from modbot.poll import Context, Poller
+from modbot.render import make_message_id
+
+log = logging.getLogger(__name__)
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def latest_digest_due(schedule: DigestSettings, now: datetime) -> datetime:
+    """The most recent scheduled digest time at or before ``now`` (aware, UTC)."""
+    try:
+        zone = ZoneInfo(schedule.timezone)
+    except (KeyError, ValueError):
+        raise ConfigError(f"digest.timezone: unknown time zone {schedule.timezone!r}") from None
+    local = now.astimezone(zone)
+    hour, minute = (int(part) for part in schedule.time.split(":"))
+    days_back = (local.weekday() - DAYS.index(schedule.day)) % 7
+    candidate = (local - timedelta(days=days_back)).replace(
+        hour=hour, minute=minute, second=0, microsecond=0)
+    if candidate > local:
+        candidate -= timedelta(days=7)
+    return candidate.astimezone(UTC)
+
+
+async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False) -> bool:
+    """Send the digest for the latest passed schedule time unless it was sent; True if sent."""
+    settings = ctx.settings
+    due = latest_digest_due(settings.digest, now)
+    last = ctx.store.last_digest_due(settings.account)
+    if not force and last is None:
+        # A new installation: the first digest is the next scheduled one, not one at once.
+        ctx.store.digest_sent(settings.account, due, now, "-")
+        return False
+    if not force and last is not None and last >= due:
+        return False
+    message_id = make_message_id(settings.counselor.email.rpartition("@")[2])
+    data = digest.gather(ctx.store, settings, now)
+    message = digest.build(data, ctx.templates, settings.counselor, now=now,
+                           message_id=message_id)
+    await send_one(message, settings.smtp, ctx.smtp_tls)
+    ctx.store.digest_sent(settings.account, due if not force else now, now, message_id)
+    log.info("weekly digest sent")
+    return True
+
+
+async def run_daemon(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT; each job logs its own failures and the loop goes on."""
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    ctx = Context.build(settings)
+    poller = Poller(ctx)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def poll_job() -> None:
+        try:
+            report = await poller.poll(datetime.now(UTC))
+            log.info("poll: %d new, %d LinkedIn, %d sent", report.new_messages,
+                     report.candidates, len(report.sent))
+        except ModbotError as exc:
+            log.error("poll failed: %s", exc)
+        except Exception as exc:  # the daemon outlives any single failure
+            log.error("poll failed unexpectedly: %s", type(exc).__name__)
+
+    async def digest_job() -> None:
+        try:
+            await send_digest_if_due(ctx, datetime.now(UTC))
+        except ModbotError as exc:
+            log.error("digest failed: %s; it will be tried again at the next poll", exc)
+        except Exception as exc:
+            log.error("digest failed unexpectedly: %s", type(exc).__name__)
+
+    async def poll_then_digest() -> None:
+        await poll_job()
+        await digest_job()  # catches a digest missed during downtime or a failed send
+
+    schedule = settings.digest
+    hour, minute = schedule.time.split(":")
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    scheduler.add_job(
+        poll_then_digest, IntervalTrigger(seconds=settings.schedule.poll_seconds),
+        id="poll", next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
+        misfire_grace_time=settings.schedule.poll_seconds,
+    )
+    scheduler.add_job(
+        digest_job,
+        CronTrigger(day_of_week=schedule.day, hour=int(hour), minute=int(minute),
+                    timezone=ZoneInfo(schedule.timezone)),
+        id="digest", max_instances=1, coalesce=True,
+        misfire_grace_time=schedule.misfire_grace_hours * 3600,
+    )
+    scheduler.start()
+    log.info("modbot running: polling %s every %ss", settings.imap.folder,
+             settings.schedule.poll_seconds)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        scheduler.shutdown(wait=False)
+        ctx.store.close()

@@ -1,0 +1,410 @@
+"""The IMAP edge: find and read new notifications without disturbing the counselor's mailbox.
+
+What it is for: connect with verified TLS and a timeout, select the watched folder and report its
+UIDVALIDITY, list UIDs after the stored cursor, fetch headers in batches and whole messages for the
+candidates, mark handled messages with modbot's keyword where the server allows keywords, keep a
+copy of sent replies, and look a reply up by Message-ID in the Sent folder.
+
+What it must never do:
+
+- set or clear ``\\Seen``, or any flag but modbot's own keyword: messages are read with
+  ``BODY.PEEK[...]``, never with ``RFC822`` or ``BODY[...]``, which mark them read;
+- log envelopes, headers or bodies, or put them (or the password) into an error message; this
+  includes imapclient's own DEBUG log, which is why ``Mailbox`` keeps it at WARNING;
+- wait forever: imapclient has no timeout of its own, so every connection gets the configured one.
+
+Every failure leaves as ``MailboxError`` (``MailboxAuthError`` when the login is refused) with one
+sentence. The calls block; the daemon runs them with ``asyncio.to_thread``. A ``Mailbox`` is one
+connection, for one thread at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import imaplib
+import logging
+import re
+import ssl
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import CapabilityError, LoginError, ProtocolError
+
+from modbot.config import ImapSettings
+from modbot.errors import MailboxAuthError, MailboxError
+
+__all__ = ["FETCH_BATCH", "FolderState", "Mailbox"]
+
+FETCH_BATCH = 500  # UIDs per FETCH: one round trip per batch, never one per message
+
+_HEADER_ITEM = b"BODY.PEEK[HEADER]"
+_HEADER_KEY = b"BODY[HEADER]"
+_MESSAGE_ITEM = b"BODY.PEEK[]"
+_MESSAGE_KEY = b"BODY[]"
+_MESSAGE_ID_ITEM = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
+_MESSAGE_ID_KEY = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
+
+# imapclient sends every command and response to these loggers at DEBUG ("imapclient.imaplib"
+# carries the raw protocol): FETCH answers hold names, addresses, subjects and whole messages.
+_IMAPCLIENT_LOGGERS = ("imapclient", "imapclient.imaplib", "imapclient.imapclient")
+_BYTES_REPR = re.compile(r"""\bb(['"])(.*?)\1""")
+_SPACE = re.compile(r"\s+")
+_NOT_REFUSALS = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]")
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """What SELECT reported about a folder.
+
+    ``keywords_allowed`` is true when ``PERMANENTFLAGS`` contains ``\\*``, i.e. the server stores
+    new keywords such as ``$ModbotDone``.
+    """
+
+    uidvalidity: int
+    uidnext: int | None
+    exists: int
+    keywords_allowed: bool
+
+
+def keep_imapclient_quiet() -> None:
+    """Hold imapclient's loggers at WARNING or above, whatever level the application logs at.
+
+    At DEBUG imapclient logs the whole protocol exchange, so a counselor who turns on debug
+    logging to look at modbot would otherwise write students' names, addresses and messages into
+    the log. A level set lower (or left unset, which inherits the root's) is raised to WARNING.
+    """
+    for name in _IMAPCLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+class Mailbox:
+    """One IMAP connection, used as a context manager::
+
+        with Mailbox(settings.imap, context) as mailbox:
+            state = mailbox.select(settings.imap.folder)
+            new = mailbox.uids_after(cursor)
+    """
+
+    def __init__(self, settings: ImapSettings, ssl_context: ssl.SSLContext) -> None:
+        self._settings = settings
+        self._ssl_context = ssl_context
+        self._client: IMAPClient | None = None
+        self._selected: str | None = None
+        self._state: FolderState | None = None
+        self._permanent_flags: frozenset[str] = frozenset()
+        self._where = f"{settings.host}:{settings.port}"
+
+    # connection -------------------------------------------------------------------------------
+
+    def __enter__(self) -> Mailbox:
+        keep_imapclient_quiet()
+        settings = self._settings
+        implicit_tls = settings.security == "tls"
+        with self._errors("connecting to"):
+            client = IMAPClient(
+                settings.host,
+                settings.port,
+                ssl=implicit_tls,
+                ssl_context=self._ssl_context if implicit_tls else None,
+                timeout=settings.timeout_seconds,
+            )
+        try:
+            if settings.security == "starttls":
+                self._start_tls(client)
+            if settings.password is not None:
+                with self._errors("logging in to"):
+                    client.login(settings.username, settings.password.get_secret_value())
+        except BaseException:
+            _close_quietly(client)
+            raise
+        self._client = client
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        client, self._client = self._client, None
+        self._selected = self._state = None
+        if client is not None:
+            try:
+                client.logout()
+            except Exception:
+                _close_quietly(client)
+
+    def _start_tls(self, client: IMAPClient) -> None:
+        with self._errors("starting TLS with"):
+            offered = client.has_capability("STARTTLS")
+        if not offered:
+            raise MailboxError(
+                f"The IMAP server {self._where} does not offer STARTTLS, so modbot will not log "
+                "in over the unencrypted connection."
+            )
+        with self._errors("starting TLS with"):
+            client.starttls(self._ssl_context)
+
+    # folder -----------------------------------------------------------------------------------
+
+    def select(self, folder: str) -> FolderState:
+        """Open ``folder`` read-write (to set keywords; ``\\Seen`` is never touched)."""
+        client = self._connected()
+        with self._errors(f"selecting folder {folder!r} on"):
+            answer = client.select_folder(folder, readonly=False)
+        return self._remember(folder, answer)
+
+    def uids_after(self, last_uid: int) -> list[int]:
+        """UIDs above ``last_uid`` in the selected folder, ascending.
+
+        ``UID SEARCH UID n:*`` answers with the highest existing UID even when it is below ``n``
+        (``*`` is the last message), so the answer is filtered here.
+        """
+        client = self._selected_client()
+        first = max(last_uid, 0) + 1
+        with self._errors("searching new messages on"):
+            found = client.search(["UID", f"{first}:*"])
+        return sorted({int(uid) for uid in found if int(uid) > last_uid})
+
+    def uids_since(self, day: datetime.date) -> list[int]:
+        """UIDs of messages that arrived on or after ``day`` (internal date), ascending."""
+        client = self._selected_client()
+        with self._errors("searching recent messages on"):
+            found = client.search(["SINCE", day])
+        return sorted({int(uid) for uid in found})
+
+    # reading ----------------------------------------------------------------------------------
+
+    def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The raw header block of each message, fetched in batches; vanished UIDs are absent."""
+        return self._fetch(uids, _HEADER_ITEM, _HEADER_KEY, "fetching headers from")
+
+    def fetch_messages(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The whole raw message of each UID, without marking it read; vanished UIDs are absent."""
+        return self._fetch(uids, _MESSAGE_ITEM, _MESSAGE_KEY, "fetching messages from")
+
+    def flags(self, uids: Sequence[int]) -> dict[int, tuple[str, ...]]:
+        """The stored flags and keywords of each message, e.g. ``("\\Seen", "$ModbotDone")``.
+
+        ``\\Recent`` is left out: it describes this connection, not the message.
+        """
+        client = self._selected_client()
+        result: dict[int, tuple[str, ...]] = {}
+        for batch in _batches(uids):
+            with self._errors("reading flags from"):
+                answer = client.get_flags(batch)
+            for uid, flags in answer.items():
+                texts = (_text(flag) for flag in flags)
+                result[int(uid)] = tuple(flag for flag in texts if flag.lower() != "\\recent")
+        return result
+
+    # writing ----------------------------------------------------------------------------------
+
+    def add_keyword(self, uids: Sequence[int], keyword: str) -> bool:
+        """Set ``keyword`` on the messages; False, sending nothing, if the folder cannot keep it."""
+        client = self._selected_client()
+        allowed = self._state is not None and self._state.keywords_allowed
+        if not (allowed or keyword in self._permanent_flags):
+            return False
+        for batch in _batches(uids):
+            with self._errors("setting the keyword on"):
+                client.add_flags(batch, [keyword], silent=True)
+        return True
+
+    def append(self, folder: str, message: bytes, flags: Sequence[str] = ("\\Seen",)) -> None:
+        """Store ``message`` in ``folder`` with ``flags``, creating the folder if it is missing."""
+        client = self._connected()
+        with self._errors(f"storing a message in folder {folder!r} on"):
+            if not client.folder_exists(folder):
+                try:
+                    client.create_folder(folder)
+                except imaplib.IMAP4.error:
+                    # Created meanwhile by another client: fine. Otherwise APPEND will say why.
+                    if not client.folder_exists(folder):
+                        raise
+            client.append(folder, message, flags=tuple(flags))
+
+    def find_message_id(self, folder: str, message_id: str) -> bool:
+        """Whether ``folder`` holds a message whose Message-ID is ``message_id``.
+
+        Used to learn whether a reply reached the Sent folder. A missing folder answers False. The
+        search needs ``folder`` selected; it is opened read-only and the folder selected before is
+        selected again afterwards.
+        """
+        if not message_id.isascii() or any(c in message_id for c in "\r\n\0"):
+            raise ValueError("a Message-ID is ASCII on one line")
+        wanted = _normalise_message_id(message_id)
+        client = self._connected()
+        previous = self._selected
+        with self._errors(f"searching folder {folder!r} on"):
+            if not client.folder_exists(folder):
+                return False
+            client.select_folder(folder, readonly=True)
+            self._selected = self._state = None
+            try:
+                # HEADER search is a substring match: confirm each hit by its exact header.
+                hits = client.search(["HEADER", "Message-ID", message_id])
+                found = False
+                for batch in _batches(hits):
+                    answer = client.fetch(batch, [_MESSAGE_ID_ITEM])
+                    found = found or any(
+                        _normalise_message_id(_header_value(item.get(_MESSAGE_ID_KEY))) == wanted
+                        for item in answer.values()
+                    )
+            finally:
+                if previous is not None:
+                    self._remember(previous, client.select_folder(previous, readonly=False))
+        return found
+
+    # internals --------------------------------------------------------------------------------
+
+    def _fetch(self, uids: Sequence[int], item: bytes, key: bytes, action: str) -> dict[int, bytes]:
+        client = self._selected_client()
+        result: dict[int, bytes] = {}
+        for batch in _batches(uids):
+            with self._errors(action):
+                answer = client.fetch(batch, [item])
+            for uid, data in answer.items():
+                # Servers may add unsolicited FETCH responses (e.g. flag changes) without the item.
+                value = data.get(key)
+                if isinstance(value, bytes):
+                    result[int(uid)] = value
+        return result
+
+    def _remember(self, folder: str, answer: dict[bytes, Any]) -> FolderState:
+        uidvalidity = answer.get(b"UIDVALIDITY")
+        if not isinstance(uidvalidity, int):
+            raise MailboxError(
+                f"The IMAP server {self._where} did not report the UIDVALIDITY of folder "
+                f"{folder!r}, so new messages cannot be told from old ones."
+            )
+        uidnext = answer.get(b"UIDNEXT")
+        exists = answer.get(b"EXISTS")
+        permanent = frozenset(_text(flag) for flag in answer.get(b"PERMANENTFLAGS", ()))
+        state = FolderState(
+            uidvalidity=uidvalidity,
+            uidnext=uidnext if isinstance(uidnext, int) else None,
+            exists=exists if isinstance(exists, int) else 0,
+            keywords_allowed="\\*" in permanent,
+        )
+        self._selected, self._state, self._permanent_flags = folder, state, permanent
+        return state
+
+    def _connected(self) -> IMAPClient:
+        if self._client is None:
+            raise MailboxError("The mailbox is not connected; use it inside a with block.")
+        return self._client
+
+    def _selected_client(self) -> IMAPClient:
+        client = self._connected()
+        if self._selected is None:
+            raise MailboxError("No folder is selected; call select() first.")
+        return client
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn library, socket and TLS exceptions into one-sentence ``MailboxError``s."""
+        try:
+            yield
+        except MailboxError:
+            raise
+        except LoginError as exc:
+            text = _server_text(exc, self._secret())
+            if _is_refusal(exc, text):
+                raise MailboxAuthError(
+                    f"The IMAP server {self._where} refused the login of "
+                    f"{self._settings.username!r}: {text}."
+                ) from None
+            raise MailboxError(
+                f"Logging in to the IMAP server {self._where} failed: {text}."
+            ) from None
+        except (imaplib.IMAP4.error, OSError) as exc:
+            reason = _reason(exc, self._settings.timeout_seconds, self._secret())
+            raise MailboxError(
+                f"{action[:1].upper()}{action[1:]} the IMAP server {self._where} failed: {reason}."
+            ) from None
+
+    def _secret(self) -> str | None:
+        password = self._settings.password
+        return password.get_secret_value() if password is not None else None
+
+
+# helpers --------------------------------------------------------------------------------------
+
+
+def _batches(uids: Sequence[int]) -> Iterator[list[int]]:
+    ordered = sorted({int(uid) for uid in uids})
+    for start in range(0, len(ordered), FETCH_BATCH):
+        yield ordered[start:start + FETCH_BATCH]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else value
+
+
+def _header_value(block: object) -> str:
+    """The value of the one header in a ``HEADER.FIELDS`` answer (folded lines joined)."""
+    if not isinstance(block, bytes):
+        return ""
+    text = block.decode("ascii", "replace")
+    _, _, value = text.partition(":")
+    return _SPACE.sub("", value)
+
+
+def _normalise_message_id(value: str) -> str:
+    return _SPACE.sub("", value).strip("<>").lower()
+
+
+def _close_quietly(client: IMAPClient) -> None:
+    # Closing a connection that is already broken: there is nothing left to report.
+    with contextlib.suppress(Exception):
+        client.shutdown()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_refusal(exc: LoginError, text: str) -> bool:
+    """A refused login, not a broken line or a server-side outage reported during LOGIN."""
+    if isinstance(exc.__context__, imaplib.IMAP4.abort | OSError):
+        return False
+    return not any(code in text.upper() for code in _NOT_REFUSALS)
+
+
+def _server_text(exc: BaseException, secret: str | None) -> str:
+    """The server's words, cleaned: one line, no ``b'...'``, never the password, at most 160."""
+    text = _BYTES_REPR.sub(r"\2", str(exc))
+    if secret:
+        text = text.replace(secret, "***")
+    text = _SPACE.sub(" ", text).strip().rstrip(".")
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return text or type(exc).__name__
+
+
+def _reason(exc: BaseException, timeout: float, secret: str | None) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"its TLS certificate was refused ({exc.verify_message or exc.reason})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or type(exc).__name__})"
+    if _timed_out(exc):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, CapabilityError):
+        return f"the server lacks a needed capability ({_server_text(exc, secret)})"
+    if isinstance(exc, imaplib.IMAP4.abort | ProtocolError):
+        # Their text may quote a raw response line, which can hold message data: leave it out.
+        return "the connection broke or the server's answer could not be read"
+    if isinstance(exc, imaplib.IMAP4.error):
+        return f"the server answered: {_server_text(exc, secret)}"
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return type(exc).__name__  # pragma: no cover

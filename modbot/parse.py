@@ -1,0 +1,380 @@
+"""Turn the raw bytes of one email into a ``Notification`` value.
+
+Pure: no network, database, clock or environment. ``parse`` never raises for bad mail: what
+mail-parser or the standard library cannot read becomes a one-sentence entry in
+``Notification.defects`` and the rest of the message is still returned. Work is capped on
+pathological input (thousands of addresses, repeated address headers, huge bodies), so one
+message costs milliseconds, not seconds. Display names and subjects come back free of CR, LF and
+other control characters, because later stages put them into reply headers.
+
+``linkedin_candidate`` is the cheap test run on the header block alone, before the whole
+message is fetched. ``looks_like_linkedin_domain`` is the brand test shared with the
+authenticity stage. This module must never log or store message content.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import email.parser
+import email.policy
+import html
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from email.header import decode_header, make_header
+from email.message import Message
+from email.utils import getaddresses, parsedate_to_datetime
+
+import mailparser
+
+from modbot.model import Address, Notification
+
+MAX_ADDRESSES = 100  # per address header; the 100th comma is where we stop reading
+MAX_HEADER_REPEATS = 10  # occurrences of one address header that are read at all
+MAX_SCAN_CHARS = 2_000_000  # characters of each body part searched for links
+MAX_LINKS = 1000
+MAX_FIELDS = 2000  # header fields read at all
+MAX_FIELD_BYTES = 32768  # bytes of one header field; RFC 5322 lines are at most 998
+
+_ADDRESS_HEADERS = frozenset(
+    {b"from", b"to", b"cc", b"bcc", b"reply-to", b"sender", b"delivered-to",
+     b"resent-from", b"resent-to", b"resent-cc", b"resent-bcc", b"resent-sender"}
+)
+_FIELD_START = re.compile(rb"\r?\n(?![ \t])")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SPACES = re.compile(r"\s+")
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+_BARE_URL = re.compile(r"""https?://[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
+_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
+_TRAILING = ".,;:!?)]}'\"*"
+
+
+# --- text hygiene -----------------------------------------------------------------------------
+
+def clean_text(value: str) -> str:
+    """``value`` as valid Unicode: surrogates left by undecodable bytes become text or U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        pass
+    try:
+        # The stdlib keeps raw 8-bit header bytes as surrogate escapes; most are UTF-8 (RFC 6532).
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeError:
+        return value.encode("utf-8", "replace").decode("utf-8")
+
+
+def clean_line(value: str) -> str:
+    """``value`` on one line: control characters and runs of white space become one space."""
+    return _SPACES.sub(" ", _CONTROL.sub(" ", clean_text(value))).strip()
+
+
+def _decode_header_value(value: str) -> str:
+    """Unfold a raw header value and decode its RFC 2047 encoded words, never raising."""
+    value = _FOLD.sub("", value)
+    with contextlib.suppress(Exception):  # bad charsets or syntax leave the raw text
+        value = str(make_header(decode_header(value)))
+    return clean_line(value)
+
+
+# --- capping pathological headers before any parser sees them ---------------------------------
+
+def _first_addresses(value: bytes, limit: int) -> bytes | None:
+    """The prefix of an address list holding ``limit`` addresses, or None if it has fewer."""
+    commas = depth = 0
+    quoted = escaped = False
+    angle = False
+    for i, byte in enumerate(value):
+        if escaped:
+            escaped = False
+        elif byte == 0x5C and (quoted or depth):  # backslash
+            escaped = True
+        elif quoted:
+            quoted = byte != 0x22
+        elif byte == 0x22:
+            quoted = True
+        elif byte == 0x28:  # (
+            depth += 1
+        elif byte == 0x29 and depth:
+            depth -= 1
+        elif depth:
+            continue
+        elif byte == 0x3C:
+            angle = True
+        elif byte == 0x3E:
+            angle = False
+        elif byte == 0x2C and not angle:
+            commas += 1
+            if commas >= limit:
+                return value[:i]
+    return None
+
+
+def _header_end(data: bytes) -> int:
+    """Where the header block ends: the first empty line, else the end of ``data``."""
+    end = data.find(b"\n\n")
+    end = len(data) if end < 0 else end
+    crlf = data.find(b"\n\r\n", 0, end)
+    return end if crlf < 0 else crlf
+
+
+def _cap_headers(raw: bytes) -> tuple[bytes, list[str]]:
+    """Shorten headers no parser should spend seconds on; say what was dropped."""
+    end = _header_end(raw)
+    block = raw[:end]
+    if len(block) < 8192:
+        return raw, []
+    newline = b"\r\n" if b"\r\n" in block[:4096] else b"\n"
+    kept: list[bytes] = []
+    seen: dict[bytes, int] = {}
+    defects: list[str] = []
+    fields = _FIELD_START.split(block)
+    if len(fields) > MAX_FIELDS:
+        defects.append(f"The message has more than {MAX_FIELDS} header fields; "
+                       "the rest were ignored.")
+    for field in fields[:MAX_FIELDS]:
+        name, colon, value = field.partition(b":")
+        lname = name.strip().lower()
+        label = lname.decode("ascii", "replace")[:40]
+        if colon and lname in _ADDRESS_HEADERS:
+            seen[lname] = seen.get(lname, 0) + 1
+            if seen[lname] > MAX_HEADER_REPEATS:
+                if seen[lname] == MAX_HEADER_REPEATS + 1:
+                    defects.append(f"The {label} header repeats more than "
+                                   f"{MAX_HEADER_REPEATS} times; the rest were ignored.")
+                continue
+            prefix = _first_addresses(value[:MAX_FIELD_BYTES], MAX_ADDRESSES)
+            if prefix is not None:
+                field = name + b":" + prefix
+                defects.append(f"The {label} header lists more than {MAX_ADDRESSES} "
+                               f"addresses; only the first {MAX_ADDRESSES} were read.")
+        if len(field) > MAX_FIELD_BYTES:
+            field = field[:MAX_FIELD_BYTES]
+            defects.append(f"The {label} header is longer than {MAX_FIELD_BYTES} bytes; "
+                           "the rest was ignored.")
+        kept.append(field)
+    return newline.join(kept) + raw[end:], defects
+
+
+# --- reading the message ----------------------------------------------------------------------
+
+def _header_only(raw: bytes) -> Message | None:
+    try:
+        return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw)
+    except Exception:  # the caller records that nothing could be read
+        return None
+
+
+def _headers(message: Message | None) -> dict[str, tuple[str, ...]]:
+    headers: dict[str, list[str]] = {}
+    if message is None:
+        return {}
+    for name, value in message.raw_items():
+        key = clean_line(str(name)).lower()
+        if key:
+            headers.setdefault(key, []).append(_decode_header_value(str(value)))
+    return {key: tuple(values) for key, values in headers.items()}
+
+
+def _raw_values(message: Message | None, name: str) -> list[str]:
+    if message is None:
+        return []
+    return [_FOLD.sub("", str(value)) for key, value in message.raw_items()
+            if str(key).lower() == name][:MAX_HEADER_REPEATS]
+
+
+def _addresses(values: Sequence[str]) -> tuple[Address, ...]:
+    """Addresses of raw header values; display names decoded and put on one line."""
+    result: list[Address] = []
+    try:
+        pairs = getaddresses(list(values))
+    except Exception:  # an unreadable address list yields no addresses
+        return ()
+    for name, addr in pairs:
+        addr = clean_line(addr).replace(" ", "")
+        if "@" not in addr:
+            continue
+        result.append(Address(name=_decode_header_value(name), email=addr))
+        if len(result) >= MAX_ADDRESSES:
+            break
+    return tuple(result)
+
+
+def _date(values: Sequence[str]) -> datetime | None:
+    if not values:
+        return None
+    try:
+        return parsedate_to_datetime(values[0])
+    except Exception:  # a broken Date header is simply absent
+        return None
+
+
+def _unescape_entities(value: str) -> str:
+    # Only terminated references: html.unescape would turn "&para=1" in a URL into "¶=1".
+    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), value)
+
+
+def extract_links(text: str, html_text: str) -> tuple[str, ...]:
+    """http(s) URLs: bare ones in ``text``, then ``href`` values in ``html_text``, de-duplicated."""
+    found: list[str] = []
+    for match in _BARE_URL.finditer(text[:MAX_SCAN_CHARS]):
+        found.append(match.group(0).rstrip(_TRAILING))
+    for match in _HREF.finditer(html_text[:MAX_SCAN_CHARS]):
+        value = _unescape_entities(next(g for g in match.groups() if g is not None))
+        value = "".join(value.split())
+        if value[:7].lower() == "http://" or value[:8].lower() == "https://":
+            found.append(value)
+    return tuple(dict.fromkeys(url for url in found if url))[:MAX_LINKS]
+
+
+def parse(raw: bytes) -> Notification:
+    """Parse raw message bytes into a ``Notification``; never raises for bad mail."""
+    prepared, defects = _cap_headers(raw)
+    text = body_html = ""
+    message: Message | None
+    try:
+        parsed = mailparser.parse_from_bytes(prepared)
+        message = parsed.message
+        text = clean_text("\n".join(parsed.text_plain))
+        body_html = clean_text("\n".join(parsed.text_html))
+        categories = sorted(str(c) for c in parsed.defects_categories)
+        if categories:
+            defects.append(f"mail-parser reported defects: {', '.join(categories)}.")
+    except Exception:  # the stdlib raises on tiny inputs (CPython gh-151857); read the headers
+        message = _header_only(prepared)
+        defects.append("The message could not be parsed as MIME; only its headers were read."
+                       if message is not None else "The message could not be parsed at all.")
+    headers = _headers(message)
+    from_ = _addresses(_raw_values(message, "from"))
+    sender = _addresses(_raw_values(message, "sender"))
+    message_id = headers.get("message-id", ("",))[0]
+    return Notification(
+        message_id=message_id or None,
+        subject=headers.get("subject", ("",))[0],
+        from_=from_[0] if from_ else None,
+        sender=sender[0].email if sender else None,
+        reply_to=_addresses(_raw_values(message, "reply-to")),
+        to=_addresses(_raw_values(message, "to")),
+        date=_date(headers.get("date", ())),
+        headers=headers,
+        text=text,
+        html=body_html,
+        links=extract_links(text, body_html),
+        defects=tuple(defects),
+        raw=raw,
+    )
+
+
+# --- the LinkedIn brand, and the cheap pre-fetch test -----------------------------------------
+
+_BRAND = "linkedin"
+_CONFUSABLES = str.maketrans({
+    "1": "l", "|": "l", "!": "i", "0": "o", "3": "e",
+    "\u0430": "a", "\u0435": "e", "\u0456": "i", "\u04cf": "l", "\u043a": "k", "\u043e": "o",
+    "\u0501": "d", "\u0578": "n", "\u03b9": "i", "\u03ba": "k", "\u0131": "i",
+})
+_DOMAIN_IN = re.compile(r"@\[?([^\s<>\"',;()\[\]@]+)")
+_NAME_CLAIM = re.compile(r"\blinked\s?in\b", re.IGNORECASE)
+
+
+def _within_one_edit(a: str, b: str) -> bool:
+    """True if ``a`` becomes ``b`` with at most one insertion, deletion or substitution."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) == len(b):
+        return a[i + 1:] == b[i + 1:]
+    return a[i:] == b[i + 1:]
+
+
+def _brand_token(token: str) -> bool:
+    if _BRAND in token:
+        return True
+    # One edit leaves "link" or "edin" intact, so only such tokens are worth the window scan.
+    if len(token) < 7 or ("link" not in token and "edin" not in token):
+        return False
+    return any(_within_one_edit(token[i:i + size], _BRAND)
+               for size in (7, 8, 9) for i in range(len(token) - size + 1))
+
+
+def _normalise_label(label: str) -> str:
+    if label.startswith("xn--"):
+        with contextlib.suppress(Exception):  # an invalid A-label is compared as written
+            label = codecs.decode(label[4:].encode("ascii"), "punycode")
+    label = unicodedata.normalize("NFKC", label).casefold()
+    return label.translate(_CONFUSABLES)
+
+
+def looks_like_linkedin_domain(host: str) -> bool:
+    """True if ``host`` is linkedin.com, a subdomain, or imitates it (linnkedin, linkedln, …).
+
+    It looks at every label, so ``linkedin.com.evil.net`` and ``linkedin-security.net`` count;
+    whether a host really is LinkedIn's is the authenticity stage's question.
+    """
+    host = host.strip().strip(".").lower()[:255]
+    labels = [_normalise_label(label) for label in host.split(".") if label]
+    tokens = set(labels)
+    for label in labels:
+        tokens.update(re.split(r"[-_]", label))
+        tokens.add(label.replace("-", "").replace("_", ""))
+    return any(_brand_token(token) for token in tokens if token)
+
+
+def claims_linkedin_name(display_name: str) -> bool:
+    """True if a display name presents itself as LinkedIn ("LinkedIn", "Jo via LinkedIn")."""
+    return bool(_NAME_CLAIM.search(display_name))
+
+
+def domains_in(value: str) -> list[str]:
+    """The domains of the addresses written in ``value``, lower-cased."""
+    return [match.group(1).lower().rstrip(".>") for match in _DOMAIN_IN.finditer(value)]
+
+
+_CANDIDATE_FIELD = re.compile(
+    rb"^(x-linkedin-[^:\r\n]*|in-reply-to|references|from|sender|reply-to|return-path"
+    rb"|feedback-id|message-id)[ \t]*:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)",
+    re.IGNORECASE | re.MULTILINE)
+
+
+def _candidate_fields(header_bytes: bytes) -> Iterable[tuple[bytes, bytes]]:
+    for field in _CANDIDATE_FIELD.finditer(header_bytes[: _header_end(header_bytes)]):
+        yield field.group(1).lower(), field.group(2)[:4096]
+
+
+def linkedin_candidate(header_bytes: bytes) -> bool:
+    """Whether a message is worth fetching whole, judged from its header block alone.
+
+    True for anything that claims or imitates LinkedIn (From, Sender, Reply-To or Return-Path
+    domains, X-LinkedIn-* headers, a ``:linkedin`` Feedback-ID, a LinkedIn Message-ID) and for
+    any reply (In-Reply-To or References), since a person answering our mail must be seen.
+    When the header block cannot be read at all it answers True: fetching is the safe side.
+    """
+    try:
+        for name, value in _candidate_fields(header_bytes):
+            if name.startswith(b"x-linkedin-"):
+                return True
+            if name in (b"in-reply-to", b"references"):
+                if value.strip():
+                    return True
+                continue
+            text = _decode_header_value(value.decode("utf-8", "replace"))
+            if name == b"feedback-id":
+                if text.lower().endswith(":linkedin"):
+                    return True
+                continue
+            if any(looks_like_linkedin_domain(d) for d in domains_in(text)):
+                return True
+            if name == b"from" and claims_linkedin_name(text):
+                return True
+        return False
+    except Exception:  # unreadable headers: fetch the message and let parse() judge
+        return True

@@ -1,0 +1,175 @@
+"""Decide what to do with a classified notification: reply, hold, log or ignore.
+
+The policy is an ordered table of named rules read top to bottom; the first rule that fires
+decides, and the last rule always fires. Each rule returns the action and a one-sentence reason,
+so every decision can be explained later. Pure: facts from the store arrive in ``History``;
+this module must never touch the network, the database, the environment or the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modbot.config import PolicySettings
+from modbot.model import (
+    Action,
+    Authenticity,
+    Classification,
+    Decision,
+    History,
+    Kind,
+    Mode,
+    Recipient,
+    Resolution,
+    Unresolved,
+)
+
+DEFAULT_ACTIONS: dict[Kind, Action] = {
+    Kind.CONNECTION_INVITATION: Action.REPLY,
+    Kind.GROUP_JOIN_REQUEST: Action.REPLY,
+    Kind.LINKEDIN_MESSAGE: Action.REPLY,
+    Kind.RECOMMENDATION_REQUEST: Action.REPLY,
+    Kind.SPOOFED_LINKEDIN: Action.HOLD,
+    Kind.UNKNOWN_LINKEDIN: Action.HOLD,
+    Kind.GROUP_ACTIVITY: Action.LOG,
+    Kind.OTHER_LINKEDIN: Action.LOG,
+    Kind.NOT_LINKEDIN: Action.IGNORE,
+}
+REPLY_KINDS = frozenset(kind for kind, action in DEFAULT_ACTIONS.items() if action is Action.REPLY)
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the policy may look at for one notification."""
+
+    classification: Classification
+    authenticity: Authenticity
+    resolution: Resolution
+    history: History
+    auto_submitted: str | None
+    settings: PolicySettings
+
+    @property
+    def kind(self) -> Kind:
+        return self.classification.kind
+
+    def configured_action(self) -> Action:
+        action = self.settings.actions.get(self.kind, DEFAULT_ACTIONS[self.kind])
+        if action is Action.REPLY and self.kind not in REPLY_KINDS:
+            return Action.HOLD  # only the four reply kinds have a reply template
+        return action
+
+
+Outcome = tuple[Action, str]
+RuleTest = Callable[[Facts], Outcome | None]
+
+
+def _already_handled(f: Facts) -> Outcome | None:
+    if f.history.message_handled:
+        return Action.IGNORE, "this message was handled before"
+    return None
+
+
+def _answer_to_modbot(f: Facts) -> Outcome | None:
+    if not f.history.is_reply_to_our_mail or f.kind is not Kind.NOT_LINKEDIN:
+        return None
+    if f.auto_submitted and f.auto_submitted.strip().lower() != "no":
+        return Action.LOG, "an automatic answer to modbot's mail is never answered (RFC 3834)"
+    return Action.HOLD, "a person answered modbot's mail; only the counselor answers it"
+
+
+def _not_linkedin(f: Facts) -> Outcome | None:
+    if f.kind is Kind.NOT_LINKEDIN:
+        return f.configured_action(), "not LinkedIn mail"
+    return None
+
+
+def _spoof(f: Facts) -> Outcome | None:
+    if f.kind is Kind.SPOOFED_LINKEDIN:
+        return f.configured_action(), "looks like LinkedIn but is not authentic; never answered"
+    return None
+
+
+def _configured(f: Facts) -> Outcome | None:
+    action = f.configured_action()
+    if action is Action.REPLY:
+        return None
+    return action, f"the configured action for {f.kind.value} is {action.value}"
+
+
+def _unverified(f: Facts) -> Outcome | None:
+    if f.authenticity.authentic is not True:
+        return Action.HOLD, "could not confirm that LinkedIn sent it, so it is not answered"
+    return None
+
+
+def _no_address(f: Facts) -> Outcome | None:
+    if isinstance(f.resolution, Unresolved):
+        return Action.HOLD, f"no address to reply to: {f.resolution.reason}"
+    return None
+
+
+def _invitation_answered(f: Facts) -> Outcome | None:
+    if f.history.replied_to_invitation:
+        return Action.LOG, "this invitation was already answered (a reminder of the same one)"
+    return None
+
+
+def _person_answered(f: Facts) -> Outcome | None:
+    if f.history.replied_to_person:
+        days = f.settings.person_window_days
+        return Action.LOG, f"this person was already answered in the last {days} days"
+    return None
+
+
+def _hourly_cap(f: Facts) -> Outcome | None:
+    cap = f.settings.max_replies_per_hour
+    if f.history.replies_last_hour >= cap:
+        return Action.HOLD, f"the hourly cap of {cap} replies is reached; replies are paused"
+    return None
+
+
+def _daily_cap(f: Facts) -> Outcome | None:
+    cap = f.settings.max_replies_per_day
+    if f.history.replies_last_day >= cap:
+        return Action.HOLD, f"the daily cap of {cap} replies is reached; replies are paused"
+    return None
+
+
+def _reply(f: Facts) -> Outcome | None:
+    return Action.REPLY, f"answer the {f.kind.value.replace('_', ' ')} with its template"
+
+
+RULES: tuple[tuple[str, RuleTest], ...] = (
+    ("already-handled", _already_handled),
+    ("answer-to-modbot", _answer_to_modbot),
+    ("not-linkedin", _not_linkedin),
+    ("spoofed-linkedin", _spoof),
+    ("configured-action", _configured),
+    ("unverified", _unverified),
+    ("no-address", _no_address),
+    ("invitation-already-answered", _invitation_answered),
+    ("person-already-answered", _person_answered),
+    ("hourly-cap", _hourly_cap),
+    ("daily-cap", _daily_cap),
+    ("reply", _reply),
+)
+
+
+def decide(facts: Facts) -> Decision:
+    """Run the rule table and return the first rule's decision, with every reason behind it."""
+    evidence = (*facts.classification.reasons, *facts.authenticity.reasons)
+    for name, test in RULES:
+        outcome = test(facts)
+        if outcome is None:
+            continue
+        action, reason = outcome
+        if action is not Action.REPLY:
+            return Decision(action, name, (reason, *evidence))
+        assert isinstance(facts.resolution, Recipient)
+        mode = facts.settings.modes.get(facts.kind, facts.settings.mode)
+        source = f"address from {facts.resolution.source}"
+        return Decision(action, name, (reason, source, *evidence), template=facts.kind.value,
+                        recipient=facts.resolution, mode=Mode(mode))
+    raise AssertionError("the last policy rule always decides")

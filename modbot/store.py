@@ -1,0 +1,477 @@
+"""The source of truth: messages seen, decisions, the outbox, cursors and polls.
+
+SQLite by default (created owner-only, WAL, foreign keys, busy timeout, secure delete), any
+SQLAlchemy URL otherwise. The schema changes only through the alembic migrations in
+``migrations/``, applied by :meth:`Store.open`. The store holds only what the work needs: never
+a message body, never a subject; inbound Message-IDs are kept as hashes.
+
+This module must never put row values in logs or exception text (``hide_parameters=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from modbot.errors import StoreError
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+cursors = Table(
+    "cursors",
+    metadata,
+    Column("account", String(320), primary_key=True),
+    Column("folder", String(255), primary_key=True),
+    Column("uidvalidity", Integer, primary_key=True),
+    Column("last_uid", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("message_key", String(64), nullable=False),  # sha256 of the Message-ID or headers
+    Column("folder", String(255), nullable=False),
+    Column("uidvalidity", Integer, nullable=False),
+    Column("uid", Integer, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("authentic", Boolean, nullable=True),
+    Column("classify_rule", String(64), nullable=False),
+    Column("person_name", String(200), nullable=True),
+    Column("profile_url", String(500), nullable=True),
+    Column("invitation_id", String(64), nullable=True),
+    Column("address_source", String(64), nullable=True),
+    Column("action", String(16), nullable=False),
+    Column("policy_rule", String(64), nullable=False),
+    Column("reasons", Text, nullable=False),  # JSON list of one-sentence reasons
+    Column("error", Text, nullable=True),
+    Column("resolved_at", UTCDateTime, nullable=True),  # a held item the counselor closed
+    UniqueConstraint("account", "message_key", name="uq_messages_account_key"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("message_row", Integer, ForeignKey("messages.id"), nullable=False),
+    Column("message_id", String(255), nullable=False, unique=True),  # fixed before sending
+    Column("template", String(64), nullable=False),
+    Column("recipient_name", String(200), nullable=True),
+    Column("recipient_email", String(320), nullable=False),
+    Column("redirected_to", String(320), nullable=True),
+    Column("status", String(24), nullable=False, index=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime, nullable=True),
+)
+
+polls = Table(
+    "polls",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("ok", Boolean, nullable=False, default=False),
+    Column("new_messages", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+)
+
+digests = Table(
+    "digests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),  # the scheduled time this digest stands for
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("message_id", String(255), nullable=False),
+    UniqueConstraint("account", "due_at", name="uq_digests_account_due"),
+)
+
+# Outbox states. A row is written before anything is sent ("queued"), marked "sending" in its
+# own transaction just before the SMTP call, and "sent" right after. A row found in "sending" at
+# start-up crashed in between: it is reconciled from the Sent folder or held as "uncertain".
+QUEUED, REVIEW, SHADOW = "queued", "review", "shadow"
+SENDING, SENT = "sending", "sent"
+RETRY, FAILED, UNCERTAIN, REJECTED = "failed_temporary", "failed", "uncertain", "rejected"
+COUNTS_AS_REPLIED = (QUEUED, REVIEW, SENDING, SENT, RETRY, UNCERTAIN)
+
+
+def message_key(message_id: str | None, header_bytes: bytes) -> str:
+    """A stable, non-reversible key: the Message-ID's hash, else the header block's."""
+    basis = message_id.strip().lower().encode() if message_id else header_bytes
+    return hashlib.sha256(basis).hexdigest()
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    id: int
+    message_row: int
+    message_id: str
+    template: str
+    recipient_name: str | None
+    recipient_email: str
+    redirected_to: str | None
+    status: str
+    attempts: int
+    person_name: str | None
+    profile_url: str | None
+
+
+def _migrations_dir() -> Path:
+    packaged = Path(__file__).parent / "migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """Create the SQLite file owner-only before SQLite creates it 0644."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA secure_delete=ON")
+    cursor.close()
+
+
+def upgrade(engine: Engine) -> None:
+    """Apply every alembic migration up to head."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_migrations_dir()))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+class Store:
+    """All reads and writes of modbot's state. Create it with :meth:`open`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        """Open (creating owner-only if needed) and migrate the database at ``url``."""
+        try:
+            if url.startswith("sqlite"):
+                _prepare_sqlite_file(url)
+            engine = create_engine(url, hide_parameters=True, future=True)
+            if engine.dialect.name == "sqlite":
+                event.listen(engine, "connect", _sqlite_pragmas)
+            if migrate:
+                upgrade(engine)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreError(f"cannot open the database: {type(exc).__name__}") from None
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction; any database failure becomes a ``StoreError``."""
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {type(exc).__name__}") from None
+
+    # --- cursors -------------------------------------------------------------------------
+
+    def cursor(self, account: str, folder: str, uidvalidity: int) -> int | None:
+        with self.transaction() as c:
+            return c.execute(
+                select(cursors.c.last_uid).where(
+                    cursors.c.account == account,
+                    cursors.c.folder == folder,
+                    cursors.c.uidvalidity == uidvalidity,
+                )
+            ).scalar_one_or_none()
+
+    def has_any_cursor(self, account: str, folder: str) -> bool:
+        with self.transaction() as c:
+            found = c.execute(
+                select(cursors.c.last_uid).where(
+                    cursors.c.account == account, cursors.c.folder == folder
+                ).limit(1)
+            ).first()
+            return found is not None
+
+    def set_cursor(self, account: str, folder: str, uidvalidity: int, last_uid: int,
+                   now: datetime) -> None:
+        with self.transaction() as c:
+            changed = c.execute(
+                update(cursors)
+                .where(
+                    cursors.c.account == account,
+                    cursors.c.folder == folder,
+                    cursors.c.uidvalidity == uidvalidity,
+                )
+                .values(last_uid=last_uid, updated_at=now)
+            ).rowcount
+            if not changed:
+                c.execute(cursors.insert().values(
+                    account=account, folder=folder, uidvalidity=uidvalidity,
+                    last_uid=last_uid, updated_at=now,
+                ))
+
+    # --- messages and decisions ----------------------------------------------------------
+
+    def known_keys(self, account: str, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` were already handled for ``account``."""
+        found: set[str] = set()
+        with self.transaction() as c:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
+                found.update(c.execute(
+                    select(messages.c.message_key).where(
+                        messages.c.account == account, messages.c.message_key.in_(chunk)
+                    )
+                ).scalars())
+        return found
+
+    def record(self, message: dict[str, Any], reply: dict[str, Any] | None) -> int | None:
+        """Record a message and its decision, plus its outbox row, in one transaction.
+
+        Returns the outbox row id, or None when there is no reply. ``reasons`` is a list.
+        """
+        values = dict(message)
+        values["reasons"] = json.dumps(list(values["reasons"]))
+        with self.transaction() as c:
+            row = c.execute(messages.insert().values(**values)).inserted_primary_key
+            assert row is not None
+            if reply is None:
+                return None
+            result = c.execute(outbox.insert().values(message_row=row[0], attempts=0, **reply))
+            key = result.inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def replied_to_person(self, email: str, since: datetime) -> bool:
+        with self.transaction() as c:
+            return c.execute(
+                select(outbox.c.id).where(
+                    func.lower(outbox.c.recipient_email) == email.lower(),
+                    outbox.c.status.in_(COUNTS_AS_REPLIED),
+                    outbox.c.created_at >= since,
+                ).limit(1)
+            ).first() is not None
+
+    def replied_to_invitation(self, account: str, invitation_id: str) -> bool:
+        with self.transaction() as c:
+            return c.execute(
+                select(outbox.c.id)
+                .join(messages, messages.c.id == outbox.c.message_row)
+                .where(
+                    messages.c.account == account,
+                    messages.c.invitation_id == invitation_id,
+                    outbox.c.status.in_(COUNTS_AS_REPLIED),
+                ).limit(1)
+            ).first() is not None
+
+    def replies_since(self, since: datetime) -> int:
+        """Replies queued or sent since ``since`` (for the hourly and daily caps)."""
+        with self.transaction() as c:
+            return int(c.execute(
+                select(func.count()).select_from(outbox).where(
+                    outbox.c.created_at >= since,
+                    outbox.c.status.in_(COUNTS_AS_REPLIED),
+                )
+            ).scalar_one())
+
+    def is_our_message_id(self, message_ids: Sequence[str]) -> bool:
+        """True if any of ``message_ids`` is a reply modbot sent (for answers to the bot)."""
+        ids = [m.strip() for m in message_ids if m.strip()]
+        if not ids:
+            return False
+        with self.transaction() as c:
+            return c.execute(
+                select(outbox.c.id).where(outbox.c.message_id.in_(ids)).limit(1)
+            ).first() is not None
+
+    # --- outbox --------------------------------------------------------------------------
+
+    def _items(self, condition: Any) -> list[OutboxItem]:
+        query = (
+            select(
+                outbox.c.id, outbox.c.message_row, outbox.c.message_id, outbox.c.template,
+                outbox.c.recipient_name, outbox.c.recipient_email, outbox.c.redirected_to,
+                outbox.c.status, outbox.c.attempts, messages.c.person_name,
+                messages.c.profile_url,
+            )
+            .join(messages, messages.c.id == outbox.c.message_row)
+            .where(condition)
+            .order_by(outbox.c.id)
+        )
+        with self.transaction() as c:
+            return [OutboxItem(**row._mapping) for row in c.execute(query)]
+
+    def due(self, now: datetime) -> list[OutboxItem]:
+        """Replies ready to send: queued, or temporarily failed and past their backoff."""
+        return self._items(
+            (outbox.c.status == QUEUED)
+            | ((outbox.c.status == RETRY) & (outbox.c.next_attempt_at <= now))
+        )
+
+    def in_flight(self) -> list[OutboxItem]:
+        """Rows left in "sending" by a crash between send and record."""
+        return self._items(outbox.c.status == SENDING)
+
+    def items(self, status: str) -> list[OutboxItem]:
+        return self._items(outbox.c.status == status)
+
+    def mark(self, item_id: int, status: str, *, now: datetime, error: str | None = None,
+             next_attempt_at: datetime | None = None, count_attempt: bool = False) -> None:
+        values: dict[str, Any] = {"status": status, "last_error": error,
+                                  "next_attempt_at": next_attempt_at}
+        if status == SENT:
+            values["sent_at"] = now
+        if count_attempt:
+            values["attempts"] = outbox.c.attempts + 1
+        with self.transaction() as c:
+            c.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
+
+    # --- polls ---------------------------------------------------------------------------
+
+    def poll_started(self, account: str, now: datetime) -> int:
+        with self.transaction() as c:
+            key = c.execute(polls.insert().values(account=account, started_at=now, ok=False,
+                                                  new_messages=0)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
+
+    def poll_finished(self, poll_id: int, now: datetime, *, ok: bool, new_messages: int,
+                      error: str | None = None) -> None:
+        with self.transaction() as c:
+            c.execute(update(polls).where(polls.c.id == poll_id).values(
+                finished_at=now, ok=ok, new_messages=new_messages, error=error))
+
+    # --- reading for reports -------------------------------------------------------------
+
+    def messages_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """Message rows seen in [start, end), with their outbox status if any."""
+        query = (
+            select(messages, outbox.c.status.label("outbox_status"),
+                   outbox.c.recipient_email, outbox.c.message_id.label("reply_message_id"),
+                   outbox.c.last_error)
+            .select_from(messages.outerjoin(outbox, outbox.c.message_row == messages.c.id))
+            .where(messages.c.seen_at >= start, messages.c.seen_at < end)
+            .order_by(messages.c.id)
+        )
+        with self.transaction() as c:
+            rows = [dict(row._mapping) for row in c.execute(query)]
+        for row in rows:
+            row["reasons"] = json.loads(row["reasons"])
+        return rows
+
+    def open_items(self) -> list[dict[str, Any]]:
+        """Everything still waiting for a person, whenever it arrived."""
+        query = (
+            select(messages, outbox.c.status.label("outbox_status"),
+                   outbox.c.recipient_email, outbox.c.message_id.label("reply_message_id"),
+                   outbox.c.last_error)
+            .select_from(messages.outerjoin(outbox, outbox.c.message_row == messages.c.id))
+            .where(messages.c.resolved_at.is_(None))
+            .where((messages.c.action == "hold")
+                   | outbox.c.status.in_((REVIEW, FAILED, UNCERTAIN)))
+            .order_by(messages.c.id)
+        )
+        with self.transaction() as c:
+            rows = [dict(row._mapping) for row in c.execute(query)]
+        for row in rows:
+            row["reasons"] = json.loads(row["reasons"])
+        return rows
+
+    def polls_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        with self.transaction() as c:
+            return [dict(r._mapping) for r in c.execute(
+                select(polls).where(polls.c.started_at >= start, polls.c.started_at < end)
+                .order_by(polls.c.id)
+            )]
+
+    def last_digest_due(self, account: str) -> datetime | None:
+        with self.transaction() as c:
+            value: datetime | None = c.execute(
+                select(func.max(digests.c.due_at)).where(digests.c.account == account)
+            ).scalar_one_or_none()
+            return value
+
+    def digest_sent(self, account: str, due_at: datetime, now: datetime,
+                    message_id: str) -> None:
+        with self.transaction() as c:
+            c.execute(digests.insert().values(account=account, due_at=due_at, sent_at=now,
+                                              message_id=message_id))
+
+    def last_good_poll(self) -> datetime | None:
+        with self.transaction() as c:
+            value: datetime | None = c.execute(
+                select(func.max(polls.c.finished_at)).where(polls.c.ok.is_(True))
+            ).scalar_one_or_none()
+            return value
+

@@ -1,0 +1,105 @@
+"""Shared fixtures. The servers behind them live in ``tests/servers.py``."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import servers
+import trustme
+
+from modbot.tls import client_context
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """The test certificate authority that signs every test server's certificate."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def server_cert(ca: trustme.CA) -> trustme.LeafCert:
+    """A server certificate for 127.0.0.1 and localhost, signed by ``ca``."""
+    return ca.issue_cert(*servers.CERT_NAMES)
+
+
+@pytest.fixture(scope="session")
+def ca_file(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``ca``'s certificate as a PEM file, for ``ca_file`` in configurations."""
+    path = tmp_path_factory.mktemp("ca") / "ca.pem"
+    ca.cert_pem.write_to_path(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def untrusted_ca_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PEM file of another CA, which signed none of the test servers."""
+    path = tmp_path_factory.mktemp("other-ca") / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def client_ssl_context(ca_file: Path) -> ssl.SSLContext:
+    """modbot's shared client context, trusting ``ca``."""
+    return client_context(ca_file)
+
+
+@pytest.fixture(scope="session")
+def dovecot(server_cert: trustme.LeafCert,
+            client_ssl_context: ssl.SSLContext) -> Iterator[servers.Dovecot]:
+    """One private Dovecot for the session (skipped if unavailable; failed when ``$CI`` is set)."""
+    try:
+        server = servers.start_dovecot(server_cert, client_ssl_context)
+    except servers.ServerUnavailable as exc:
+        servers.unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def imap_user(dovecot: servers.Dovecot) -> servers.ImapUser:
+    """A fresh Dovecot user with an empty mailbox."""
+    return dovecot.add_user()
+
+
+def _smtp(mode: servers.SmtpMode, cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
+    server = servers.SmtpServer(mode, cert).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
+    """An aiosmtpd server with implicit TLS that records what it receives."""
+    yield from _smtp("tls", server_cert)
+
+
+@pytest.fixture
+def smtp_starttls_server(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
+    """An aiosmtpd server on a plain port that requires STARTTLS before anything else."""
+    yield from _smtp("starttls", server_cert)
+
+
+@pytest.fixture
+def smtp_plain_server(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
+    """An aiosmtpd server without TLS that still offers AUTH: STARTTLS stripped by an attacker."""
+    yield from _smtp("plain", server_cert)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[servers.SilentServer]:
+    """A port that accepts connections and never answers."""
+    server = servers.SilentServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def imap_without_starttls() -> Iterator[servers.ImapWithoutStarttls]:
+    """An IMAP server that offers no STARTTLS and records what the client sends."""
+    server = servers.ImapWithoutStarttls()
+    yield server
+    server.close()

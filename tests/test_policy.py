@@ -1,0 +1,140 @@
+"""The policy rule table: each rule decides the case it names, with its reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from modbot.config import PolicySettings
+from modbot.model import (
+    Action,
+    Authenticity,
+    Classification,
+    History,
+    Kind,
+    Mode,
+    Person,
+    Recipient,
+    Resolution,
+    Unresolved,
+    Verdict,
+)
+from modbot.policy import Facts, decide
+
+AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ("dkim=pass for linkedin.com",))
+UNKNOWN = Authenticity(True, Verdict.UNKNOWN, ("no trusted evidence",))
+JORDAN = Recipient("Jordan Rivera", "jrivera@students.example.edu", "directory-csv:name")
+
+
+def facts(kind: Kind = Kind.CONNECTION_INVITATION, *, auth: Authenticity = AUTHENTIC,
+          resolution: Resolution = JORDAN, history: History | None = None,
+          settings: PolicySettings | None = None, auto_submitted: str | None = None) -> Facts:
+    classification = Classification(kind, "test-rule", Person(name="Jordan Rivera"), None,
+                                    ("classified for the test",))
+    return Facts(classification, auth, resolution, history or History(), auto_submitted,
+                 settings or PolicySettings(mode=Mode.AUTO))
+
+
+def test_authentic_invitation_with_address_is_answered() -> None:
+    """An authentic invitation whose inviter has an address gets the invitation template."""
+    decision = decide(facts())
+    assert decision.action is Action.REPLY
+    assert decision.template == "connection_invitation"
+    assert decision.recipient == JORDAN
+    assert decision.mode is Mode.AUTO
+
+
+@pytest.mark.parametrize(("kind", "action"), [
+    (Kind.NOT_LINKEDIN, Action.IGNORE),
+    (Kind.SPOOFED_LINKEDIN, Action.HOLD),
+    (Kind.UNKNOWN_LINKEDIN, Action.HOLD),
+    (Kind.OTHER_LINKEDIN, Action.LOG),
+    (Kind.GROUP_ACTIVITY, Action.LOG),
+    (Kind.LINKEDIN_MESSAGE, Action.REPLY),
+    (Kind.GROUP_JOIN_REQUEST, Action.REPLY),
+    (Kind.RECOMMENDATION_REQUEST, Action.REPLY),
+])
+def test_default_action_per_kind(kind: Kind, action: Action) -> None:
+    """Each kind gets its documented default action."""
+    assert decide(facts(kind)).action is action
+
+
+def test_unverified_invitation_is_held() -> None:
+    """An invitation whose origin cannot be confirmed is held, never answered."""
+    decision = decide(facts(auth=UNKNOWN))
+    assert decision.action is Action.HOLD
+    assert decision.rule == "unverified"
+
+
+def test_unresolved_person_is_held_with_reason() -> None:
+    """An inviter with no address is held, and the reason says why."""
+    decision = decide(facts(resolution=Unresolved("the person is not in the directory")))
+    assert decision.action is Action.HOLD
+    assert "not in the directory" in decision.reasons[0]
+
+
+def test_reminder_of_answered_invitation_is_only_logged() -> None:
+    """A reminder of an invitation already answered is logged, not answered again."""
+    decision = decide(facts(history=History(replied_to_invitation=True)))
+    assert decision.action is Action.LOG
+    assert decision.rule == "invitation-already-answered"
+
+
+def test_person_answered_recently_is_only_logged() -> None:
+    """A person answered within the window is not answered again."""
+    assert decide(facts(history=History(replied_to_person=True))).action is Action.LOG
+
+
+def test_hourly_cap_holds() -> None:
+    """Once the hourly cap is reached, further replies are held."""
+    settings = PolicySettings(mode=Mode.AUTO, max_replies_per_hour=3)
+    decision = decide(facts(history=History(replies_last_hour=3), settings=settings))
+    assert (decision.action, decision.rule) == (Action.HOLD, "hourly-cap")
+
+
+def test_daily_cap_holds() -> None:
+    """Once the daily cap is reached, further replies are held."""
+    settings = PolicySettings(mode=Mode.AUTO, max_replies_per_day=5)
+    decision = decide(facts(history=History(replies_last_day=5), settings=settings))
+    assert (decision.action, decision.rule) == (Action.HOLD, "daily-cap")
+
+
+def test_handled_message_is_ignored() -> None:
+    """A message handled before is ignored whatever it is."""
+    assert decide(facts(history=History(message_handled=True))).action is Action.IGNORE
+
+
+def test_answer_to_modbot_is_held() -> None:
+    """A person's answer to modbot's own mail is held for the counselor."""
+    decision = decide(facts(Kind.NOT_LINKEDIN, history=History(is_reply_to_our_mail=True)))
+    assert (decision.action, decision.rule) == (Action.HOLD, "answer-to-modbot")
+
+
+def test_automatic_answer_to_modbot_is_only_logged() -> None:
+    """An auto-reply to modbot's mail is never answered (RFC 3834) and needs no human."""
+    decision = decide(facts(Kind.NOT_LINKEDIN, history=History(is_reply_to_our_mail=True),
+                            auto_submitted="auto-replied"))
+    assert decision.action is Action.LOG
+
+
+def test_configured_action_overrides_default() -> None:
+    """A per-kind action in the configuration replaces the default."""
+    settings = PolicySettings(mode=Mode.AUTO, actions={Kind.GROUP_JOIN_REQUEST: Action.HOLD})
+    assert decide(facts(Kind.GROUP_JOIN_REQUEST, settings=settings)).action is Action.HOLD
+
+
+def test_per_kind_mode() -> None:
+    """A per-kind mode decides how far that kind's replies go."""
+    settings = PolicySettings(mode=Mode.AUTO, modes={Kind.CONNECTION_INVITATION: Mode.REVIEW})
+    assert decide(facts(settings=settings)).mode is Mode.REVIEW
+
+
+def test_reply_cannot_be_configured_for_kinds_without_template() -> None:
+    """Asking to reply to spoofs or other mail holds them instead."""
+    settings = PolicySettings(mode=Mode.AUTO, actions={Kind.OTHER_LINKEDIN: Action.REPLY})
+    assert decide(facts(Kind.OTHER_LINKEDIN, settings=settings)).action is Action.HOLD
+
+
+def test_default_mode_is_shadow() -> None:
+    """A configuration that says nothing about mode decides in shadow mode."""
+    assert PolicySettings().mode is Mode.SHADOW
+    assert decide(facts(settings=PolicySettings())).mode is Mode.SHADOW

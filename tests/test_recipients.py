@@ -1,0 +1,114 @@
+"""Finding the person's address: relay, directory by profile URL, then by unique name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from modbot.errors import DirectoryError
+from modbot.model import Authenticity, Classification, Kind, Person, Recipient, Unresolved, Verdict
+from modbot.recipients import Directory, normalize_name, normalize_profile_url, resolve
+
+AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
+CSV = """name,email,linkedin_url
+Jordan Rivera,jrivera@students.example.edu,https://www.linkedin.com/in/jordan-rivera-42/
+José María Núñez,jnunez@students.example.edu,
+Alex Chen,achen1@students.example.edu,
+Alex Chen,achen2@students.example.edu,
+"""
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Directory:
+    path = tmp_path / "directory.csv"
+    path.write_text(CSV, encoding="utf-8")
+    return Directory.from_csv(path)
+
+
+def invitation(name: str | None, url: str | None = None) -> Classification:
+    return Classification(Kind.CONNECTION_INVITATION, "t", Person(name=name, profile_url=url),
+                          None, ())
+
+
+def test_profile_url_match_wins(directory: Directory) -> None:
+    """A profile URL in /comm/ form with tracking matches the directory's plain URL."""
+    url = "https://www.linkedin.com/comm/in/jordan-rivera-42?midToken=AQ&trk=eml-x"
+    found = resolve(invitation("Someone Else", url), AUTHENTIC, directory)
+    assert isinstance(found, Recipient)
+    assert found.email == "jrivera@students.example.edu"
+    assert found.source == "directory-csv:profile-url"
+
+
+def test_name_match_ignores_case_accents_and_spaces(directory: Directory) -> None:
+    """A name differing in case, accents and spacing still matches."""
+    found = resolve(invitation("  jose  maria NUNEZ "), AUTHENTIC, directory)
+    assert isinstance(found, Recipient)
+    assert found.email == "jnunez@students.example.edu"
+
+
+def test_middle_name_does_not_block_match(directory: Directory) -> None:
+    """A name with a middle name matches the first and last name in the directory."""
+    found = resolve(invitation("Jordan Alexis Rivera"), AUTHENTIC, directory)
+    assert isinstance(found, Recipient)
+
+
+def test_ambiguous_name_is_unresolved(directory: Directory) -> None:
+    """Two people with the same name are never guessed between."""
+    found = resolve(invitation("Alex Chen"), AUTHENTIC, directory)
+    assert isinstance(found, Unresolved)
+    assert "2 directory entries" in found.reason
+
+
+def test_unknown_person_is_unresolved(directory: Directory) -> None:
+    """A person missing from the directory is unresolved with that reason."""
+    found = resolve(invitation("Priya Natarajan"), AUTHENTIC, directory)
+    assert found == Unresolved("the person is not in the directory")
+
+
+def test_message_relay_is_used_for_linkedin_messages(directory: Directory) -> None:
+    """A LinkedIn message is answered through its reply.linkedin.com relay."""
+    person = Person(name="Sam Okafor", relay_address="abc-123@reply.linkedin.com")
+    classification = Classification(Kind.LINKEDIN_MESSAGE, "t", person, None, ())
+    found = resolve(classification, AUTHENTIC, directory)
+    assert found == Recipient("Sam Okafor", "abc-123@reply.linkedin.com", "linkedin-relay")
+
+
+def test_personal_reply_to_needs_authenticity(directory: Directory) -> None:
+    """A legacy personal Reply-To is used only on a message proven authentic."""
+    person = Person(name="Jane Doe", reply_to_address="jane@example.com")
+    classification = Classification(Kind.CONNECTION_INVITATION, "t", person, None, ())
+    assert isinstance(resolve(classification, AUTHENTIC, directory), Recipient)
+    unknown = Authenticity(True, Verdict.UNKNOWN, ())
+    assert isinstance(resolve(classification, unknown, directory), Unresolved)
+
+
+def test_no_directory_is_unresolved() -> None:
+    """Without a directory an inviter is unresolved, with that reason."""
+    found = resolve(invitation("Jordan Rivera"), AUTHENTIC, None)
+    assert isinstance(found, Unresolved)
+    assert "no directory" in found.reason
+
+
+def test_bad_directory_file_is_one_sentence(tmp_path: Path) -> None:
+    """A CSV without the expected columns is refused with a clear message."""
+    path = tmp_path / "d.csv"
+    path.write_text("who,where\nx,y\n", encoding="utf-8")
+    with pytest.raises(DirectoryError, match="lacks email, name"):
+        Directory.from_csv(path)
+
+
+@pytest.mark.parametrize(("url", "key"), [
+    ("https://www.linkedin.com/in/Jordan-Rivera-42/", "in/jordan-rivera-42"),
+    ("https://www.linkedin.com/comm/in/jordan-rivera-42?trk=x", "in/jordan-rivera-42"),
+    ("https://www.linkedin.com/comm/profile/view?id=AAsAAA&authType=name", "id/AAsAAA"),
+    ("https://example.com/whatever", None),
+])
+def test_profile_url_normalization(url: str, key: str | None) -> None:
+    """Profile URLs of every shape reduce to a comparable key."""
+    assert normalize_profile_url(url) == key
+
+
+def test_normalize_name() -> None:
+    """Names lose case, accents, punctuation and extra spaces."""
+    assert normalize_name("  José  O'Neil-Smith ") == "jose oneil smith"

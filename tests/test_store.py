@@ -1,0 +1,112 @@
+"""The store: migrations match the models, files are owner-only, and facts round-trip."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from modbot import store
+from modbot.store import Store
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Store:
+    opened = Store.open(f"sqlite:///{tmp_path / 'modbot.db'}")
+    yield opened
+    opened.close()
+
+
+def message_row(key: str, **overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "account": "counselor@imap", "message_key": key, "folder": "INBOX", "uidvalidity": 1,
+        "uid": 1, "seen_at": NOW, "kind": "connection_invitation", "authentic": True,
+        "classify_rule": "template-key", "person_name": "Jordan Rivera", "profile_url": None,
+        "invitation_id": "701", "address_source": "directory-csv:name", "action": "reply",
+        "policy_rule": "reply", "reasons": ["because"], "error": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def reply_row(message_id: str, status: str = store.QUEUED) -> dict[str, object]:
+    return {"message_id": message_id, "template": "connection_invitation",
+            "recipient_name": "Jordan Rivera", "recipient_email": "JRivera@students.example.edu",
+            "redirected_to": None, "status": status, "created_at": NOW}
+
+
+def test_migrations_match_models(db: Store) -> None:
+    """The alembic migrations build exactly the schema the code declares."""
+    with db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), store.metadata) == []
+
+
+def test_database_file_is_owner_only(tmp_path: Path) -> None:
+    """A new SQLite database and its WAL files are created 0600."""
+    path = tmp_path / "sub" / "modbot.db"
+    opened = Store.open(f"sqlite:///{path}")
+    opened.poll_started("a", NOW)
+    for file in path.parent.iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
+    opened.close()
+
+
+def test_cursor_round_trip(db: Store) -> None:
+    """A cursor is kept per account, folder and UIDVALIDITY."""
+    assert db.cursor("a", "INBOX", 7) is None
+    db.set_cursor("a", "INBOX", 7, 42, NOW)
+    db.set_cursor("a", "INBOX", 7, 43, NOW)
+    assert db.cursor("a", "INBOX", 7) == 43
+    assert db.cursor("a", "INBOX", 8) is None
+    assert db.has_any_cursor("a", "INBOX")
+
+
+def test_record_and_dedup_facts(db: Store) -> None:
+    """A recorded reply counts for the person, the invitation and the caps."""
+    db.record(message_row("k1"), reply_row("<m1@counsel.example.edu>"))
+    assert db.known_keys("counselor@imap", ["k1", "k2"]) == {"k1"}
+    assert db.replied_to_person("jrivera@students.example.edu", NOW - timedelta(days=1))
+    assert db.replied_to_invitation("counselor@imap", "701")
+    assert db.replies_since(NOW - timedelta(hours=1)) == 1
+    assert db.is_our_message_id(["<m1@counsel.example.edu>"])
+
+
+def test_same_message_twice_is_refused(db: Store) -> None:
+    """The unique message key makes a second record of the same message fail."""
+    db.record(message_row("k1"), None)
+    with pytest.raises(store.StoreError):
+        db.record(message_row("k1"), None)
+
+
+def test_outbox_state_machine(db: Store) -> None:
+    """Queued replies are due; a row left sending is in flight; sent rows are neither."""
+    item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
+    assert item_id is not None
+    assert [i.id for i in db.due(NOW)] == [item_id]
+    db.mark(item_id, store.SENDING, now=NOW, count_attempt=True)
+    assert db.due(NOW) == []
+    assert [i.attempts for i in db.in_flight()] == [1]
+    db.mark(item_id, store.SENT, now=NOW)
+    assert db.in_flight() == []
+
+
+def test_retry_waits_for_backoff(db: Store) -> None:
+    """A temporarily failed reply is due only after its next attempt time."""
+    item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
+    assert item_id is not None
+    db.mark(item_id, store.RETRY, now=NOW, next_attempt_at=NOW + timedelta(minutes=4))
+    assert db.due(NOW) == []
+    assert len(db.due(NOW + timedelta(minutes=5))) == 1
+
+
+def test_message_key_hides_message_id() -> None:
+    """The stored key is a hash, not the Message-ID itself."""
+    key = store.message_key("<abc@lva1-app.prod.linkedin.com>", b"")
+    assert "linkedin" not in key and len(key) == 64
+    assert key == store.message_key("<ABC@lva1-app.prod.linkedin.com> ", b"")
