@@ -142,7 +142,8 @@ RECOMMENDATION = (
     r"|(?:te ha pedido|te pide|solicitud de) (?:una )?recomendaci[oó]n"
     r"|demande de recommandation|vous demande une recommandation"
     r"|bittet Sie um eine Empfehlung|Empfehlungsanfrage"
-    r"|(?:pedido|solicita[cç][aã]o) de recomenda[cç][aã]o|(?:solicitou|pediu) uma recomenda[cç][aã]o"
+    r"|(?:pedido|solicita[cç][aã]o) de recomenda[cç][aã]o"
+    r"|(?:solicitou|pediu) uma recomenda[cç][aã]o"
     r"|richiesta di (?:referenza|segnalazione)|ti ha chiesto una (?:referenza|segnalazione)"
     r"|(?:permintaan|meminta) rekomendasi")
 GROUP_JOIN = (
@@ -242,15 +243,30 @@ _LINK_KEYS = (
     ("trk", re.compile(r"eml-([A-Za-z0-9_]+)-"), "trk= link parameter"),
     ("lipi", re.compile(r"urn:li:page:email_([A-Za-z0-9_]+)"), "lipi= link parameter"),
 )
-_HTML_DROP = re.compile(r"<!--.*?-->|<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_HTML_BREAK = re.compile(r"<\s*/?\s*(?:br|p|div|h[1-6]|td|tr|li|table|center|title)\b[^>]*>",
+# [^<>] rather than [^>]: a stray "<" must not make every later tag rescan the document.
+_HTML_HIDDEN = re.compile(r"<!--|<(script|style|head)\b", re.IGNORECASE)
+_HTML_BREAK = re.compile(r"<\s*/?\s*(?:br|p|div|h[1-6]|td|tr|li|table|center|title)\b[^<>]*>",
                          re.IGNORECASE)
-_HTML_TAG = re.compile(r"<[^>]*>")
+_HTML_TAG = re.compile(r"<[^<>]*>")
+
+
+def _visible(markup: str) -> str:
+    """``markup`` without comments, scripts, styles and the head, in one forward pass."""
+    lower, kept, pos = markup.lower(), [], 0
+    while match := _HTML_HIDDEN.search(markup, pos):
+        kept.append(markup[pos:match.start()])
+        closer = "-->" if match.group(1) is None else f"</{match.group(1).lower()}"
+        end = lower.find(closer, match.end())
+        pos = lower.find(">", end) + 1 if end >= 0 else 0
+        if pos <= 0:
+            return " ".join(kept)  # unclosed: the rest is hidden too
+    kept.append(markup[pos:])
+    return " ".join(kept)
 
 
 def html_lines(markup: str) -> tuple[str, ...]:
     """The visible text of an HTML body, one block element per line, without empty lines."""
-    text = _HTML_BREAK.sub("\n", _HTML_DROP.sub(" ", markup[:MAX_WORDS * 5]))
+    text = _HTML_BREAK.sub("\n", _visible(markup[:MAX_WORDS * 5]))
     text = html.unescape(_HTML_TAG.sub(" ", text))
     return tuple(line for line in (clean_line(raw) for raw in text.splitlines()) if line)
 
@@ -267,9 +283,11 @@ def template_key(n: Notification) -> tuple[str | None, str]:
     header = clean_line(n.header("x-linkedin-template") or "")
     if header:
         return header, "X-LinkedIn-Template"
-    feedback = re.search(r"([^:\s]+):linkedin\s*$", n.header("feedback-id") or "", re.IGNORECASE)
-    if feedback:
-        return feedback.group(1), "Feedback-ID"
+    feedback = (n.header("feedback-id") or "").strip()
+    if feedback.lower().endswith(":linkedin"):
+        key = feedback[: -len(":linkedin")].rpartition(":")[2].strip()
+        if key:
+            return key, "Feedback-ID"
     params = [pair for url in n.links if is_linkedin(_host(url))
               for pair in parse_qsl(urlsplit(url).query, errors="replace")]
     for name, rx, source in _LINK_KEYS:
@@ -310,14 +328,14 @@ _COUNSELOR = re.compile(
     re.IGNORECASE)
 _GROUP = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:to join|unirse a|rejoindre|participar do|unirsi a|bergabung dengan) (?:your |the )?"
-    r"(?:group |grupo |groupe |gruppo |grup )?[\"\u201c\u00ab]?(?P<group>[^\"\u201d\u00bb\n]{2,100}?)"
-    r"[\"\u201d\u00bb]?(?: group)?[.!]?$",
+    r"(?:group |grupo |groupe |gruppo |grup )?[\"\u201c\u00ab]?"
+    r"(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?(?: group)?[.!]?$",
     r"(?:conversations?|discussions?|posts?|posted|activity) in (?:the |your )?(?:group )?"
     r"[\"\u201c\u00ab]?(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?[.!]?$",
 ))
 _PROFILE_PATH = re.compile(r"(?:/comm)?/(?:profile/view|in/[^/?#\s]+)", re.IGNORECASE)
-_INVITATION_ID = re.compile(r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})",
-                            re.IGNORECASE)
+_INVITATION_ID = re.compile(
+    r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
 _PERSON_KINDS = frozenset({K.CONNECTION_INVITATION, K.LINKEDIN_MESSAGE,
                            K.RECOMMENDATION_REQUEST, K.GROUP_JOIN_REQUEST})
 
@@ -341,7 +359,7 @@ def normalise_profile_url(url: str) -> str | None:
 
 
 def _profile_rank(url: str) -> int:
-    """0: the person's (hero, inviter, sender); 1: any other; 2: the counselor's (header, footer)."""
+    """0: the person's (hero, inviter, sender); 1: other; 2: the counselor's (header, footer)."""
     lower = url.lower()
     if "-header-" in lower or "-footer-" in lower:
         return 2

@@ -62,6 +62,11 @@ class CounselorSettings(_Section):
 
     _email = field_validator("email")(_check_email)
 
+    @property
+    def domain(self) -> str:
+        """The counselor's mail domain, for the Message-IDs of replies and digests."""
+        return self.email.rpartition("@")[2]
+
 
 class _ServerSettings(_Section):
     host: str = Field(min_length=1)
@@ -113,7 +118,7 @@ class PolicySettings(_Section):
     max_replies_per_hour: int = Field(default=20, ge=0)
     max_replies_per_day: int = Field(default=100, ge=0)
     person_window_days: int = Field(default=180, ge=0)
-    look_back_days: int = Field(default=0, ge=0)
+    look_back_days: int = Field(default=7, ge=0)
 
     @field_validator("redirect_all_to")
     @classmethod

@@ -56,7 +56,7 @@ async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False
         return False
     if not force and last is not None and last >= due:
         return False
-    message_id = make_message_id(settings.counselor.email.rpartition("@")[2])
+    message_id = make_message_id(settings.counselor.domain)
     data = digest.gather(ctx.store, settings, now)
     message = digest.build(data, ctx.templates, settings.counselor, now=now,
                            message_id=message_id)

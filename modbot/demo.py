@@ -241,9 +241,9 @@ async def run_demo(keep: Path | None = None) -> int:
                 for uid, flags in servers.inbox_flags().items())
             typer.echo(f"\\Seen flags unchanged: {'yes' if unchanged else 'NO'}")
             data = digest.gather(ctx.store, settings, now + timedelta(minutes=6))
-            mail = digest.build(data, ctx.templates, settings.counselor, now=now,
-                                message_id=make_message_id(settings.counselor.email.rpartition("@")[2]))
-            body = mail.get_body(preferencelist=("plain",))
+            weekly = digest.build(data, ctx.templates, settings.counselor, now=now,
+                                  message_id=make_message_id(settings.counselor.domain))
+            body = weekly.get_body(preferencelist=("plain",))
             typer.secho("\n== The counselor's digest (preview) ==", bold=True)
             if body is not None:
                 typer.echo(body.get_content())

@@ -332,7 +332,7 @@ class Mailbox:
         return password.get_secret_value() if password is not None else None
 
 
-# helpers --------------------------------------------------------------------------------------
+# module-level functions ---------------------------------------------------------------------
 
 
 def _batches(uids: Sequence[int]) -> Iterator[list[int]]:

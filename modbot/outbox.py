@@ -113,7 +113,7 @@ class Sender:
                     await smtp.rcpt(recipient, encoding=encoding)
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     refused.append(exc)
-                    if not smtp.is_connected:  # 421: the server ended the session
+                    if not smtp.is_connected:  # 421: the server closed the connection
                         break
             if len(refused) == len(recipients) or not smtp.is_connected:
                 await self._reset(smtp)
@@ -237,7 +237,7 @@ class Sender:
         elif len(refused) == total:
             count = f"all {total} recipients"
         else:
-            count = "a recipient and ended the session"
+            count = "a recipient and closed the connection"
         return kind(
             f"The {self._server} refused {count}: it answered {first.code} "
             f"{self._clean(first.message)}."

@@ -9,7 +9,8 @@ other control characters, because later stages put them into reply headers.
 
 ``linkedin_candidate`` is the cheap test run on the header block alone, before the whole
 message is fetched. ``looks_like_linkedin_domain`` is the brand test shared with the
-authenticity stage. This module must never log or store message content.
+authenticity stage. This module must never log or store message content, and it keeps
+mail-parser, which logs header values, quiet.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import codecs
 import contextlib
 import email.parser
 import email.policy
+import functools
 import html
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -47,7 +50,9 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
-_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE)
+# Bounded repeats: an unclosed quote must not make every later href rescan the document.
+_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]{0,8192})"|'([^']{0,8192})'|([^\s"'>]{1,8192}))""",
+                   re.IGNORECASE)
 _BARE_URL = re.compile(r"""https?://[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _TRAILING = ".,;:!?)]}'\"*"
@@ -232,8 +237,21 @@ def extract_links(text: str, html_text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(url for url in found if url))[:MAX_LINKS]
 
 
+@functools.cache
+def _silence_mailparser() -> None:
+    """Drop every record of mail-parser's logger: it logs header values and part names.
+
+    Done on first use rather than at import; a filter, unlike a level, also stops records from
+    reaching logging's last-resort handler.
+    """
+    logger = logging.getLogger("mailparser")
+    logger.setLevel(logging.CRITICAL + 1)
+    logger.addFilter(lambda record: False)
+
+
 def parse(raw: bytes) -> Notification:
     """Parse raw message bytes into a ``Notification``; never raises for bad mail."""
+    _silence_mailparser()
     prepared, defects = _cap_headers(raw)
     text = body_html = ""
     message: Message | None

@@ -29,7 +29,13 @@ from typing import Any
 
 from modbot import authenticity, classify, parse, render, store
 from modbot.config import PolicySettings, Settings
-from modbot.errors import ModbotError, SendError, StoreError, TemporarySendError
+from modbot.errors import (
+    MaybeSentError,
+    ModbotError,
+    SendError,
+    StoreError,
+    TemporarySendError,
+)
 from modbot.mailbox import Mailbox
 from modbot.model import (
     Action,
@@ -302,7 +308,7 @@ class Poller:
                       Mode.SHADOW: store.SHADOW}[d.mode]
             redirect = self.settings.policy.redirect_all_to
             reply = {
-                "message_id": render.make_message_id(self.settings.counselor.email.rpartition("@")[2]),
+                "message_id": render.make_message_id(self.settings.counselor.domain),
                 "template": d.template or c.kind.value, "recipient_name": d.recipient.name,
                 "recipient_email": d.recipient.email, "redirected_to": redirect,
                 "status": status, "created_at": now,
@@ -362,6 +368,10 @@ class Poller:
         self.store.mark(item.id, store.SENDING, now=now, count_attempt=True)
         try:
             await sender.send(message)
+        except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly
+            self.store.mark(item.id, store.UNCERTAIN, now=now, error=str(exc))
+            report.errors.append(str(exc))
+            return
         except TemporarySendError as exc:
             attempts = item.attempts + 1
             if attempts >= MAX_SEND_ATTEMPTS:

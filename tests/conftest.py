@@ -50,7 +50,7 @@ def client_ssl_context(ca_file: Path) -> ssl.SSLContext:
 @pytest.fixture(scope="session")
 def dovecot(server_cert: trustme.LeafCert,
             client_ssl_context: ssl.SSLContext) -> Iterator[servers.Dovecot]:
-    """One private Dovecot for the session (skipped if unavailable; failed when ``$CI`` is set)."""
+    """One private Dovecot for the whole run: skipped if unavailable, failed if ``$CI`` is set."""
     try:
         server = servers.start_dovecot(server_cert, client_ssl_context)
     except servers.ServerUnavailable as exc:

@@ -1,7 +1,7 @@
 """Real mail servers on loopback for the integration tests.
 
 - ``Dovecot``: a private Dovecot instance (its own config, state, log and maildirs) with an implicit
-  TLS port and a plain port offering STARTTLS; users are added to its passwd-file while it runs.
+  TLS port and a plain port offering STARTTLS; each user added while it runs gets a passwd-file.
 - ``SmtpServer``: an aiosmtpd server that records every message and can be told to answer a given
   code at RCPT or at the end of DATA.
 - ``SilentServer``: a port that accepts connections and never says a word.

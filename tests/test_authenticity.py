@@ -35,7 +35,8 @@ def raw(name: str) -> bytes:
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, bytes]:
     """A fresh RSA key: the PEM private key and its DNS TXT record."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    # A throwaway key for one test run: 1024 bits is dkimpy's minimum and quick to make.
+    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     pem = private.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.TraditionalOpenSSL,
                                 serialization.NoEncryption())
@@ -55,13 +56,19 @@ def lookup_for(txt: bytes, *domains: str) -> Lookup:
     return lambda name: txt if name in names else None
 
 
+def judge(data: bytes, trusted: tuple[str, ...] = TRUSTED,
+          lookup: Lookup | None = None) -> Authenticity:
+    """check() of raw message bytes."""
+    return check(parse(data), trusted_authserv_ids=trusted, dkim_lookup=lookup)
+
+
 def fixture_check(name: str, key: tuple[bytes, bytes]) -> Authenticity:
     """check() of a fixture as the expectations describe it, signed first where they say so."""
     data, lookup = raw(name), None
     domain = EXPECTED[name].get("dkim_sign")
     if domain:
         data, lookup = sign(data, domain, key[0]), lookup_for(key[1], domain)
-    return check(parse(data), trusted_authserv_ids=TRUSTED, dkim_lookup=lookup)
+    return judge(data, lookup=lookup)
 
 
 def message(*headers: str, from_: str = "LinkedIn <invitations@linkedin.com>",
@@ -90,7 +97,8 @@ def test_fixture_claim_follows_kind(name: str, key: tuple[bytes, bytes]) -> None
 def test_reasons_are_short_and_never_quote_the_body(name: str, key: tuple[bytes, bytes]) -> None:
     """Every reason is one short sentence and contains no line of the message body."""
     n = parse(raw(name))
-    body = [line.strip() for line in (n.text + "\n" + n.html).splitlines() if len(line.strip()) > 15]
+    lines = (n.text + "\n" + n.html).splitlines()
+    body = [line.strip() for line in lines if len(line.strip()) > 15]
     for reason in fixture_check(name, key).reasons:
         assert 0 < len(reason) <= 240 and "\n" not in reason
         assert not any(line in reason for line in body)
@@ -105,13 +113,13 @@ def test_mail_that_does_not_claim_linkedin_is_not_judged() -> None:
 
 def test_real_spoof_is_caught_by_its_return_path() -> None:
     """The 2013 spam copying LinkedIn's headers is a spoof because of its localnet.com envelope."""
-    result = check(parse(raw("corpus/spoof_linkedin_welcome_2013.eml")), trusted_authserv_ids=TRUSTED)
+    result = judge(raw("corpus/spoof_linkedin_welcome_2013.eml"))
     assert result.authentic is False
     assert any("localnet.com" in reason for reason in result.reasons)
 
 
 def test_real_spoof_is_still_a_spoof_when_its_server_is_trusted() -> None:
-    """Trusting mx.google.com, whose result shows no DKIM pass, still makes the 2013 spam a spoof."""
+    """Trusting mx.google.com, which shows no DKIM pass, still makes the 2013 spam a spoof."""
     result = check(parse(raw("corpus/spoof_linkedin_welcome_2013.eml")),
                    trusted_authserv_ids=["mx.google.com"])
     assert result.verdict is Verdict.SPOOF
@@ -141,7 +149,7 @@ def test_forged_results_under_another_name_never_authenticate() -> None:
 
 def test_topmost_trusted_result_decides() -> None:
     """A forged result under the trusted authserv-id below the real one cannot outvote it."""
-    result = check(parse(raw("spoof_forged_authres_below_trusted.eml")), trusted_authserv_ids=TRUSTED)
+    result = judge(raw("spoof_forged_authres_below_trusted.eml"))
     assert result.verdict is Verdict.SPOOF
 
 
@@ -155,7 +163,8 @@ def test_topmost_trusted_result_decides() -> None:
 def test_trusted_authserv_id_patterns(authserv_id: str, trusted: str, verdict: Verdict) -> None:
     """A leading '*.' trusts subdomains only; names compare without regard to case."""
     data = raw("invitation_current_jordan_rivera.eml").replace(
-        b"Authentication-Results: mx.counsel.example.edu;", f"Authentication-Results: {authserv_id};".encode())
+        b"Authentication-Results: mx.counsel.example.edu;",
+        f"Authentication-Results: {authserv_id};".encode())
     assert check(parse(data), trusted_authserv_ids=[trusted]).verdict is verdict
 
 
@@ -175,14 +184,14 @@ def test_trusted_authserv_id_patterns(authserv_id: str, trusted: str, verdict: V
 def test_trusted_results_are_read(results: str, verdict: Verdict) -> None:
     """Only an aligned dkim=pass for linkedin.com, and no failed DMARC, proves the message."""
     data = message(f"Authentication-Results: mx.counsel.example.edu; {results}")
-    assert check(parse(data), trusted_authserv_ids=TRUSTED).verdict is verdict
+    assert judge(data).verdict is verdict
 
 
 def test_linkedin_signature_on_a_foreign_from_is_a_spoof() -> None:
     """A pass for linkedin.com does not vouch for a From address of another domain."""
-    data = message("Authentication-Results: mx.counsel.example.edu; dkim=pass header.d=linkedin.com",
-                   "X-LinkedIn-Class: INVITE-GUEST", from_="Jo <jo@example.org>")
-    assert check(parse(data), trusted_authserv_ids=TRUSTED).verdict is Verdict.SPOOF
+    results = "Authentication-Results: mx.counsel.example.edu; dkim=pass header.d=linkedin.com"
+    data = message(results, "X-LinkedIn-Class: INVITE-GUEST", from_="Jo <jo@example.org>")
+    assert judge(data).verdict is Verdict.SPOOF
 
 
 def test_trusted_results_win_over_dkim_verification(key: tuple[bytes, bytes]) -> None:
@@ -202,7 +211,7 @@ def test_trusted_results_win_over_dkim_verification(key: tuple[bytes, bytes]) ->
 def test_valid_linkedin_signature_authenticates(key: tuple[bytes, bytes]) -> None:
     """A signature of linkedin.com that verifies proves the message."""
     data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0])
-    result = check(parse(data), trusted_authserv_ids=(), dkim_lookup=lookup_for(key[1], "linkedin.com"))
+    result = judge(data, (), lookup_for(key[1], "linkedin.com"))
     assert result.verdict is Verdict.AUTHENTIC
     assert result.reasons[-1] == "DKIM signature of linkedin.com verified."
 
@@ -228,14 +237,14 @@ def test_body_changed_after_signing_is_a_spoof(key: tuple[bytes, bytes]) -> None
     """A linkedin.com signature over a different body does not verify."""
     data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0])
     data = data.replace(b"Nursing student", b"Send your password")
-    result = check(parse(data), trusted_authserv_ids=(), dkim_lookup=lookup_for(key[1], "linkedin.com"))
+    result = judge(data, (), lookup_for(key[1], "linkedin.com"))
     assert result.verdict is Verdict.SPOOF
 
 
 def test_partial_body_signature_does_not_authenticate(key: tuple[bytes, bytes]) -> None:
     """A signature with l= lets anyone append text, so it proves nothing."""
     data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0], length=True)
-    result = check(parse(data), trusted_authserv_ids=(), dkim_lookup=lookup_for(key[1], "linkedin.com"))
+    result = judge(data, (), lookup_for(key[1], "linkedin.com"))
     assert result.verdict is not Verdict.AUTHENTIC
 
 
@@ -247,7 +256,7 @@ def test_unreachable_linkedin_key_is_unknown(key: tuple[bytes, bytes], broken: s
             raise TimeoutError("DNS timeout")
         return None
     data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0])
-    assert check(parse(data), trusted_authserv_ids=(), dkim_lookup=lookup).verdict is Verdict.UNKNOWN
+    assert judge(data, (), lookup).verdict is Verdict.UNKNOWN
 
 
 def test_unverifiable_signatures_are_left_unknown_offline() -> None:
@@ -268,9 +277,12 @@ def test_signatures_that_do_not_verify_are_a_spoof(key: tuple[bytes, bytes]) -> 
 
 @pytest.mark.parametrize(("name", "evidence"), [
     ("spoof_linkedln_from.eml", "From domain linkedln.com imitates linkedin.com."),
-    ("spoof_subdomain_trick.eml", "From domain linkedin.com.mail-secure.net imitates linkedin.com."),
-    ("spoof_lookalike_links.eml", "A link points to www.linkedin-security.net, which imitates linkedin.com."),
-    ("spoof_copied_headers_no_dkim.eml", "Return-Path domain bulk-mailer.example.net is not linkedin.com."),
+    ("spoof_subdomain_trick.eml",
+     "From domain linkedin.com.mail-secure.net imitates linkedin.com."),
+    ("spoof_lookalike_links.eml",
+     "A link points to www.linkedin-security.net, which imitates linkedin.com."),
+    ("spoof_copied_headers_no_dkim.eml",
+     "Return-Path domain bulk-mailer.example.net is not linkedin.com."),
 ])
 def test_spoof_reasons_name_the_evidence(name: str, evidence: str) -> None:
     """A spoof's reasons name the domain that gave it away."""
@@ -279,7 +291,7 @@ def test_spoof_reasons_name_the_evidence(name: str, evidence: str) -> None:
 
 def test_display_name_alone_claims_linkedin() -> None:
     """'LinkedIn <someone@example.net>' claims to be LinkedIn and is a spoof."""
-    result = check(parse(message(from_="LinkedIn <security@example.net>")), trusted_authserv_ids=TRUSTED)
+    result = judge(message(from_="LinkedIn <security@example.net>"))
     assert (result.looks_like_linkedin, result.verdict) == (True, Verdict.SPOOF)
 
 

@@ -71,7 +71,8 @@ def test_real_invitation_headers_are_read() -> None:
     assert n.subject == "Paul, please add me to your LinkedIn network"
     assert (n.from_.name, n.from_.email) == ("Steven Footle", "invitations@linkedin.com")
     assert [a.email for a in n.to] == ["Paul@Hammant.org"]
-    assert n.message_id == "<997770868.3756094.1459635211566.JavaMail.app@lva1-app3333.prod.linkedin.com>"
+    assert n.message_id == ("<997770868.3756094.1459635211566.JavaMail.app"
+                            "@lva1-app3333.prod.linkedin.com>")
     assert n.date is not None and (n.date.year, n.date.month, n.date.day) == (2016, 4, 4)
 
 
