@@ -118,7 +118,8 @@ def run(ctx: typer.Context) -> None:
         _fail(str(exc))
 
 
-def _classify_one(path: Path, settings: Settings | None, dns: bool) -> dict[str, Any]:
+def _classify_one(path: Path, settings: Settings | None, dns: bool,
+                  trust: list[str]) -> dict[str, Any]:
     from modbot.config import PolicySettings
     from modbot.model import History
     from modbot.poll import dns_txt_lookup, judge
@@ -129,6 +130,9 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool) -> dict[str,
     if settings is not None and settings.directory.csv:
         directory = Directory.from_csv(settings.directory.csv)
     policy = settings.policy if settings is not None else PolicySettings()
+    if trust:
+        trusted = (*policy.trusted_authserv_ids, *trust)
+        policy = policy.model_copy(update={"trusted_authserv_ids": trusted})
     j = judge(raw, policy, directory, lambda *_: History(),
               dns_txt_lookup if dns else None)
     person = j.classification.person
@@ -155,6 +159,9 @@ def classify_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Show every reason.")] = False,
     dns: Annotated[bool, typer.Option("--dns", help="Verify DKIM signatures over DNS.")] = False,
+    trust: Annotated[list[str] | None, typer.Option(
+        "--trust", metavar="AUTHSERV_ID",
+        help="Also trust Authentication-Results from this server (repeatable).")] = None,
 ) -> None:
     """Classify email files offline and say what modbot would do with each, and why."""
     settings = None
@@ -163,7 +170,7 @@ def classify_cmd(
     failed = False
     for path in files:
         try:
-            result = _classify_one(path, settings, dns)
+            result = _classify_one(path, settings, dns, trust or [])
         except (OSError, ModbotError) as exc:
             message = exc.strerror if isinstance(exc, OSError) else str(exc)
             typer.echo(f"modbot: {path}: {message}", err=True)
