@@ -36,7 +36,7 @@ from sqlalchemy import func, select
 
 from modbot import render
 from modbot import store as db
-from modbot.config import CounselorSettings, Settings
+from modbot.config import CounselorSettings, PolicySettings, Settings
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
 from modbot.render import Templates, clean_text
@@ -90,9 +90,7 @@ class DigestData:
     start: datetime
     end: datetime
     timezone: str
-    mode: str
-    mode_overrides: tuple[tuple[str, str], ...]  # (kind, mode) where a kind has its own
-    redirect_all_to: str | None
+    policy: PolicySettings  # the mode, the modes per kind and the redirect
     open_items: tuple[Row, ...]  # everything still waiting for a person, whenever it came
     replies: tuple[Row, ...]  # replies sent, or decided in shadow mode, in the period
     logged: Mapping[str, int]  # kind -> messages logged without a reply in the period
@@ -132,10 +130,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
     polls = store.polls_between(start, now)
     stuck = now - timedelta(hours=1)  # a poll unfinished this long ago died or hung
     return DigestData(
-        start=start, end=now, timezone=settings.digest.timezone,
-        mode=settings.policy.mode.value,
-        mode_overrides=tuple((k.value, v.value) for k, v in settings.policy.modes.items()),
-        redirect_all_to=settings.policy.redirect_all_to,
+        start=start, end=now, timezone=settings.digest.timezone, policy=settings.policy,
         open_items=tuple(Row.of(r) for r in store.open_items()), replies=reply_rows,
         logged=Counter(r.kind for r in this_week if r.action == "log"),
         caps=Counter(r.policy_rule for r in this_week if r.policy_rule in CAP_RULES),
@@ -173,16 +168,9 @@ class Need:
     kind: str
     name: str | None
     date: str
-    reason: str
+    reason: str | None  # None: the template says what the category means
     profile_url: str | None
     paste: tuple[tuple[str, ...], ...]  # the reply to paste, as paragraphs of lines
-
-
-def _zone(name: str) -> tzinfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
 
 
 def _day(moment: datetime, zone: tzinfo) -> str:
@@ -226,10 +214,10 @@ def _paste(row: Row, templates: Templates, counselor: CounselorSettings
 def _need(row: Row, templates: Templates, counselor: CounselorSettings, zone: tzinfo) -> Need:
     category = next(category for category, test in NEEDS if test(row))
     profile = row.profile_url if row.authentic and _PROFILE.match(row.profile_url or "") else None
-    from_outbox = row.status in (db.FAILED, db.UNCERTAIN, db.REVIEW) and row.error
+    # A reply's trouble is told by the outbox's error; the policy's reason was to reply.
+    reason = row.error if row.status in (db.FAILED, db.UNCERTAIN, db.REVIEW) else row.reason
     return Need(category, row.kind, clean_text(row.person_name), _day(row.seen_at, zone),
-                _sentence(row.error if from_outbox and row.error else row.reason), profile,
-                _paste(row, templates, counselor))
+                _sentence(reason) if reason else None, profile, _paste(row, templates, counselor))
 
 
 def _replies(rows: tuple[Row, ...], status: str) -> list[dict[str, Any]]:
@@ -262,7 +250,10 @@ def _chart(data: DigestData, zone: tzinfo) -> list[dict[str, Any]]:
 
 def _context(data: DigestData, templates: Templates, counselor: CounselorSettings,
              now: datetime) -> dict[str, Any]:
-    zone = _zone(data.timezone)
+    try:
+        zone: tzinfo = ZoneInfo(data.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
     rows = sorted(data.open_items, key=lambda row: row.seen_at)
     needs = sorted((_need(row, templates, counselor, zone) for row in rows),
                    key=lambda need: _ORDER[need.category])
@@ -276,7 +267,8 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
         "generated": _time(now, zone), "needs": needs,
         "sent": _replies(data.replies, db.SENT), "shadow": _replies(data.replies, db.SHADOW),
         "logged": sorted(data.logged.items()),
-        "mode": data.mode, "overrides": data.mode_overrides, "redirect": data.redirect_all_to,
+        "mode": data.policy.mode.value, "redirect": data.policy.redirect_all_to,
+        "overrides": [(kind.value, mode.value) for kind, mode in data.policy.modes.items()],
         "last_good_poll": _time(last, zone) if last else None,
         "poll_stale": last is None or now - last > stale_after, "polls": data.polls,
         "failed_polls": len(data.failed_polls),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 import re
 import shutil
 from collections.abc import Iterator
@@ -49,7 +50,7 @@ def templates() -> Templates:
     return Templates.load()
 
 
-_keys = iter(range(1, 1_000_000))
+_keys = itertools.count(1)
 
 
 def add(db: Store, kind: str = "connection_invitation", name: str | None = "Ana Lima", *,
@@ -147,6 +148,14 @@ def test_outbox_problems_show_their_last_error(db: Store, templates: Templates, 
     _, visible = parts(make(db, templates))
     assert label.upper() in visible.upper()
     assert "Chloe Dubois" in visible and "The server said no." in visible
+
+
+def test_review_item_says_it_waits_for_approval(db: Store, templates: Templates) -> None:
+    """A reply queued for review is listed as waiting, not with the policy's reason to reply."""
+    add(db, name="Chloe Dubois", status=store.REVIEW)
+    text, _ = parts(make(db, templates))
+    assert ("[Waiting for your review] Chloe Dubois (Connection invitation, Sun 22 Nov)\n"
+            "The reply is ready and waits for your approval.") in text
 
 
 def test_answer_to_modbot_is_listed(db: Store, templates: Templates) -> None:
