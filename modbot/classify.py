@@ -58,8 +58,8 @@ class Rule:
         """Build a rule from configuration; raise ``ValueError`` saying what is wrong.
 
         ``spec`` has ``name``, ``kind`` and one test: ``template`` (regex on the template key),
-        ``header`` with ``match`` (regex on that header's values), ``sender`` (the From local
-        part, exactly) or ``text`` (regex on subject and body).
+        ``header`` with ``match`` (regex on that header's values), ``sender`` (the local part of
+        a linkedin.com From address, exactly) or ``text`` (regex on subject and body).
         """
         unknown = set(spec) - {"name", "kind", "template", "header", "match", "sender", "text"}
         if unknown:

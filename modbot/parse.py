@@ -297,7 +297,9 @@ _CONFUSABLES = str.maketrans({
     "\u0501": "d", "\u0578": "n", "\u03b9": "i", "\u03ba": "k", "\u0131": "i",
 })
 _DOMAIN_IN = re.compile(r"@\[?([^\s<>\"',;()\[\]@]+)")
-_NAME_CLAIM = re.compile(r"\blinked\s?in\b", re.IGNORECASE)
+_WORD = re.compile(r"[^\W_]+")
+_VIA_WORDS = frozenset({"via", "v\u00eda", "\u00fcber", "par", "through", "from", "melalui",
+                        "tramite"})
 
 
 def _within_one_edit(a: str, b: str) -> bool:
@@ -348,8 +350,17 @@ def looks_like_linkedin_domain(host: str) -> bool:
 
 
 def claims_linkedin_name(display_name: str) -> bool:
-    """True if a display name presents itself as LinkedIn ("LinkedIn", "Jo via LinkedIn")."""
-    return bool(_NAME_CLAIM.search(display_name))
+    """True if a display name presents itself as LinkedIn or an imitation of it.
+
+    It starts with the brand ("LinkedIn", "Linkedln Security") or ends in "via LinkedIn";
+    a name that merely mentions LinkedIn ("Career Center (LinkedIn tips)") does not count.
+    """
+    words = _WORD.findall(display_name.casefold()[:200])
+    heads = [*words[:1], "".join(words[:2])]
+    for size in (1, 2):
+        if len(words) > size and words[-size - 1] in _VIA_WORDS:
+            heads.append("".join(words[-size:]))
+    return any(_brand_token(_normalise_label(word)) for word in heads if word)
 
 
 def domains_in(value: str) -> list[str]:

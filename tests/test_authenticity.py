@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import tomllib
 from collections.abc import Callable
@@ -259,6 +260,15 @@ def test_unreachable_linkedin_key_is_unknown(key: tuple[bytes, bytes], broken: s
     assert judge(data, (), lookup).verdict is Verdict.UNKNOWN
 
 
+def test_dkim_verification_logs_nothing(key: tuple[bytes, bytes],
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """dkimpy's own logging of signatures and headers never reaches our logs."""
+    caplog.set_level(logging.DEBUG)
+    data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0])
+    judge(data.replace(b"Nursing student", b"Changed"), (), lookup_for(key[1], "linkedin.com"))
+    assert "Harper" not in caplog.text and "linkedin.com" not in caplog.text
+
+
 def test_unverifiable_signatures_are_left_unknown_offline() -> None:
     """Without DNS, LinkedIn-looking signatures are neither trusted nor held against the message."""
     result = check(parse(raw("invitation_current_jordan_rivera.eml")), trusted_authserv_ids=())
@@ -289,10 +299,19 @@ def test_spoof_reasons_name_the_evidence(name: str, evidence: str) -> None:
     assert evidence in check(parse(raw(name)), trusted_authserv_ids=TRUSTED).reasons
 
 
-def test_display_name_alone_claims_linkedin() -> None:
-    """'LinkedIn <someone@example.net>' claims to be LinkedIn and is a spoof."""
-    result = judge(message(from_="LinkedIn <security@example.net>"))
+@pytest.mark.parametrize("from_", ["LinkedIn <security@example.net>",
+                                   "Linkedln Security <alerts@example.net>",
+                                   "Jo Doe via LinkedIn <jo@example.net>"])
+def test_display_name_alone_claims_linkedin(from_: str) -> None:
+    """A display name presenting itself as LinkedIn, on another domain, is a spoof."""
+    result = judge(message(from_=from_))
     assert (result.looks_like_linkedin, result.verdict) == (True, Verdict.SPOOF)
+
+
+def test_display_name_mentioning_linkedin_is_no_claim() -> None:
+    """A name that merely mentions LinkedIn does not make mail LinkedIn's."""
+    result = judge(message(from_="Career Center (LinkedIn tips) <news@career.example.edu>"))
+    assert result == NOT_LINKEDIN
 
 
 @pytest.mark.parametrize(("host", "linkedin", "lookalike"), [

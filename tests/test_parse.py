@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 import tomllib
@@ -181,6 +182,18 @@ def test_repeated_and_oversized_headers_are_capped() -> None:
     assert time.perf_counter() - started < 1.0
     assert len(n.headers["cc"]) == 10
     assert any("repeats" in d for d in n.defects) and any("longer than" in d for d in n.defects)
+
+
+def test_parsing_logs_no_message_content(caplog: pytest.LogCaptureFixture,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing from a message reaches the logs or stderr, even at DEBUG."""
+    caplog.set_level(logging.DEBUG)
+    canary = "Zebulon-Canary"
+    message = (f"From: {canary} <zebulon@example.org>\nSubject: {canary}\n"
+               f"Received: from {canary} by mx\nContent-Type: multipart/{canary}; boundary=b\n\n"
+               f"--b\nContent-Type: text/{canary}\n\n{canary}\n--b--\n").encode()
+    assert parse(message).from_ is not None
+    assert canary not in caplog.text and canary not in capsys.readouterr().err
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
