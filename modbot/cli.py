@@ -264,6 +264,81 @@ def demo(
     raise typer.Exit(code)
 
 
+@app.command()
+def digest(
+    ctx: typer.Context,
+    preview: Annotated[Path | None, typer.Option(
+        "--preview", metavar="FILE.html",
+        help="Write the digest's HTML here; send nothing.")] = None,
+    send: Annotated[bool, typer.Option("--send", help="Send the digest now.")] = False,
+) -> None:
+    """Write the weekly digest for the last seven days to a file, or send it now."""
+    from modbot import digest as weekly
+    from modbot.daemon import send_digest_if_due
+    from modbot.poll import Context
+
+    if preview is None and not send:
+        _fail("say --preview FILE.html or --send", code=2)
+    settings = _settings(ctx, resolve_secrets=send)
+    now = datetime.now(UTC)
+    try:
+        context = Context.build(settings)
+        if preview is not None:
+            data = weekly.gather(context.store, settings, now)
+            html = weekly.preview_html(data, context.templates, settings.counselor, now)
+            preview.write_text(html, encoding="utf-8")
+            typer.echo(f"digest written to {preview}")
+        if send:
+            asyncio.run(send_digest_if_due(context, now, force=True))
+            typer.echo(f"digest sent to {settings.counselor.email}")
+    except (ModbotError, OSError) as exc:
+        _fail(exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+
+
+@app.command()
+def held(ctx: typer.Context) -> None:
+    """List what waits for the counselor: held notifications and replies needing a decision."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from modbot.store import Store
+
+    settings = _settings(ctx, resolve_secrets=False)
+    try:
+        items = Store.open(settings.database.url).open_items()
+    except ModbotError as exc:
+        _fail(str(exc))
+    table = Table("#", "arrived", "kind", "person", "why")
+    for item in items:
+        reason = item.get("last_error") or (item["reasons"][0] if item["reasons"] else "")
+        table.add_row(str(item["id"]), f"{item['seen_at']:%Y-%m-%d %H:%M}", item["kind"],
+                      item.get("person_name") or "-", reason)
+    if items:
+        Console().print(table)
+    else:
+        typer.echo("nothing waits for you")
+
+
+@app.command()
+def resolve(
+    ctx: typer.Context,
+    ids: Annotated[list[int] | None, typer.Argument(help="Numbers from `modbot held`.")] = None,
+    resolve_all: Annotated[bool, typer.Option("--all", help="Resolve every held item.")] = False,
+) -> None:
+    """Mark held items as dealt with, so the digest stops listing them."""
+    from modbot.store import Store
+
+    if not ids and not resolve_all:
+        _fail("give the numbers from `modbot held`, or --all", code=2)
+    settings = _settings(ctx, resolve_secrets=False)
+    try:
+        count = Store.open(settings.database.url).resolve(None if resolve_all else ids,
+                                                          datetime.now(UTC))
+    except ModbotError as exc:
+        _fail(str(exc))
+    typer.echo(f"{count} item{'s' if count != 1 else ''} resolved")
+
+
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or upgrade the database schema (also done at every start)."""

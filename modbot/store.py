@@ -448,6 +448,15 @@ class Store:
             row["reasons"] = json.loads(row["reasons"])
         return rows
 
+    def resolve(self, message_rows: Sequence[int] | None, now: datetime) -> int:
+        """Close held items (all open ones when ``message_rows`` is None); returns how many."""
+        condition: Any = messages.c.resolved_at.is_(None)
+        if message_rows is not None:
+            condition = condition & messages.c.id.in_(list(message_rows))
+        with self.transaction() as c:
+            return int(c.execute(update(messages).where(condition)
+                                 .values(resolved_at=now)).rowcount)
+
     def polls_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
         with self.transaction() as c:
             return [dict(r._mapping) for r in c.execute(

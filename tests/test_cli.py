@@ -1,0 +1,114 @@
+"""The command line as a counselor uses it, without mail servers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from modbot.cli import app
+from modbot.store import Store
+
+CORPUS = Path(__file__).parent / "data" / "corpus"
+runner = CliRunner()
+
+CONFIG = """
+[counselor]
+name = "Career Services Counselor"
+email = "counselor@counsel.example.edu"
+confidential_contact = "https://counsel.example.edu/secure or 555-0100"
+
+[imap]
+host = "127.0.0.1"
+username = "counselor"
+password_env = "MODBOT_IMAP_PASSWORD"
+
+[smtp]
+host = "127.0.0.1"
+
+[database]
+url = "sqlite:///{db}"
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
+    path = tmp_path / "modbot.toml"
+    path.write_text(CONFIG.format(db=tmp_path / "modbot.db"), encoding="utf-8")
+    return path
+
+
+def test_classify_json_on_the_real_corpus() -> None:
+    """`classify --json` prints one object per line with the documented fields, right on the corpus."""
+    files = sorted(str(p) for p in CORPUS.glob("*.eml"))
+    result = runner.invoke(app, ["classify", "--json", *files])
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in map(json.loads, result.output.splitlines())}
+    for row in rows.values():
+        assert {"file", "kind", "authentic", "person", "decision", "reasons"} <= row.keys()
+        assert set(row["person"]) >= {"name", "profile_url"}
+    invitation = rows["invitation_m2m_2016.eml"]
+    assert invitation["kind"] == "connection_invitation"
+    assert invitation["person"]["name"] == "Steven Footle"
+    assert rows["spoof_linkedin_welcome_2013.eml"]["kind"] == "spoofed_linkedin"
+    assert rows["spoof_linkedin_welcome_2013.eml"]["authentic"] is False
+    assert rows["spoof_linkedin_welcome_2013.eml"]["decision"] == "hold"
+    assert rows["not_linkedin_spam_2011.eml"]["kind"] == "not_linkedin"
+    assert rows["not_linkedin_spam_2011.eml"]["decision"] == "ignore"
+
+
+def test_classify_missing_file_is_one_line() -> None:
+    """A missing file is reported in one line and the exit code says so."""
+    result = runner.invoke(app, ["classify", "/nonexistent.eml"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+
+
+def test_texts_prints_the_three_texts(config_file: Path) -> None:
+    """`texts` prints the welcome, the advice for contacting and the reply, each with the contact."""
+    result = runner.invoke(app, ["--config", str(config_file), "texts"])
+    assert result.exit_code == 0, result.output
+    lowered = result.output.lower()
+    assert "welcome" in lowered
+    assert "advice for contacting" in lowered
+    assert result.output.count("https://counsel.example.edu/secure") >= 3
+
+
+def test_bad_config_is_reported_with_exit_code_2(tmp_path: Path) -> None:
+    """A broken configuration gives every problem and exit code 2."""
+    path = tmp_path / "bad.toml"
+    path.write_text("[counselor]\nname = 'x'\n[bogus]\n", encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(path), "texts"])
+    assert result.exit_code == 2
+    assert "bogus: unknown key" in result.output
+
+
+def test_digest_preview_writes_html(config_file: Path, tmp_path: Path) -> None:
+    """`digest --preview FILE` writes the digest's HTML and sends nothing."""
+    out = tmp_path / "digest.html"
+    result = runner.invoke(app, ["--config", str(config_file), "digest", "--preview", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "<html" in out.read_text(encoding="utf-8").lower()
+
+
+def test_held_and_resolve(config_file: Path, tmp_path: Path) -> None:
+    """Held items are listed with numbers, and `resolve` closes them."""
+    store = Store.open(f"sqlite:///{tmp_path / 'modbot.db'}")
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    store.record({
+        "account": "a", "message_key": "k", "folder": "INBOX", "uidvalidity": 1, "uid": 1,
+        "seen_at": now, "kind": "connection_invitation", "authentic": True,
+        "classify_rule": "r", "person_name": "Priya Natarajan", "profile_url": None,
+        "invitation_id": None, "address_source": None, "action": "hold",
+        "policy_rule": "no-address", "reasons": ["the person is not in the directory"],
+        "error": None,
+    }, None)
+    listed = runner.invoke(app, ["--config", str(config_file), "held"])
+    assert "Priya Natarajan" in listed.output
+    done = runner.invoke(app, ["--config", str(config_file), "resolve", "--all"])
+    assert "1 item resolved" in done.output
+    assert store.open_items() == []
