@@ -43,7 +43,7 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_classify_json_on_the_real_corpus() -> None:
-    """`classify --json` prints one object per line with the documented fields, right on the corpus."""
+    """`classify --json` prints the documented fields per line and is right on the corpus."""
     files = sorted(str(p) for p in CORPUS.glob("*.eml"))
     result = runner.invoke(app, ["classify", "--json", *files])
     assert result.exit_code == 0, result.output
@@ -69,7 +69,7 @@ def test_classify_missing_file_is_one_line() -> None:
 
 
 def test_texts_prints_the_three_texts(config_file: Path) -> None:
-    """`texts` prints the welcome, the advice for contacting and the reply, each with the contact."""
+    """`texts` prints the welcome, the advice for contacting and the reply, with the contact."""
     result = runner.invoke(app, ["--config", str(config_file), "texts"])
     assert result.exit_code == 0, result.output
     lowered = result.output.lower()
