@@ -27,6 +27,7 @@ from modbot.config import (
 )
 from modbot.model import Mode
 from modbot.poll import Context, Poller
+from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +67,16 @@ def settings(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
     )
 
 
-@pytest.fixture
-def context(settings: Settings, ca_file: Path) -> Context:
+def make_context(settings: Settings, ca_file: Path) -> Context:
+    """A poll context whose TLS trusts the test CA, with no DKIM lookups over DNS."""
     ctx = Context.build(settings, dkim_lookup=None)
-    from modbot.tls import client_context
-
     ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
     return ctx
+
+
+@pytest.fixture
+def context(settings: Settings, ca_file: Path) -> Context:
+    return make_context(settings, ca_file)
 
 
 async def poll(ctx: Context, now: datetime = NOW) -> None:
@@ -185,10 +189,7 @@ async def test_uidvalidity_change_does_not_re_reply(
         smtp_server: servers.SmtpServer) -> None:
     """Recreating the folder with the same messages answers only the new one."""
     folder = settings.model_copy(update={"imap": imap_user.imap_settings(folder="Notices")})
-    ctx = Context.build(folder, dkim_lookup=None)
-    from modbot.tls import client_context
-
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = make_context(folder, ca_file)
     imap_user.append("Notices", fixture(JORDAN))
     await poll(ctx)
     with imap_user.connect() as client:
@@ -267,10 +268,7 @@ async def test_shadow_mode_sends_nothing(settings: Settings, ca_file: Path,
     """In shadow mode the reply is decided and recorded but never sent."""
     shadow = settings.model_copy(update={"policy": PolicySettings(
         mode=Mode.SHADOW, trusted_authserv_ids=("mx.counsel.example.edu",))})
-    ctx = Context.build(shadow, dkim_lookup=None)
-    from modbot.tls import client_context
-
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = make_context(shadow, ca_file)
     imap_user.append("INBOX", fixture(JORDAN))
     await poll(ctx)
     assert smtp_server.messages == []
