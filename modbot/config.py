@@ -99,6 +99,8 @@ class ImapSettings(_ServerSettings):
     keyword: str = Field(default="$ModbotDone", pattern=r"^\$?[A-Za-z][A-Za-z0-9_-]{0,63}$")
     # Folder where sent replies are kept (modbot APPENDs a copy unless the provider does).
     sent_folder: str | None = None
+    # LinkedIn candidates bigger than this are held as "too large" without fetching their body.
+    max_message_bytes: int = Field(default=10_000_000, ge=100_000)
 
 
 class SmtpSettings(_ServerSettings):
@@ -119,11 +121,24 @@ class PolicySettings(_Section):
     max_replies_per_day: int = Field(default=100, ge=0)
     person_window_days: int = Field(default=180, ge=0)
     look_back_days: int = Field(default=7, ge=0)
+    # Names, profile links, invitation ids and addresses are removed from the database after
+    # this many days; counts by kind and action stay.
+    retention_days: int = Field(default=365, ge=1)
 
     @field_validator("redirect_all_to")
     @classmethod
     def _redirect_is_email(cls, value: str | None) -> str | None:
         return None if value is None else _check_email(value)
+
+    @model_validator(mode="after")
+    def _retention_covers_person_window(self) -> PolicySettings:
+        if self.retention_days < self.person_window_days:
+            raise ValueError(
+                f"retention_days ({self.retention_days}) is shorter than person_window_days "
+                f"({self.person_window_days}): a person would be answered again once their "
+                "first answer was purged; lower person_window_days too"
+            )
+        return self
 
 
 class DirectorySettings(_Section):

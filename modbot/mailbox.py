@@ -38,14 +38,20 @@ from imapclient.exceptions import CapabilityError, LoginError, ProtocolError
 from modbot.config import ImapSettings
 from modbot.errors import MailboxAuthError, MailboxError
 
-__all__ = ["FETCH_BATCH", "FolderState", "Mailbox"]
+__all__ = ["FETCH_BATCH", "HEADER_LIMIT", "FolderState", "Mailbox", "Summary"]
 
 FETCH_BATCH = 500  # UIDs per FETCH: one round trip per batch, never one per message
+# At most this much of each header block is fetched: a LinkedIn notification's headers are a
+# few kilobytes, while a crafted message can carry a megabyte of To: addresses.
+HEADER_LIMIT = 256 * 1024
 
 _HEADER_ITEM = b"BODY.PEEK[HEADER]"
 _HEADER_KEY = b"BODY[HEADER]"
 _MESSAGE_ITEM = b"BODY.PEEK[]"
 _MESSAGE_KEY = b"BODY[]"
+_SUMMARY_ITEMS = (b"BODY.PEEK[HEADER]<0.%d>" % HEADER_LIMIT, b"RFC822.SIZE")
+_PARTIAL_HEADER_KEY = b"BODY[HEADER]<0>"
+_SIZE_KEY = b"RFC822.SIZE"
 _MESSAGE_ID_ITEM = b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"
 _MESSAGE_ID_KEY = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
 
@@ -84,6 +90,23 @@ def keep_imapclient_quiet() -> None:
             logger.setLevel(logging.WARNING)
 
 
+@dataclass(frozen=True)
+class Summary:
+    """What is known of a message before its body is fetched.
+
+    ``header`` is its header block, cut at ``HEADER_LIMIT`` bytes; ``size`` is its whole size
+    as the server reports it (``RFC822.SIZE``).
+    """
+
+    header: bytes
+    size: int
+
+    @property
+    def header_truncated(self) -> bool:
+        """True when the header block is longer than ``HEADER_LIMIT`` and was cut."""
+        return len(self.header) >= HEADER_LIMIT
+
+
 class Mailbox:
     """One IMAP connection, used as a context manager::
 
@@ -118,7 +141,13 @@ class Mailbox:
         try:
             if settings.security == "starttls":
                 self._start_tls(client)
-            if settings.password is not None:
+            if settings.auth == "oauth2":
+                from modbot.oauth import imap_token  # refreshed, if need be, at every login
+
+                token = imap_token(settings, self._ssl_context)
+                with self._errors("logging in to"):
+                    client.oauth2_login(settings.username, token)
+            elif settings.password is not None:
                 with self._errors("logging in to"):
                     client.login(settings.username, settings.password.get_secret_value())
         except BaseException:
@@ -181,6 +210,23 @@ class Mailbox:
     def fetch_headers(self, uids: Sequence[int]) -> dict[int, bytes]:
         """The raw header block of each message, fetched in batches; vanished UIDs are absent."""
         return self._fetch(uids, _HEADER_ITEM, _HEADER_KEY, "fetching headers from")
+
+    def fetch_summaries(self, uids: Sequence[int]) -> dict[int, Summary]:
+        """Each message's header block (at most ``HEADER_LIMIT`` bytes) and size, in batches.
+
+        Vanished UIDs are absent. Nothing is marked read (``BODY.PEEK``).
+        """
+        client = self._selected_client()
+        result: dict[int, Summary] = {}
+        for batch in _batches(uids):
+            with self._errors("fetching headers from"):
+                answer = client.fetch(batch, list(_SUMMARY_ITEMS))
+            for uid, data in answer.items():
+                header = data.get(_PARTIAL_HEADER_KEY, data.get(_HEADER_KEY))
+                size = data.get(_SIZE_KEY)
+                if isinstance(header, bytes) and isinstance(size, int):
+                    result[int(uid)] = Summary(header, size)
+        return result
 
     def fetch_messages(self, uids: Sequence[int]) -> dict[int, bytes]:
         """The whole raw message of each UID, without marking it read; vanished UIDs are absent."""

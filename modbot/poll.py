@@ -2,15 +2,22 @@
 
 The order is the safety argument (see README, "How a message is handled"):
 
-1. new UIDs after the stored cursor (per UIDVALIDITY); header blocks in one batch; bodies only
-   for LinkedIn candidates, always with ``BODY.PEEK`` so ``\\Seen`` never changes;
+1. new UIDs after the stored cursor (per UIDVALIDITY); header blocks (cut at 256 KB) and sizes
+   in one batch; bodies only for LinkedIn candidates within ``imap.max_message_bytes``, fetched in
+   runs of bounded size, always with ``BODY.PEEK`` so ``\\Seen`` never changes;
 2. each candidate is judged (parse → authenticity → classify → recipients → policy); a message
-   that breaks a stage is held with a one-sentence error and the loop goes on;
+   that breaks a stage, or is too large to read, is held with a one-sentence reason and the loop
+   goes on; while replies are paused (a cap was reached) every reply becomes a hold;
 3. the message, its decision and any reply intent (with a fixed Message-ID) are recorded in
    one transaction before anything is sent;
-4. due replies are marked ``sending``, sent, then marked ``sent`` (or retried, or held); a row
-   left in ``sending`` by a crash is resolved from the Sent folder or held as "uncertain";
-5. the keyword marks handled LinkedIn mail; the cursor advances only past recorded messages.
+4. the keyword marks handled LinkedIn mail (again, for mail recorded by a poll that died before
+   marking it); the cursor advances only past recorded messages;
+5. due replies are marked ``sending``, sent, copied to the Sent folder, then marked ``sent`` (or
+   retried with a bounded backoff kept in the row, or held); a row left in ``sending`` by a crash
+   is resolved from the Sent folder or held as "uncertain", never sent again.
+
+``Poller.checkpoint`` names each of these steps as the poll passes it; it does nothing in a real
+poll, and the crash tests kill the process there.
 
 This module never reads the clock (``now`` comes in) and never logs message content.
 """
@@ -18,13 +25,17 @@ This module never reads the clock (``now`` comes in) and never logs message cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
+from email.utils import format_datetime
 from typing import Any
 
 from modbot import authenticity, classify, parse, render, store
@@ -36,7 +47,7 @@ from modbot.errors import (
     StoreError,
     TemporarySendError,
 )
-from modbot.mailbox import Mailbox
+from modbot.mailbox import HEADER_LIMIT, Mailbox, Summary
 from modbot.model import (
     Action,
     Authenticity,
@@ -59,8 +70,25 @@ from modbot.tls import client_context
 log = logging.getLogger(__name__)
 
 DnsLookup = Callable[[bytes], bytes | None]
+Checkpoint = Callable[[str], None]
 BATCH = 200
-MAX_SEND_ATTEMPTS = 6
+MAX_SEND_ATTEMPTS = 6  # then the reply is held as failed for the counselor
+MAX_BACKOFF = timedelta(hours=1)
+CAP_RULES = frozenset({"hourly-cap", "daily-cap"})
+# The steps a poll passes, in order, as named to ``Poller.checkpoint``: bodies fetched; one
+# message judged; its decision and reply intent recorded; keywords set; cursor advanced; a reply
+# marked "sending"; the server confirmed it; its copy is in the Sent folder; the poll finished.
+STEPS = ("fetched", "judged", "recorded", "marked", "advanced", "sending", "sent", "copied",
+         "done")
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long a temporarily refused reply waits before attempt ``attempts + 1``.
+
+    2, 4, 8, 16, 32 minutes, never more than an hour: kept in the outbox row, so it holds
+    across polls and restarts.
+    """
+    return min(timedelta(minutes=2 ** attempts), MAX_BACKOFF)
 
 
 def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
@@ -182,14 +210,78 @@ def _header_message_id(header_bytes: bytes) -> str | None:
         return None
 
 
-class Poller:
-    """Polls one inbox with the stages wired together."""
+def no_checkpoint(step: str) -> None:
+    """The checkpoint of every real poll: it does nothing."""
 
-    def __init__(self, ctx: Context) -> None:
+
+def too_large(summary: Summary, limit: int) -> Judgement:
+    """The held judgement of a candidate whose body is never fetched because of its size."""
+    if summary.header_truncated:
+        reason = (f"its header block is longer than {HEADER_LIMIT // 1024} KB, which no "
+                  "LinkedIn notification has; held for the counselor without reading it")
+    else:
+        reason = (f"it is {summary.size / 1e6:.1f} MB, over the {limit / 1e6:g} MB limit "
+                  "(imap.max_message_bytes); held for the counselor without reading it")
+    unknown = Authenticity(False, Verdict.UNKNOWN, ())
+    classification = Classification(Kind.UNKNOWN_LINKEDIN, "too-large", Person(), None, ())
+    return Judgement(None, unknown, classification,
+                     Decision(Action.HOLD, "too-large", (reason,)), None, error=reason)
+
+
+def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> Iterator[list[int]]:
+    """Split ``uids`` into runs whose sizes add up to at most ``budget`` (or one message)."""
+    chunk: list[int] = []
+    total = 0
+    for uid in uids:
+        if chunk and total + sizes[uid] > budget:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(uid)
+        total += sizes[uid]
+    if chunk:
+        yield chunk
+
+
+def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> EmailMessage:
+    """The one email that tells the counselor that replies are paused, and how to resume."""
+    counselor = settings.counselor
+    message = EmailMessage()
+    message["From"] = Address(counselor.name, addr_spec=counselor.email)
+    message["To"] = Address(counselor.name, addr_spec=counselor.email)
+    message["Subject"] = "modbot has paused its replies"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = pause.alert_message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(
+        f"modbot stopped sending automatic replies at {pause.started_at:%Y-%m-%d %H:%M} UTC.\n\n"
+        f"Why: {pause.reason}\n\n"
+        "Reaching a cap usually means a burst of mail that deserves a look: a flood of "
+        "invitations, a forwarding loop, or a class that all wrote at once. Until you resume, "
+        "every notification that would have been answered is recorded and held for you; "
+        "nothing is lost and nothing is sent. `modbot held` lists what waits, and the weekly "
+        "digest shows it too.\n\n"
+        "To start automatic replies again, run:\n\n    modbot resume\n\n"
+        "This is the only message about this pause.\n"
+    )
+    return message
+
+
+class Poller:
+    """Polls one inbox with the stages wired together.
+
+    ``checkpoint`` is called with the name of each step as the poll passes it (see ``STEPS``).
+    It exists for the reliability tests, which kill the process at a chosen step to show that a
+    crash anywhere loses and repeats nothing; every real poll uses ``no_checkpoint``.
+    """
+
+    def __init__(self, ctx: Context, *, checkpoint: Checkpoint = no_checkpoint) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self.store = ctx.store
         self.account = ctx.settings.account
+        self.checkpoint = checkpoint
+        self._copies = True  # whether to keep copies in the Sent folder during this send run
 
     # --- history facts for the policy ----------------------------------------------------
 
@@ -219,6 +311,8 @@ class Poller:
         report = PollReport()
         poll_id = self.store.poll_started(self.account, now)
         try:
+            retention = timedelta(days=self.settings.policy.retention_days)
+            self.store.purge(self.account, now - retention, now)
             mailbox = Mailbox(self.settings.imap, self.ctx.imap_tls)
             await asyncio.to_thread(mailbox.__enter__)
             try:
@@ -229,10 +323,13 @@ class Poller:
                 await asyncio.to_thread(mailbox.__exit__, None, None, None)
         except ModbotError as exc:
             report.errors.append(str(exc))
-            self.store.poll_finished(poll_id, now, ok=False,
-                                     new_messages=report.new_messages, error=str(exc))
+            # The store may be what failed (locked, disk full): the original error is the news.
+            with contextlib.suppress(StoreError):
+                self.store.poll_finished(poll_id, now, ok=False,
+                                         new_messages=report.new_messages, error=str(exc))
             raise
         self.store.poll_finished(poll_id, now, ok=True, new_messages=report.new_messages)
+        self.checkpoint("done")
         return report
 
     async def _new_uids(self, mailbox: Mailbox, now: datetime) -> tuple[int, list[int]]:
@@ -257,36 +354,71 @@ class Poller:
     async def _fetch_and_judge(self, mailbox: Mailbox, now: datetime,
                                report: PollReport) -> None:
         folder = self.settings.imap.folder
+        limit = self.settings.imap.max_message_bytes
         uidvalidity, uids = await self._new_uids(mailbox, now)
         report.new_messages = len(uids)
         history_for = self._history_at(now)
         for start in range(0, len(uids), BATCH):
             batch = sorted(uids[start:start + BATCH])
-            headers = await asyncio.to_thread(mailbox.fetch_headers, batch)
-            keys = {uid: store.message_key(_header_message_id(h), h) for uid, h in headers.items()}
-            known = self.store.known_keys(self.account, list(keys.values()))
+            summaries = await asyncio.to_thread(mailbox.fetch_summaries, batch)
+            keys = {uid: store.message_key(_header_message_id(s.header), s.header)
+                    for uid, s in summaries.items()}
+            known = self.store.known_kinds(self.account, list(keys.values()))
+            # Recorded by a poll that died before setting the keyword: set it now.
+            marked = [uid for uid, key in keys.items()
+                      if known.get(key, Kind.NOT_LINKEDIN.value) != Kind.NOT_LINKEDIN.value]
             candidates = [uid for uid in batch
-                          if uid in headers and keys[uid] not in known
-                          and parse.linkedin_candidate(headers[uid])]
+                          if uid in summaries and keys[uid] not in known
+                          and parse.linkedin_candidate(summaries[uid].header)]
             report.candidates += len(candidates)
-            bodies = await asyncio.to_thread(mailbox.fetch_messages, candidates) if candidates \
-                else {}
-            marked: list[int] = []
-            for uid in candidates:
-                raw = bodies.get(uid)
-                if raw is None:
-                    continue  # vanished between the two fetches (expunged): nothing to answer
-                judgement = await asyncio.to_thread(
-                    judge, raw, self.settings.policy, self.ctx.directory, history_for,
-                    self.ctx.dkim_lookup)
-                handled = self._record(uid, uidvalidity, keys[uid], judgement, now)
-                if handled is not None:
-                    report.handled.append(handled)
-                if judgement.classification.kind is not Kind.NOT_LINKEDIN:
-                    marked.append(uid)
+            fetchable = {uid: summaries[uid].size <= limit
+                         and not summaries[uid].header_truncated for uid in candidates}
+            sizes = {uid: summaries[uid].size if fetchable[uid] else 0 for uid in candidates}
+            # One FETCH holds at most about one limit's worth of mail, so memory stays bounded.
+            for chunk in _by_size(candidates, sizes, limit):
+                wanted = [uid for uid in chunk if fetchable[uid]]
+                bodies = await asyncio.to_thread(mailbox.fetch_messages, wanted) if wanted \
+                    else {}
+                self.checkpoint("fetched")
+                for uid in chunk:
+                    if fetchable[uid]:
+                        raw = bodies.get(uid)
+                        if raw is None:
+                            continue  # expunged between the two fetches: nothing to answer
+                        judgement = await asyncio.to_thread(
+                            judge, raw, self.settings.policy, self.ctx.directory, history_for,
+                            self.ctx.dkim_lookup)
+                    else:
+                        judgement = too_large(summaries[uid], limit)
+                    judgement = self._pause_if_capped(judgement, now)
+                    self.checkpoint("judged")
+                    handled = self._record(uid, uidvalidity, keys[uid], judgement, now)
+                    self.checkpoint("recorded")
+                    if handled is not None:
+                        report.handled.append(handled)
+                    if judgement.classification.kind is not Kind.NOT_LINKEDIN:
+                        marked.append(uid)
             if marked:
                 await asyncio.to_thread(mailbox.add_keyword, marked, self.settings.imap.keyword)
+                self.checkpoint("marked")
             self.store.set_cursor(self.account, folder, uidvalidity, batch[-1], now)
+            self.checkpoint("advanced")
+
+    def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:
+        """Hold every reply while paused; start the pause when a cap is first reached."""
+        d = j.decision
+        if d.action is Action.REPLY and d.mode is not Mode.SHADOW:
+            pause = self.store.active_pause(self.account)
+            if pause is not None:
+                reason = (f"replies are paused since {pause.started_at:%Y-%m-%d %H:%M} UTC "
+                          "because a cap was reached; `modbot resume` starts them again")
+                return replace(j, decision=Decision(Action.HOLD, "replies-paused",
+                                                    (reason, *d.reasons)))
+        elif d.rule in CAP_RULES and self.store.active_pause(self.account) is None:
+            self.store.start_pause(self.account, d.reasons[0], now,
+                                   render.make_message_id(self.settings.counselor.domain))
+            log.warning("a reply cap was reached; automatic replies are paused")
+        return j
 
     def _record(self, uid: int, uidvalidity: int, key: str, j: Judgement,
                 now: datetime) -> Handled | None:
@@ -340,16 +472,34 @@ class Poller:
                     "confirmed it; held so it is never sent twice"))
 
     async def _send_due(self, mailbox: Mailbox, now: datetime, report: PollReport) -> None:
+        alert = self.store.alert_due(self.account)
         due = self.store.due(now)
-        if not due:
+        if not due and alert is None:
             return
+        self._copies = True
         try:
             async with Sender(self.settings.smtp, self.ctx.smtp_tls) as sender:
+                if alert is not None:
+                    await self._send_alert(sender, alert, now, report)
                 for item in due:
                     await self._send_one(sender, mailbox, item, now, report)
         except SendError as exc:  # could not connect at all: nothing was marked "sending"
             report.errors.append(str(exc))
             log.warning("sending postponed: %s", exc)
+
+    async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime,
+                          report: PollReport) -> None:
+        # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
+        self.store.mark_alert(alert.id, now=now, attempted=True)
+        try:
+            await sender.send(alert_message(self.settings, alert, now))
+        except MaybeSentError as exc:
+            report.errors.append(str(exc))
+        except SendError as exc:
+            self.store.mark_alert(alert.id, now=now, released=True)  # surely not sent: retry
+            report.errors.append(str(exc))
+        else:
+            self.store.mark_alert(alert.id, now=now, sent=True)
 
     async def _send_one(self, sender: Sender, mailbox: Mailbox, item: store.OutboxItem,
                         now: datetime, report: PollReport) -> None:
@@ -366,6 +516,7 @@ class Poller:
             report.errors.append(str(exc))
             return
         self.store.mark(item.id, store.SENDING, now=now, count_attempt=True)
+        self.checkpoint("sending")
         try:
             await sender.send(message)
         except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly
@@ -375,25 +526,30 @@ class Poller:
         except TemporarySendError as exc:
             attempts = item.attempts + 1
             if attempts >= MAX_SEND_ATTEMPTS:
-                self.store.mark(item.id, store.FAILED, now=now, error=str(exc))
+                self.store.mark(item.id, store.FAILED, now=now, error=(
+                    f"gave up after {attempts} attempts: {exc}"))
             else:
-                backoff = timedelta(minutes=2 ** attempts)
                 self.store.mark(item.id, store.RETRY, now=now, error=str(exc),
-                                next_attempt_at=now + backoff)
+                                next_attempt_at=now + backoff(attempts))
             report.errors.append(str(exc))
             return
         except SendError as exc:
             self.store.mark(item.id, store.FAILED, now=now, error=str(exc))
             report.errors.append(str(exc))
             return
-        self.store.mark(item.id, store.SENT, now=now)
-        report.sent.append(item.message_id)
+        self.checkpoint("sent")
+        # The copy goes to the Sent folder before "sent" is recorded: a crash in between is then
+        # resolved by finding the copy there, and a copy exists only for a confirmed send.
         sent_folder = self.settings.imap.sent_folder
-        if sent_folder:
+        if sent_folder and self._copies:
             try:
                 await asyncio.to_thread(mailbox.append, sent_folder, bytes(message))
             except ModbotError as exc:
+                self._copies = False  # the connection is gone; do not wait on it per reply
                 log.warning("could not keep a copy in %s: %s", sent_folder, exc)
+            self.checkpoint("copied")
+        self.store.mark(item.id, store.SENT, now=now)
+        report.sent.append(item.message_id)
 
 
 async def poll_once(ctx: Context, now: datetime) -> PollReport:

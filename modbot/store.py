@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from modbot.errors import StoreError
 
@@ -95,6 +96,8 @@ messages = Table(
     Column("reasons", Text, nullable=False),  # JSON list of one-sentence reasons
     Column("error", Text, nullable=True),
     Column("resolved_at", UTCDateTime, nullable=True),  # a held item the counselor closed
+    # Set when the retention period removed the person's facts from this row and its reply.
+    Column("purged_at", UTCDateTime, nullable=True),
     UniqueConstraint("account", "message_key", name="uq_messages_account_key"),
 )
 
@@ -139,6 +142,22 @@ digests = Table(
     UniqueConstraint("account", "due_at", name="uq_digests_account_due"),
 )
 
+# A pause stops every automatic reply of an account until the counselor resumes. It starts when
+# a cap is first reached; its one alert to the counselor is claimed (alert_attempted_at) before it
+# is sent, so a crash can lose the alert but never send it twice.
+pauses = Table(
+    "pauses",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("alert_message_id", String(255), nullable=False),
+    Column("alert_attempted_at", UTCDateTime, nullable=True),
+    Column("alert_sent_at", UTCDateTime, nullable=True),
+    Column("resumed_at", UTCDateTime, nullable=True),
+)
+
 # Outbox states. A row is written before anything is sent ("queued"), marked "sending" in its
 # own transaction just before the SMTP call, and "sent" right after. A row found in "sending" at
 # start-up crashed in between: it is reconciled from the Sent folder or held as "uncertain".
@@ -169,6 +188,29 @@ class OutboxItem:
     profile_url: str | None
 
 
+@dataclass(frozen=True)
+class Pause:
+    id: int
+    account: str
+    reason: str
+    started_at: datetime
+    alert_message_id: str
+    alert_attempted_at: datetime | None
+    alert_sent_at: datetime | None
+
+
+def quiet_library_loggers() -> None:
+    """Hold SQLAlchemy's loggers at WARNING whatever level the application logs at.
+
+    At INFO SQLAlchemy logs every statement and at DEBUG every result row: names, addresses and
+    profile links of students. ``hide_parameters`` hides parameters but not rows.
+    """
+    for name in ("sqlalchemy", "sqlalchemy.engine", "sqlalchemy.pool", "alembic"):
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
 def _migrations_dir() -> Path:
     packaged = Path(__file__).parent / "migrations"
     if packaged.is_dir():
@@ -187,14 +229,22 @@ def _prepare_sqlite_file(url: str) -> None:
     os.close(fd)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.execute("PRAGMA secure_delete=ON")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    milliseconds = max(int(busy_timeout * 1000), 0)
+
+    def connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Another writer (a second modbot, a counselor's sqlite3 shell) is waited for this long;
+        # then the write fails as a StoreError and the poll is tried again next time.
+        cursor.execute(f"PRAGMA busy_timeout={milliseconds}")
+        # Purged names and addresses are overwritten with zeros, not left in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
+        cursor.close()
+
+    return connect
 
 
 def upgrade(engine: Engine) -> None:
@@ -216,14 +266,19 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str, *, migrate: bool = True) -> Store:
-        """Open (creating owner-only if needed) and migrate the database at ``url``."""
+    def open(cls, url: str, *, migrate: bool = True, busy_timeout: float = 10.0) -> Store:
+        """Open (creating owner-only if needed) and migrate the database at ``url``.
+
+        ``busy_timeout`` is how many seconds a write waits for another process's write lock
+        before it fails with ``StoreError``.
+        """
+        quiet_library_loggers()
         try:
             if url.startswith("sqlite"):
                 _prepare_sqlite_file(url)
             engine = create_engine(url, hide_parameters=True, future=True)
             if engine.dialect.name == "sqlite":
-                event.listen(engine, "connect", _sqlite_pragmas)
+                event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
             if migrate:
                 upgrade(engine)
         except (SQLAlchemyError, OSError) as exc:
@@ -294,6 +349,19 @@ class Store:
                         messages.c.account == account, messages.c.message_key.in_(chunk)
                     )
                 ).scalars())
+        return found
+
+    def known_kinds(self, account: str, keys: Sequence[str]) -> dict[str, str]:
+        """The stored kind of each of ``keys`` that was already handled for ``account``."""
+        found: dict[str, str] = {}
+        with self.transaction() as c:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start:start + 500])
+                found.update((row.message_key, row.kind) for row in c.execute(
+                    select(messages.c.message_key, messages.c.kind).where(
+                        messages.c.account == account, messages.c.message_key.in_(chunk)
+                    )
+                ))
         return found
 
     def record(self, message: dict[str, Any], reply: dict[str, Any] | None) -> int | None:
@@ -484,3 +552,106 @@ class Store:
             ).scalar_one_or_none()
             return value
 
+    def digest_claim(self, account: str, due_at: datetime, now: datetime,
+                     message_id: str) -> bool:
+        """Claim the digest for ``due_at`` before sending it; False if it was claimed already.
+
+        The claim is written first so that two daemons, or a crash after sending, can never send
+        one digest twice; :meth:`digest_release` gives it back when the send surely failed.
+        """
+        try:
+            with self.engine.begin() as c:
+                c.execute(digests.insert().values(account=account, due_at=due_at, sent_at=now,
+                                                  message_id=message_id))
+        except IntegrityError:
+            return False
+        except SQLAlchemyError as exc:
+            raise StoreError(f"database write failed: {type(exc).__name__}") from None
+        return True
+
+    def digest_release(self, account: str, due_at: datetime) -> None:
+        """Undo :meth:`digest_claim` after a send that certainly did not go out."""
+        with self.transaction() as c:
+            c.execute(digests.delete().where(digests.c.account == account,
+                                             digests.c.due_at == due_at))
+
+    # --- pauses --------------------------------------------------------------------------
+
+    def _pause(self, condition: Any) -> Pause | None:
+        with self.transaction() as c:
+            row = c.execute(
+                select(pauses.c.id, pauses.c.account, pauses.c.reason, pauses.c.started_at,
+                       pauses.c.alert_message_id, pauses.c.alert_attempted_at,
+                       pauses.c.alert_sent_at)
+                .where(condition).order_by(pauses.c.id).limit(1)
+            ).first()
+        return None if row is None else Pause(**row._mapping)
+
+    def active_pause(self, account: str) -> Pause | None:
+        """The pause that stops ``account``'s replies now, if any."""
+        return self._pause((pauses.c.account == account) & pauses.c.resumed_at.is_(None))
+
+    def start_pause(self, account: str, reason: str, now: datetime,
+                    alert_message_id: str) -> Pause:
+        """Pause ``account``'s replies (or return the pause already in force)."""
+        with self.transaction() as c:
+            active = c.execute(select(pauses.c.id).where(
+                pauses.c.account == account, pauses.c.resumed_at.is_(None)).limit(1)).first()
+            if active is None:
+                c.execute(pauses.insert().values(account=account, reason=reason,
+                                                 started_at=now,
+                                                 alert_message_id=alert_message_id))
+        found = self.active_pause(account)
+        assert found is not None
+        return found
+
+    def alert_due(self, account: str) -> Pause | None:
+        """An active pause whose alert was never attempted."""
+        return self._pause((pauses.c.account == account) & pauses.c.resumed_at.is_(None)
+                           & pauses.c.alert_attempted_at.is_(None))
+
+    def mark_alert(self, pause_id: int, *, now: datetime, attempted: bool = False,
+                   sent: bool = False, released: bool = False) -> None:
+        """Record the alert's progress: attempted (claimed), sent, or released for a retry."""
+        values: dict[str, Any] = {}
+        if attempted:
+            values["alert_attempted_at"] = now
+        if sent:
+            values["alert_sent_at"] = now
+        if released:
+            values["alert_attempted_at"] = None
+        with self.transaction() as c:
+            c.execute(update(pauses).where(pauses.c.id == pause_id).values(**values))
+
+    def resume(self, account: str, now: datetime) -> int:
+        """End ``account``'s pause so replies go out again; returns how many pauses ended."""
+        with self.transaction() as c:
+            return int(c.execute(
+                update(pauses).where(pauses.c.account == account, pauses.c.resumed_at.is_(None))
+                .values(resumed_at=now)
+            ).rowcount)
+
+    # --- retention -----------------------------------------------------------------------
+
+    def purge(self, account: str, before: datetime, now: datetime) -> int:
+        """Remove people's facts from rows seen before ``before``; returns how many rows.
+
+        Names, profile links, invitation ids, reasons (which may quote a name) and reply
+        addresses go; kind, action, rule and times stay for the digest's counts. With
+        ``secure_delete`` the old values are overwritten in the file, and the WAL is truncated
+        so that no older copy of a page survives there either.
+        """
+        old = select(messages.c.id).where(
+            messages.c.account == account, messages.c.seen_at < before,
+            messages.c.purged_at.is_(None))
+        with self.transaction() as c:
+            c.execute(update(outbox).where(outbox.c.message_row.in_(old)).values(
+                recipient_name=None, recipient_email="", redirected_to=None, last_error=None))
+            count = int(c.execute(update(messages).where(messages.c.id.in_(old)).values(
+                person_name=None, profile_url=None, invitation_id=None,
+                reasons=json.dumps(["details removed after the retention period"]),
+                purged_at=now)).rowcount)
+        if count and self.engine.dialect.name == "sqlite":
+            with self.transaction() as c:
+                c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
