@@ -15,6 +15,7 @@ Real servers and real processes only; nothing here replaces a library.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import os
@@ -256,15 +257,27 @@ def killed(result: subprocess.CompletedProcess[str]) -> bool:
 
 
 class KillingSmtpServer(servers.SmtpServer):
-    """An SMTP server that, once armed, SIGKILLs the client process while it waits for DATA's
-    answer: the server keeps the message, the client never learns it was accepted."""
+    """An SMTP server that counts every RCPT and DATA it is given and, once armed with
+    ``pid_file``, SIGKILLs the client process while it waits for DATA's answer: the server keeps
+    the message, the client never learns it was accepted."""
 
     def __init__(self, mode: servers.SmtpMode, cert: trustme.LeafCert) -> None:
         super().__init__(mode, cert)
         self.pid_file: Path | None = None
         self.occurrence = 1  # kill during the N-th message from now on
+        self.rcpt_calls = 0
+        self.data_calls = 0
+        self.stall_data: float = 0.0  # seconds to sit on a message before answering DATA
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        self.rcpt_calls += 1
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_calls += 1
+        if self.stall_data:
+            await asyncio.sleep(self.stall_data)
         answer = await super().handle_DATA(server, session, envelope)
         if self.pid_file is not None:
             self.occurrence -= 1
@@ -281,7 +294,8 @@ class KillingSmtpServer(servers.SmtpServer):
 
 class CutProxy:
     """A loopback TCP proxy to ``target``; after ``cut_after`` bytes (both ways together) it
-    closes both connections at once. TLS passes through as opaque bytes.
+    closes both connections at once, or with ``stall=True`` it goes silent and holds them open.
+    TLS passes through as opaque bytes.
 
     ``cut_after=None`` forwards everything; ``total`` counts the bytes of the last connection.
     """
@@ -289,6 +303,7 @@ class CutProxy:
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.cut_after: int | None = None
+        self.stall = False
         self.total = 0
         self.cuts = 0
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -336,6 +351,8 @@ class CutProxy:
                             pairs[sock].sendall(data[:max(budget - moved, 0)])
                         self.total = moved + len(data)
                         self.cuts += 1
+                        while self.stall and not self._closed:
+                            time.sleep(0.05)
                         for each in (client, upstream):
                             with contextlib.suppress(OSError):
                                 each.shutdown(socket.SHUT_RDWR)
