@@ -103,3 +103,43 @@ def imap_without_starttls() -> Iterator[servers.ImapWithoutStarttls]:
     server = servers.ImapWithoutStarttls()
     yield server
     server.close()
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL (tests/pgserver.py): one private cluster per run, one database per test.
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[object]:
+    """One private PostgreSQL for the whole run: skipped if unavailable, failed if ``$CI`` is set.
+
+    Typed ``object`` here so this file does not import psycopg for runs that never use it.
+    """
+    try:
+        import pgserver
+    except ImportError as exc:
+        servers.unavailable(f"the PostgreSQL driver is missing ({exc.name}); install '.[test]'")
+    try:
+        server = pgserver.start_postgres()
+    except servers.ServerUnavailable as exc:
+        servers.unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: object) -> str:
+    """The SQLAlchemy URL of a fresh, empty database on the session's PostgreSQL."""
+    import pgserver
+
+    assert isinstance(postgres, pgserver.Postgres)
+    return postgres.create_database()
+
+
+@pytest.fixture
+def postgres_migrated_url(postgres: object) -> str:
+    """The URL of a fresh database already at the latest schema (faster than migrating)."""
+    import pgserver
+
+    assert isinstance(postgres, pgserver.Postgres)
+    return postgres.create_migrated_database()

@@ -1,0 +1,229 @@
+"""The same store and migrations on SQLite and on a real PostgreSQL.
+
+Every check here runs on both backends; the PostgreSQL cluster is started once per test run
+(``postgres`` in ``tests/conftest.py``) and each test gets a fresh database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, select
+
+from modbot import store
+from modbot.errors import StoreError
+from modbot.store import Store
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+ACCOUNT = "counselor@imap.counsel.example.edu"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each backend, for the tests of the migrations."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'modbot.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database on each backend; on PostgreSQL a copy of one migrated once per run."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'modbot.db'}"
+    return str(request.getfixturevalue("postgres_migrated_url"))
+
+
+@pytest.fixture
+def db(url: str) -> Iterator[Store]:
+    opened = Store.open(url)
+    yield opened
+    opened.close()
+
+
+def message_row(key: str, **overrides: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "account": ACCOUNT, "message_key": key, "folder": "INBOX", "uidvalidity": 1,
+        "uid": 1, "seen_at": NOW, "kind": "connection_invitation", "authentic": True,
+        "classify_rule": "template-key", "person_name": "Jordan Rivera", "profile_url": None,
+        "invitation_id": "701", "address_source": "directory-csv:name", "action": "reply",
+        "policy_rule": "reply", "reasons": ["because"], "error": None,
+    }
+    row.update(overrides)
+    return row
+
+
+def reply_row(message_id: str, status: str = store.QUEUED) -> dict[str, object]:
+    return {"message_id": message_id, "template": "connection_invitation",
+            "recipient_name": "Jordan Rivera", "recipient_email": "JRivera@students.example.edu",
+            "redirected_to": None, "status": status, "created_at": NOW}
+
+
+def test_open_migrates_an_empty_database(empty_url: str) -> None:
+    """Opening an empty database creates every table and stamps the latest revision."""
+    db = Store.open(empty_url)
+    try:
+        tables = set(inspect(db.engine).get_table_names())
+        assert set(store.metadata.tables) | {"alembic_version"} <= tables
+        with db.engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() is not None
+    finally:
+        db.close()
+
+
+def test_migrations_match_models(empty_url: str) -> None:
+    """The alembic migrations build exactly the schema the code declares."""
+    db = Store.open(empty_url)
+    try:
+        with db.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection),
+                                    store.metadata) == []
+    finally:
+        db.close()
+
+
+def test_reopening_migrates_nothing(empty_url: str) -> None:
+    """A second start on a migrated database finds nothing to do and keeps the data."""
+    first = Store.open(empty_url)
+    first.set_cursor(ACCOUNT, "INBOX", 7, 42, NOW)
+    first.close()
+    again = Store.open(empty_url)
+    try:
+        assert again.cursor(ACCOUNT, "INBOX", 7) == 42
+    finally:
+        again.close()
+
+
+def test_cursor_round_trip(db: Store) -> None:
+    """A cursor is kept per account, folder and UIDVALIDITY."""
+    assert db.cursor(ACCOUNT, "INBOX", 7) is None
+    assert not db.has_any_cursor(ACCOUNT, "INBOX")
+    db.set_cursor(ACCOUNT, "INBOX", 7, 42, NOW)
+    db.set_cursor(ACCOUNT, "INBOX", 7, 43, NOW)
+    assert db.cursor(ACCOUNT, "INBOX", 7) == 43
+    assert db.cursor(ACCOUNT, "INBOX", 8) is None
+    assert db.has_any_cursor(ACCOUNT, "INBOX")
+
+
+def test_cursor_keeps_the_largest_imap_uid(db: Store, request: pytest.FixtureRequest) -> None:
+    """UIDs and UIDVALIDITY are unsigned 32-bit numbers (RFC 3501), up to 4294967295."""
+    if db.engine.dialect.name == "postgresql":
+        request.applymarker(pytest.mark.xfail(
+            strict=True, raises=StoreError,
+            reason="uid, last_uid and uidvalidity are 32-bit signed INTEGER columns"))
+    biggest = 2**32 - 1
+    db.set_cursor(ACCOUNT, "INBOX", biggest, biggest, NOW)
+    db.record(message_row("k1", uidvalidity=biggest, uid=biggest), None)
+    assert db.cursor(ACCOUNT, "INBOX", biggest) == biggest
+
+
+def test_record_and_dedup_facts(db: Store) -> None:
+    """A recorded reply counts for the person, the invitation and the caps."""
+    db.record(message_row("k1"), reply_row("<m1@counsel.example.edu>"))
+    assert db.known_keys(ACCOUNT, ["k1", "k2"]) == {"k1"}
+    assert db.known_keys("someone-else", ["k1"]) == set()
+    assert db.replied_to_person("jrivera@students.example.edu", NOW - timedelta(days=1))
+    assert not db.replied_to_person("jrivera@students.example.edu", NOW + timedelta(days=1))
+    assert db.replied_to_invitation(ACCOUNT, "701")
+    assert not db.replied_to_invitation(ACCOUNT, "702")
+    assert db.replies_since(NOW - timedelta(hours=1)) == 1
+    assert db.is_our_message_id(["<m1@counsel.example.edu>"])
+    assert not db.is_our_message_id(["<other@counsel.example.edu>"])
+
+
+def test_known_keys_in_large_batches(db: Store) -> None:
+    """Looking up more keys than one chunk finds every recorded one."""
+    for n in range(3):
+        db.record(message_row(f"k{n}", uid=n), None)
+    keys = [f"k{n}" for n in range(1200)]
+    assert db.known_keys(ACCOUNT, keys) == {"k0", "k1", "k2"}
+
+
+def test_same_message_twice_is_refused(db: Store) -> None:
+    """The unique message key makes a second record of the same message fail, and the store
+    stays usable after the failed transaction."""
+    db.record(message_row("k1"), None)
+    with pytest.raises(StoreError):
+        db.record(message_row("k1"), None)
+    assert db.known_keys(ACCOUNT, ["k1"]) == {"k1"}
+
+
+def test_failed_reply_rolls_back_its_message(db: Store) -> None:
+    """A message and its reply are one transaction: a refused reply leaves no message row."""
+    db.record(message_row("k1"), reply_row("<m1@x>"))
+    with pytest.raises(StoreError):
+        db.record(message_row("k2", uid=2), reply_row("<m1@x>"))  # Message-ID taken
+    assert db.known_keys(ACCOUNT, ["k2"]) == set()
+
+
+def test_outbox_state_machine(db: Store) -> None:
+    """Queued replies are due; a row left sending is in flight; sent rows are neither."""
+    item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
+    assert item_id is not None
+    assert [i.id for i in db.due(NOW)] == [item_id]
+    db.mark(item_id, store.SENDING, now=NOW, count_attempt=True)
+    assert db.due(NOW) == []
+    assert [i.attempts for i in db.in_flight()] == [1]
+    db.mark(item_id, store.SENT, now=NOW)
+    assert db.in_flight() == []
+    assert [i.status for i in db.items(store.SENT)] == [store.SENT]
+
+
+def test_retry_waits_for_backoff(db: Store) -> None:
+    """A temporarily failed reply is due only after its next attempt time."""
+    item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
+    assert item_id is not None
+    db.mark(item_id, store.RETRY, now=NOW, next_attempt_at=NOW + timedelta(minutes=4))
+    assert db.due(NOW) == []
+    assert len(db.due(NOW + timedelta(minutes=5))) == 1
+
+
+def test_times_come_back_in_utc(db: Store) -> None:
+    """A time written in another zone is read back as the same instant, in UTC."""
+    chicago = datetime(2026, 11, 23, 6, 0, tzinfo=UTC).astimezone(ZoneInfo("America/Chicago"))
+    db.record(message_row("k1", seen_at=chicago), None)
+    rows = db.messages_between(NOW - timedelta(hours=7), NOW)
+    assert [r["seen_at"] for r in rows] == [datetime(2026, 11, 23, 6, 0, tzinfo=UTC)]
+    assert rows[0]["reasons"] == ["because"]
+
+
+def test_open_items_and_polls(db: Store) -> None:
+    """Held items are open until resolved; the last good poll is the latest successful one."""
+    db.record(message_row("k1", action="hold"), None)
+    assert [r["message_key"] for r in db.open_items()] == ["k1"]
+    assert db.last_good_poll() is None
+    first = db.poll_started(ACCOUNT, NOW)
+    db.poll_finished(first, NOW + timedelta(seconds=3), ok=True, new_messages=1)
+    failed = db.poll_started(ACCOUNT, NOW + timedelta(minutes=5))
+    db.poll_finished(failed, NOW + timedelta(minutes=5, seconds=1), ok=False, new_messages=0,
+                     error="the server refused the credentials")
+    assert db.last_good_poll() == NOW + timedelta(seconds=3)
+    assert [p["ok"] for p in db.polls_between(NOW, NOW + timedelta(hours=1))] == [True, False]
+
+
+def test_digest_bookkeeping(db: Store) -> None:
+    """The latest digest due time is remembered per account."""
+    assert db.last_digest_due(ACCOUNT) is None
+    db.digest_sent(ACCOUNT, NOW, NOW, "<d1@x>")
+    db.digest_sent(ACCOUNT, NOW + timedelta(days=7), NOW + timedelta(days=7), "<d2@x>")
+    assert db.last_digest_due(ACCOUNT) == NOW + timedelta(days=7)
+    with db.engine.connect() as connection:
+        ids = connection.execute(select(store.digests.c.message_id)).scalars().all()
+    assert sorted(ids) == ["<d1@x>", "<d2@x>"]
+
+
+def test_unreachable_database_is_one_sentence(postgres_url: str) -> None:
+    """A PostgreSQL that cannot be reached is a StoreError naming no host, user or password."""
+    broken = postgres_url.replace("modbot@", "modbot:canary-pw@").replace(
+        "port=", "port=1")  # a socket file that does not exist
+    with pytest.raises(StoreError) as caught:
+        Store.open(broken)
+    assert "canary-pw" not in str(caught.value) and "mbpg-" not in str(caught.value)
