@@ -20,10 +20,11 @@ from zoneinfo import ZoneInfo
 
 from modbot import digest
 from modbot.config import DigestSettings, Settings
-from modbot.errors import ConfigError, ModbotError
+from modbot.errors import ConfigError, MaybeSentError, ModbotError
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
 from modbot.render import make_message_id
+from modbot.store import Store
 
 log = logging.getLogger(__name__)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -46,7 +47,13 @@ def latest_digest_due(schedule: DigestSettings, now: datetime) -> datetime:
 
 
 async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False) -> bool:
-    """Send the digest for the latest passed schedule time unless it was sent; True if sent."""
+    """Send the digest for the latest passed schedule time unless it was sent; True if sent.
+
+    However long modbot was down, and however many scheduled times passed meanwhile, one late
+    digest goes out for the latest of them. The digest is claimed in the store before it is
+    sent, so two daemons or a crash after sending never send it twice; a send that surely
+    failed gives the claim back and is tried again at the next poll.
+    """
     settings = ctx.settings
     due = latest_digest_due(settings.digest, now)
     last = ctx.store.last_digest_due(settings.account)
@@ -56,14 +63,35 @@ async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False
         return False
     if not force and last is not None and last >= due:
         return False
+    key = due if not force else now
     message_id = make_message_id(settings.counselor.domain)
-    data = digest.gather(ctx.store, settings, now)
-    message = digest.build(data, ctx.templates, settings.counselor, now=now,
-                           message_id=message_id)
-    await send_one(message, settings.smtp, ctx.smtp_tls)
-    ctx.store.digest_sent(settings.account, due if not force else now, now, message_id)
+    if not ctx.store.digest_claim(settings.account, key, now, message_id):
+        return False  # another daemon is sending it
+    try:
+        data = digest.gather(ctx.store, settings, now)
+        message = digest.build(data, ctx.templates, settings.counselor, now=now,
+                               message_id=message_id)
+        await send_one(message, settings.smtp, ctx.smtp_tls)
+    except MaybeSentError:
+        raise  # it may have arrived: the claim stays, so it is never sent twice
+    except BaseException:
+        ctx.store.digest_release(settings.account, key)
+        raise
     log.info("weekly digest sent")
     return True
+
+
+def resume(settings: Settings, now: datetime) -> bool:
+    """End the pause a reached cap started, so automatic replies go out again.
+
+    Returns False when replies were not paused. For ``modbot resume``; ``now`` is the caller's
+    clock. Replies held while paused stay held for the counselor.
+    """
+    opened = Store.open(settings.database.url)
+    try:
+        return opened.resume(settings.account, now) > 0
+    finally:
+        opened.close()
 
 
 async def run_daemon(settings: Settings) -> None:
