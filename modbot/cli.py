@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -57,13 +56,14 @@ def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
         settings = config.load(path, resolve_secrets=resolve_secrets)
     except ConfigError as exc:
         _fail(str(exc), code=2)
-    _setup_logging(settings.logging.level)
+    _setup_logging(settings.logging.level, settings.logging.format)
     return settings
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from modbot.logs import install
+
+    install(level, fmt)
     # Library loggers that print envelopes (names, addresses, subjects) or SQL parameters.
     for noisy in ("imapclient", "sqlalchemy", "aiosmtplib", "mail", "mailparser", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -350,6 +350,123 @@ def db_upgrade(ctx: typer.Context) -> None:
     except ModbotError as exc:
         _fail(str(exc))
     typer.echo("database is up to date")
+
+
+# --- operations: init and health --------------------------------------------------------------
+
+InitAnswer = Annotated[str | None, typer.Option(show_default=False)]
+
+
+@app.command()
+def init(
+    ctx: typer.Context,
+    path: Annotated[Path | None, typer.Argument(
+        help="File to write. Default: --config / $MODBOT_CONFIG, else ./modbot.toml.")] = None,
+    non_interactive: Annotated[bool, typer.Option(
+        "--non-interactive", help="Ask nothing: answers come from the options below.")] = False,
+    name: InitAnswer = None, email: InitAnswer = None, contact: InitAnswer = None,
+    imap_host: InitAnswer = None, imap_user: InitAnswer = None, smtp_host: InitAnswer = None,
+    smtp_user: InitAnswer = None, security: InitAnswer = None, directory: InitAnswer = None,
+    database: InitAnswer = None,
+) -> None:
+    """Write a first configuration from a few questions (owner-only; never overwrites a file)."""
+    from modbot import newconfig
+
+    target = path or (ctx.obj or {}).get("config") or Path("modbot.toml")
+    if target.exists():
+        _fail(f"{target} already exists; modbot init never overwrites a configuration")
+    given = {"name": name, "email": email, "contact": contact, "imap_host": imap_host,
+             "imap_user": imap_user, "smtp_host": smtp_host, "smtp_user": smtp_user,
+             "security": security, "directory": directory, "database": database}
+    answers: dict[str, str] = {}
+    missing: list[str] = []
+    for question in newconfig.QUESTIONS:
+        value = given[question.key]
+        default = newconfig.default_for(question, answers)
+        if value is None and non_interactive:
+            if default is None:
+                missing.append("--" + question.key.replace("_", "-"))
+                continue
+            value = default
+        elif value is None:
+            value = _ask(question.prompt, default, question.choices)
+        answers[question.key] = str(value)
+    if missing:
+        _fail(f"--non-interactive needs {', '.join(missing)}", code=2)
+    try:
+        text = newconfig.render(answers)
+        newconfig.check(text, target)
+        newconfig.write(target, text)
+    except ConfigError as exc:
+        _fail(str(exc), code=2)
+    typer.echo(f"wrote {target} (readable by its owner only). Next:\n"
+               f"  export {newconfig.IMAP_PASSWORD_ENV}=...   (and {newconfig.SMTP_PASSWORD_ENV} "
+               "if the SMTP server needs a login)\n"
+               f"  modbot --config {target} check\n"
+               "modbot starts in shadow mode: it decides and records, and sends nothing, until "
+               "[policy] mode says otherwise.")
+
+
+def _ask(prompt: str, default: str | None, choices: tuple[str, ...]) -> str:
+    if choices:
+        prompt = f"{prompt} [{'/'.join(choices)}]"
+    while True:
+        value = str(typer.prompt(prompt, default=default, show_default=bool(default))).strip()
+        if not choices or value in choices:
+            return value
+        typer.echo(f"Please answer one of: {', '.join(choices)}", err=True)
+
+
+def health_problem(last_good: datetime | None, now: datetime, poll_seconds: int) -> str | None:
+    """None if a poll succeeded within 3 × ``poll_seconds`` before ``now``, else why not."""
+    if last_good is None:
+        return "no poll has succeeded yet"
+    age = (now - last_good).total_seconds()
+    if age < 3 * poll_seconds:
+        return None
+    return (f"the last successful poll was {_ago(age)} ago, more than three poll intervals "
+            f"({_ago(3 * poll_seconds)})")
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+@app.command()
+def health(ctx: typer.Context) -> None:
+    """For container health checks: exit 0 if a poll succeeded recently, else 1 and why.
+
+    Recently means within three poll intervals (3 × [schedule] poll_seconds).
+    """
+    from sqlalchemy.engine import make_url
+
+    from modbot import config
+    from modbot.store import Store
+
+    try:
+        settings = config.load((ctx.obj or {}).get("config"), resolve_secrets=False)
+        url = settings.database.url
+        if make_url(url).get_backend_name() == "sqlite":
+            database = make_url(url).database or ""
+            if database not in ("", ":memory:") and not Path(database).expanduser().exists():
+                _fail(f"unhealthy: there is no database at {database} yet")
+        store = Store.open(url, migrate=False)
+        try:
+            last = store.last_good_poll()
+        finally:
+            store.close()
+    except ModbotError as exc:  # exit 1, not 2: Docker reserves 2 in health checks
+        _fail(f"unhealthy: {exc}")
+    now = datetime.now(UTC)
+    problem = health_problem(last, now, settings.schedule.poll_seconds)
+    if problem is not None:
+        _fail(f"unhealthy: {problem}")
+    assert last is not None
+    typer.echo(f"healthy: the last successful poll was {_ago((now - last).total_seconds())} ago")
 
 
 def main() -> None:

@@ -162,6 +162,8 @@ class TemplateSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # "text" for a terminal; "json": one object per line for journald, Docker or a collector.
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(_Section):
