@@ -5,7 +5,8 @@ COPY pyproject.toml README.md ./
 COPY modbot ./modbot
 COPY config ./config
 COPY migrations ./migrations
-RUN pip install --no-cache-dir --prefix=/install .
+# The postgres extra brings the PostgreSQL driver, for [database] url = "postgresql+psycopg://...".
+RUN pip install --no-cache-dir --prefix=/install ".[postgres]"
 
 FROM python:3.11-slim
 RUN groupadd --system modbot && useradd --system --gid modbot --home-dir /var/lib/modbot \
@@ -21,5 +22,8 @@ VOLUME ["/etc/modbot", "/var/lib/modbot"]
 ENV MODBOT_CONFIG=/etc/modbot/modbot.toml \
     PYTHONUNBUFFERED=1
 STOPSIGNAL SIGTERM
+# Healthy while a poll succeeded within three poll intervals (modbot health reads the database).
+# The start period covers the first poll, which may look back over several days of mail.
+HEALTHCHECK --interval=60s --timeout=20s --start-period=5m --retries=3 CMD ["modbot", "health"]
 ENTRYPOINT ["modbot"]
 CMD ["run"]
