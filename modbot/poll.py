@@ -63,7 +63,7 @@ from modbot.model import (
 )
 from modbot.outbox import Sender
 from modbot.policy import REPLY_KINDS, Facts, decide
-from modbot.recipients import Directory, resolve
+from modbot.recipients import Directory, normalize_profile_url, resolve
 from modbot.store import Store
 from modbot.tls import client_context
 
@@ -293,8 +293,7 @@ class Poller:
                         references: Sequence[str]) -> History:
             window = now - timedelta(days=policy.person_window_days)
             return History(
-                replied_to_person=bool(recipient)
-                and self.store.replied_to_person(recipient.email, window),  # type: ignore[union-attr]
+                replied_to_person=self._replied_to_person(c, recipient, window),
                 replied_to_invitation=bool(c.person.invitation_id)
                 and self.store.replied_to_invitation(self.account, c.person.invitation_id or ""),
                 replies_last_hour=self.store.replies_since(now - timedelta(hours=1)),
@@ -303,6 +302,23 @@ class Poller:
             )
 
         return history_for
+
+    def _replied_to_person(self, c: Classification, recipient: Recipient | None,
+                           since: datetime) -> bool:
+        """Answered since ``since`` at this address, or under this LinkedIn profile.
+
+        The profile counts too because LinkedIn's relay gives every message its own reply
+        address: a person whose auto-responder answers our reply would otherwise come back as a
+        "new" person with each LinkedIn message, and be answered every time (a mail loop).
+        """
+        if recipient is not None and self.store.replied_to_person(recipient.email, since):
+            return True
+        key = normalize_profile_url(c.person.profile_url) if c.person.profile_url else None
+        if key is None:
+            return False
+        fragment = key.partition("/")[2]
+        return any(normalize_profile_url(url) == key for url in
+                   self.store.replied_profile_urls(self.account, fragment, since))
 
     # --- the poll ------------------------------------------------------------------------
 

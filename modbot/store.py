@@ -391,6 +391,25 @@ class Store:
                 ).limit(1)
             ).first() is not None
 
+    def replied_profile_urls(self, account: str, fragment: str, since: datetime) -> list[str]:
+        """Profile URLs containing ``fragment`` whose person was answered since ``since``.
+
+        For the per-person check when the address changes from one notification to the next
+        (LinkedIn's relay gives each message its own ``…@reply.linkedin.com``).
+        """
+        pattern = "%" + fragment.replace("\\", "").replace("%", "").replace("_", "\\_") + "%"
+        with self.transaction() as c:
+            return list(c.execute(
+                select(messages.c.profile_url)
+                .join(outbox, outbox.c.message_row == messages.c.id)
+                .where(
+                    messages.c.account == account,
+                    messages.c.profile_url.like(pattern, escape="\\"),
+                    outbox.c.status.in_(COUNTS_AS_REPLIED),
+                    outbox.c.created_at >= since,
+                )
+            ).scalars())
+
     def replied_to_invitation(self, account: str, invitation_id: str) -> bool:
         with self.transaction() as c:
             return c.execute(

@@ -144,12 +144,12 @@ class Crowd:
 
 
 def append_many(user: servers.ImapUser, folder: str, messages: Sequence[bytes]) -> None:
-    """APPEND ``messages`` over one connection (MULTIAPPEND would be one command, not faster)."""
+    """Store ``messages`` with MULTIAPPEND (RFC 3502): one command, one transaction per 200."""
     with user.connect() as client:
         if not client.folder_exists(folder):
             client.create_folder(folder)
-        for raw in messages:
-            client.append(folder, raw)
+        for start in range(0, len(messages), 200):
+            client.multiappend(folder, list(messages[start:start + 200]))
 
 
 def recipients_count(smtp: servers.SmtpServer) -> Counter[str]:
