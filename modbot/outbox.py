@@ -56,6 +56,7 @@ class Sender:
         self._smtp: aiosmtplib.SMTP | None = None
         self._transport: asyncio.BaseTransport | None = None
         self._server = f"SMTP server {settings.host}:{settings.port}"
+        self._names: tuple[str, ...] = ()  # the current message's recipients' names
 
     async def __aenter__(self) -> Sender:
         self._smtp = await self._connect()
@@ -80,6 +81,7 @@ class Sender:
             ) from None
         if not sender or not recipients:
             raise PermanentSendError("The reply lacks a From address or any recipient.")
+        self._names = _display_names(message)
         smtp = self._smtp
         if smtp is None or not smtp.is_connected:
             await self._disconnect()
@@ -264,11 +266,14 @@ class Sender:
         return PermanentSendError(f"{prefix}: {self._clean(str(exc))}.")
 
     def _clean(self, text: str) -> str:
-        """Server words for a log line: one line, no addresses, never the password."""
+        """Server words for a log line: one line, no addresses or recipient names, never the
+        password. Servers echo what they were given ("550 unknown user Jordan Rivera")."""
         password = self._settings.password
         if password is not None and password.get_secret_value():
             text = text.replace(password.get_secret_value(), "***")
         text = _ADDRESS.sub("address", text)
+        for name in self._names:
+            text = re.sub(re.escape(name), "someone", text, flags=re.IGNORECASE)
         text = _SPACE.sub(" ", text).strip().rstrip(".")
         return text[:157] + "..." if len(text) > 160 else text
 
@@ -278,6 +283,19 @@ async def send_one(message: email.message.EmailMessage, settings: SmtpSettings,
     """Connect, send ``message``, and disconnect."""
     async with Sender(settings, ssl_context) as sender:
         await sender.send(message)
+
+
+def _display_names(message: email.message.EmailMessage) -> tuple[str, ...]:
+    """The recipients' display names and their words of three letters or more, longest first."""
+    names: set[str] = set()
+    for field in ("To", "Cc", "Bcc"):
+        for value in message.get_all(field, ()):
+            for address in getattr(value, "addresses", ()):
+                name = str(address.display_name or "").strip()
+                if name:
+                    names.add(name)
+                    names.update(word for word in re.split(r"[\s,]+", name) if len(word) >= 3)
+    return tuple(sorted(names, key=len, reverse=True))
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
