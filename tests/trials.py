@@ -44,12 +44,13 @@ class Outcome:
     held: int = 0  # notifications held for the counselor
     unfinished: int = 0  # outbox rows still queued, sending or waiting to retry
     unmarked: int = 0  # LinkedIn notifications without the keyword
+    recorded: int = 0  # notifications in the store
     statuses: dict[str, str] = field(default_factory=dict)  # reply Message-ID → status
     notes: list[str] = field(default_factory=list)
 
     def add(self, other: Outcome) -> None:
         for name in ("lost", "duplicates", "sent", "uncertain", "held", "unfinished",
-                     "unmarked"):
+                     "unmarked", "recorded"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.notes += other.notes
 
@@ -63,7 +64,9 @@ def message_keys(names: tuple[str, ...]) -> set[str]:
 
 
 def measure(ctx: Context, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
-            expected: set[str]) -> Outcome:
+            expected: set[str], *, not_linkedin: int = 1) -> Outcome:
+    """Count what the store, the SMTP server and the mailbox hold; ``not_linkedin`` messages of
+    the folder are not LinkedIn's and carry no keyword."""
     outcome = Outcome()
     with ctx.store.engine.connect() as c:
         recorded = set(c.execute(select(store.messages.c.message_key)).scalars())
@@ -71,6 +74,7 @@ def measure(ctx: Context, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
                                      .where(store.messages.c.action == "hold")).all())
         rows = c.execute(select(store.outbox.c.message_id, store.outbox.c.status)).all()
     outcome.lost = len(expected - recorded)
+    outcome.recorded = len(recorded)
     outcome.statuses = {message_id: status for message_id, status in rows}
     outcome.sent = sum(status == store.SENT for status in outcome.statuses.values())
     outcome.uncertain = sum(status == store.UNCERTAIN for status in outcome.statuses.values())
@@ -79,7 +83,7 @@ def measure(ctx: Context, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
     outcome.duplicates = sum(count - 1 for count in faults.recipients_count(smtp).values())
     keyword = ctx.settings.imap.keyword
     flags = imap_user.flags(ctx.settings.imap.folder)
-    outcome.unmarked = sum(keyword not in f for f in flags.values()) - 1  # the newsletter
+    outcome.unmarked = sum(keyword not in f for f in flags.values()) - not_linkedin
     return outcome
 
 
