@@ -469,5 +469,55 @@ def health(ctx: typer.Context) -> None:
     typer.echo(f"healthy: the last successful poll was {_ago((now - last).total_seconds())} ago")
 
 
+@app.command("auth")
+def auth_cmd(
+    ctx: typer.Context,
+    provider: Annotated[str, typer.Argument(
+        metavar="google|microsoft|generic",
+        help="The provider of the oauth2 table; must match the configuration.")],
+    smtp: Annotated[bool, typer.Option(
+        "--smtp", help="Sign in for [smtp.oauth2] rather than [imap.oauth2].")] = False,
+    port: Annotated[int, typer.Option(
+        min=0, max=65535,
+        help="Loopback port for the browser's answer (google, generic); 0: any free one.")] = 0,
+    browser: Annotated[bool, typer.Option(
+        "--browser/--no-browser", help="Also open the sign-in page in a browser here.")] = False,
+    timeout: Annotated[float, typer.Option(
+        min=10, help="Seconds to wait for the sign-in.")] = 300.0,
+) -> None:
+    """Sign in once with Google, Microsoft 365 or another OAuth2 provider; save the tokens.
+
+    Google and generic providers: open the printed address and sign in; the browser comes back
+    to modbot on 127.0.0.1. Microsoft: open Microsoft's page on any device and type the code.
+    """
+    import webbrowser
+
+    from modbot import signin
+    from modbot.tls import client_context
+
+    settings = _settings(ctx)
+    section, server = ("smtp", settings.smtp) if smtp else ("imap", settings.imap)
+    oauth2 = server.oauth2
+    if server.auth != "oauth2" or oauth2 is None:
+        _fail(f'[{section}] does not say auth = "oauth2", so there is nothing to sign in for',
+              code=2)
+    if oauth2.provider != provider:
+        _fail(f'[{section}.oauth2] says provider = "{oauth2.provider}", not "{provider}"',
+              code=2)
+    try:
+        answer = signin.sign_in(oauth2, client_context(server.ca_file),
+                                username=server.username or "", say=typer.echo,
+                                open_browser=webbrowser.open if browser else None,
+                                port=port, timeout=timeout)
+        signin.save(oauth2, answer, datetime.now(UTC))
+    except ModbotError as exc:
+        _fail(str(exc))
+    typer.echo(f"signed in; the tokens are in {oauth2.token_file} (readable by you alone)")
+    shared = settings.smtp.oauth2
+    if not smtp and settings.smtp.auth == "oauth2" and shared is not None \
+            and shared.token_file == oauth2.token_file:
+        typer.echo("the SMTP login uses the same tokens")
+
+
 def main() -> None:
     app()

@@ -14,6 +14,7 @@ import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -68,6 +69,99 @@ class CounselorSettings(_Section):
         return self.email.rpartition("@")[2]
 
 
+Provider = Literal["google", "microsoft", "generic"]
+
+# Scopes asked for when an oauth2 table names none. Microsoft's IMAP and SMTP permissions are two
+# scopes of one token; offline_access is what makes Microsoft hand out a refresh token.
+DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
+    "google": ("https://mail.google.com/",),
+    "microsoft": ("https://outlook.office.com/IMAP.AccessAsUser.All",
+                  "https://outlook.office.com/SMTP.Send", "offline_access"),
+    "generic": (),
+}
+_GOOGLE_URLS = ("https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token")
+_TOKEN_FILES = {"imap": "modbot-imap-token.json", "smtp": "modbot-smtp-token.json"}
+
+
+def _https_or_loopback(key: str, url: str | None) -> str | None:
+    """A problem with ``url`` unless it is https://, or http:// to a loopback host (tests)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
+        return None
+    return f"{key} {url!r} must be an https:// address (http:// only on a loopback host)"
+
+
+class OAuth2Settings(_Section):
+    """How modbot gets OAuth2 access tokens for XOAUTH2: the ``[imap.oauth2]`` table.
+
+    The client secret, like a password, is never written in the file: ``client_secret_env`` or
+    ``client_secret_file`` (Microsoft's public clients have none; Google's installed-app clients
+    always have one). ``token_file`` holds the refresh token and the current access token.
+    """
+
+    provider: Provider
+    client_id: str = Field(min_length=1)
+    client_secret_env: str | None = None
+    client_secret_file: Path | None = None
+    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")  # microsoft
+    authority: str | None = None  # microsoft: another cloud, e.g. https://login.microsoftonline.us
+    # parse() fills the default: beside a SQLite database, else beside the configuration file.
+    token_file: Path
+    scopes: tuple[str, ...] = ()
+    token_url: str | None = None  # google (testing) and generic
+    authorization_url: str | None = None  # google (testing) and generic, for `modbot auth`
+    # Filled from client_secret_env / client_secret_file by load(); never written in the file.
+    client_secret: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _fits_provider(self) -> OAuth2Settings:
+        problems = [p for p in (_https_or_loopback("token_url", self.token_url),
+                                _https_or_loopback("authorization_url", self.authorization_url),
+                                _https_or_loopback("authority", self.authority)) if p]
+        if self.client_secret_env and self.client_secret_file:
+            problems.append("give client_secret_env or client_secret_file, not both")
+        if self.provider == "microsoft":
+            if self.token_url or self.authorization_url:
+                problems.append('token_url and authorization_url are not used with provider = '
+                                '"microsoft": msal finds them from authority and tenant')
+        elif self.tenant or self.authority:
+            problems.append('tenant and authority are only for provider = "microsoft"')
+        if self.provider == "google" and not (self.client_secret_env or self.client_secret_file
+                                              or self.client_secret):
+            problems.append("Google's installed-app clients have a client secret: set "
+                            "client_secret_env or client_secret_file")
+        if self.provider == "generic" and not self.token_url:
+            problems.append('provider = "generic" needs token_url')
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def effective_scopes(self) -> tuple[str, ...]:
+        """The configured scopes, else the provider's defaults."""
+        return self.scopes or DEFAULT_SCOPES[self.provider]
+
+    @property
+    def effective_token_url(self) -> str | None:
+        """The token endpoint (None for Microsoft, whose endpoint msal discovers)."""
+        return self.token_url or (_GOOGLE_URLS[1] if self.provider == "google" else None)
+
+    @property
+    def effective_authorization_url(self) -> str | None:
+        """Where `modbot auth` sends the browser (None for Microsoft's device-code flow)."""
+        return self.authorization_url or (_GOOGLE_URLS[0] if self.provider == "google" else None)
+
+    @property
+    def effective_authority(self) -> str:
+        """Microsoft's authority URL with the tenant, e.g. ``.../organizations``."""
+        base = (self.authority or "https://login.microsoftonline.com").rstrip("/")
+        return f"{base}/{self.tenant or 'organizations'}"
+
+
 class _ServerSettings(_Section):
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
@@ -79,6 +173,25 @@ class _ServerSettings(_Section):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     # Filled from password_env / password_file by load(); never written in the file itself.
     password: SecretStr | None = Field(default=None, exclude=True)
+
+    # "oauth2": log in with XOAUTH2 and an access token from the oauth2 table, not a password.
+    auth: Literal["password", "oauth2"] = "password"
+    oauth2: OAuth2Settings | None = None
+
+    @model_validator(mode="after")
+    def _oauth2_is_complete(self) -> _ServerSettings:
+        if self.auth == "password" and self.oauth2 is not None:
+            raise ValueError('an oauth2 table is given but auth is "password"; '
+                             'set auth = "oauth2" to use it')
+        if self.auth == "oauth2":
+            if self.oauth2 is None:
+                raise ValueError('auth = "oauth2" needs an oauth2 table, e.g. [imap.oauth2]')
+            if self.password_env or self.password_file:
+                raise ValueError('password_env and password_file are not used with '
+                                 'auth = "oauth2"')
+            if not self.username:
+                raise ValueError('auth = "oauth2" needs username (the mailbox\'s address)')
+        return self
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> _ServerSettings:
@@ -218,6 +331,64 @@ def _read_secret(section: str, raw: dict[str, Any], base: Path) -> tuple[str | N
     return None, None
 
 
+def _beside_database(data: dict[str, Any], base: Path) -> Path:
+    """The folder of a SQLite database (as the store will open it), else ``base``."""
+    database = data.get("database")
+    url = database.get("url") if isinstance(database, dict) else None
+    url = url if isinstance(url, str) else DatabaseSettings().url
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///").partition("?")[0]
+        if path and path != ":memory:":
+            return Path(path).expanduser().parent
+    return base
+
+
+def _prepare_oauth2(data: dict[str, Any], base: Path, resolve_secrets: bool) -> list[str]:
+    """Read client secrets, resolve paths and fill defaults of the oauth2 tables in place.
+
+    ``[smtp] auth = "oauth2"`` without its own table shares IMAP's: the same client, sign-in and
+    token file (and IMAP's username when SMTP names none).
+    """
+    problems: list[str] = []
+    for section in ("imap", "smtp"):
+        server = data.get(section)
+        if not isinstance(server, dict):
+            continue
+        imap = data.get("imap")
+        if (section == "smtp" and server.get("auth") == "oauth2" and "oauth2" not in server
+                and isinstance(imap, dict) and isinstance(imap.get("oauth2"), dict)):
+            server["oauth2"] = dict(imap["oauth2"])
+            server.setdefault("username", imap.get("username"))
+            continue
+        if not isinstance(server.get("oauth2"), dict):
+            continue
+        raw = server["oauth2"] = dict(server["oauth2"])
+        where = f"{section}.oauth2"
+        if "client_secret" in raw:
+            problems.append(f"{where}.client_secret: secrets are never written in the file; "
+                            "use client_secret_env or client_secret_file")
+            raw.pop("client_secret")
+        env_name, file_name = raw.get("client_secret_env"), raw.get("client_secret_file")
+        if resolve_secrets and isinstance(env_name, str) and env_name:
+            if env_name in os.environ:
+                raw["client_secret"] = os.environ[env_name]
+            else:
+                problems.append(f"{where}.client_secret_env: environment variable {env_name} "
+                                "is not set")
+        elif resolve_secrets and isinstance(file_name, str) and file_name:
+            path = (base / file_name).expanduser()
+            try:
+                raw["client_secret"] = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                problems.append(f"{where}.client_secret_file: cannot read {path}: "
+                                f"{exc.strerror}")
+        for key in ("client_secret_file", "token_file"):
+            if isinstance(raw.get(key), str):
+                raw[key] = str((base / raw[key]).expanduser())
+        raw.setdefault("token_file", str(_beside_database(data, base) / _TOKEN_FILES[section]))
+    return problems
+
+
 def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
           resolve_secrets: bool = True) -> Settings:
     """Validate a configuration mapping; raise ``ConfigError`` listing every problem."""
@@ -240,7 +411,8 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
                 problems.append(problem)
             if secret is not None:
                 raw["password"] = secret
-        if section == "imap" and resolve_secrets and "password" not in raw and not problem:
+        if (section == "imap" and resolve_secrets and "password" not in raw and not problem
+                and raw.get("auth") != "oauth2"):
             problems.append("imap: set password_env or password_file")
         for key in ("ca_file", "password_file"):
             if isinstance(raw.get(key), str):
@@ -249,6 +421,7 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
         raw = data.get(section)
         if isinstance(raw, dict) and isinstance(raw.get(key), str):
             raw[key] = str((base / raw[key]).expanduser())
+    problems.extend(_prepare_oauth2(data, base, resolve_secrets))
     settings: Settings | None = None
     try:
         settings = Settings.model_validate(data)

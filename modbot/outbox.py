@@ -181,7 +181,13 @@ class Sender:
                 stage = "starting TLS with"
                 await smtp.starttls()
                 self._transport = smtp.transport
-            if settings.username:
+            if settings.auth == "oauth2":
+                from modbot.oauth import smtp_token  # refreshed, if need be, at every login
+
+                stage = "logging in to"
+                token = await asyncio.to_thread(smtp_token, settings, self._ssl_context)
+                await smtp.auth_xoauth2(settings.username or "", token)
+            elif settings.username:
                 stage = "logging in to"
                 if settings.password is None:
                     raise PermanentSendError(

@@ -143,3 +143,48 @@ def postgres_migrated_url(postgres: object) -> str:
 
     assert isinstance(postgres, pgserver.Postgres)
     return postgres.create_migrated_database()
+
+
+# --------------------------------------------------------------------------------------------
+# OAuth2 (tests/servers.py): a provider on loopback, a Dovecot that asks it, aiosmtpd XOAUTH2.
+
+
+@pytest.fixture(scope="session")
+def oauth_provider(server_cert: trustme.LeafCert) -> Iterator[servers.OAuthProvider]:
+    """One OAuth2 provider on loopback for the run; tests sign in their own users."""
+    provider = servers.OAuthProvider(server_cert)
+    yield provider
+    provider.close()
+
+
+@pytest.fixture
+def fresh_oauth_provider(oauth_provider: servers.OAuthProvider) -> servers.OAuthProvider:
+    """The session's provider with its per-test knobs set back to their defaults."""
+    oauth_provider.access_lifetime = 3600
+    oauth_provider.rotate_refresh = False
+    oauth_provider.refresh_expires_in = None
+    oauth_provider.device_pending_polls = 2
+    oauth_provider.token_requests.clear()
+    return oauth_provider
+
+
+@pytest.fixture(scope="session")
+def oauth_dovecot(server_cert: trustme.LeafCert, client_ssl_context: ssl.SSLContext,
+                  oauth_provider: servers.OAuthProvider) -> Iterator[servers.OAuthDovecot]:
+    """A private Dovecot whose only logins are bearer tokens checked at ``oauth_provider``."""
+    try:
+        server = servers.start_oauth_dovecot(server_cert, client_ssl_context,
+                                             f"{oauth_provider.http_url}/introspect")
+    except servers.ServerUnavailable as exc:
+        servers.unavailable(str(exc))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oauth_smtp_server(server_cert: trustme.LeafCert, fresh_oauth_provider: servers.OAuthProvider
+                      ) -> Iterator[servers.OAuthSmtpServer]:
+    """An aiosmtpd server with implicit TLS that takes XOAUTH2 tokens of ``oauth_provider``."""
+    server = servers.OAuthSmtpServer("tls", server_cert, fresh_oauth_provider).start()
+    yield server
+    server.stop()

@@ -13,11 +13,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ctypes
 import errno
 import grp
+import hashlib
 import itertools
+import json
 import os
 import pwd
 import re
@@ -30,8 +33,10 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -42,7 +47,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from imapclient import IMAPClient
 from pydantic import SecretStr
 
-from modbot.config import ImapSettings, SmtpSettings
+from modbot.config import ImapSettings, OAuth2Settings, SmtpSettings
 
 HOST = "127.0.0.1"
 CERT_NAMES = ("127.0.0.1", "localhost")
@@ -610,3 +615,323 @@ class ImapWithoutStarttls:
             self._sock.shutdown(socket.SHUT_RDWR)  # wakes a thread still waiting in accept()
         self._sock.close()
         self._thread.join(timeout=CLIENT_TIMEOUT)
+
+
+# --------------------------------------------------------------------------------------------
+# OAuth2: a provider on loopback, a Dovecot that asks it about tokens, aiosmtpd with XOAUTH2
+
+OAUTH_TENANT = "campus-tenant"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+class OAuthProvider:
+    """A small OAuth2 provider on 127.0.0.1 standing in for Google, Microsoft 365 and others.
+
+    Two listeners share one state: ``http_url`` (plain: Dovecot's introspection, generic clients)
+    and ``https_url`` (TLS with the test CA: msal accepts nothing else). Routes:
+
+    - ``POST /introspect`` (RFC 7662): ``{"active": true, "username": ...}`` for a live token;
+    - ``POST /token`` and ``POST /<tenant>/oauth2/v2.0/token``: the refresh_token,
+      authorization_code (PKCE checked) and device_code grants;
+    - ``GET /authorize``: a person who consents at once, redirected back with a code;
+    - ``GET /<tenant>/v2.0/.well-known/openid-configuration`` and
+      ``POST /<tenant>/oauth2/v2.0/devicecode``: what msal discovers and starts.
+
+    Tests seed tokens with ``grant``, end access tokens with ``expire`` and refresh tokens with
+    ``revoke``; ``token_requests`` holds the grant type of every token request, in order.
+    """
+
+    client_id = "modbot-test-client"
+    client_secret = "client-secret-0815"
+    username = "counselor@campus.example"
+
+    def __init__(self, cert: trustme.LeafCert) -> None:
+        self.access_lifetime = 3600
+        self.rotate_refresh = False  # Microsoft hands out a new refresh token at each refresh
+        self.refresh_expires_in: int | None = None
+        self.device_pending_polls = 2  # polls answered "authorization_pending" before consent
+        self.token_requests: list[str] = []
+        self._lock = threading.Lock()
+        self._access: dict[str, tuple[str, float]] = {}
+        self._refresh: dict[str, str] = {}
+        self._revoked: set[str] = set()
+        self._codes: dict[str, tuple[str, str, str]] = {}
+        self._devices: dict[str, list[Any]] = {}
+        self._servers: list[Any] = []
+        self._threads: list[threading.Thread] = []
+        self.http_url = self._listen(None)
+        self.https_url = self._listen(server_ssl_context(cert))
+
+    # what tests do ------------------------------------------------------------------------
+
+    def grant(self, username: str | None = None) -> dict[str, Any]:
+        """Sign ``username`` in: a fresh refresh and access token, as a token endpoint answers."""
+        with self._lock:
+            return self._issue(username or self.username, refresh=None)
+
+    def expire(self, access_token: str) -> None:
+        """End an access token now (its holder's copy still says it is valid)."""
+        with self._lock:
+            user, _ = self._access[access_token]
+            self._access[access_token] = (user, 0.0)
+
+    def revoke(self, refresh_token: str) -> None:
+        """Revoke a refresh token, as a password change or an administrator would."""
+        with self._lock:
+            self._revoked.add(refresh_token)
+
+    def introspect(self, token: str) -> str | None:
+        """The user of a live access token, else None."""
+        with self._lock:
+            user, until = self._access.get(token, ("", 0.0))
+        return user if user and time.time() < until else None
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=CLIENT_TIMEOUT)
+
+    # the provider -------------------------------------------------------------------------
+
+    def _issue(self, user: str, refresh: str | None) -> dict[str, Any]:
+        access = "at-" + secrets.token_urlsafe(24)
+        self._access[access] = (user, time.time() + self.access_lifetime)
+        if refresh is None or self.rotate_refresh:
+            if refresh is not None:
+                self._revoked.add(refresh)
+            refresh = "rt-" + secrets.token_urlsafe(24)
+            self._refresh[refresh] = user
+        answer: dict[str, Any] = {"access_token": access, "token_type": "Bearer",
+                                  "expires_in": self.access_lifetime, "refresh_token": refresh,
+                                  "scope": "mail"}
+        if self.refresh_expires_in is not None:
+            answer["refresh_token_expires_in"] = self.refresh_expires_in
+        return answer
+
+    def _token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        grant = form.get("grant_type", "")
+        self.token_requests.append(grant)
+        if form.get("client_id") != self.client_id or form.get(
+                "client_secret", self.client_secret) != self.client_secret:
+            return 401, {"error": "invalid_client"}
+        if grant == "refresh_token":
+            token = form.get("refresh_token", "")
+            user = self._refresh.get(token)
+            if user is None or token in self._revoked:
+                return 400, {"error": "invalid_grant",
+                             "error_description": "AADSTS70000: Token has been revoked."}
+            return 200, self._issue(user, refresh=token)
+        if grant == "authorization_code":
+            user, challenge, redirect_uri = self._codes.pop(form.get("code", ""), ("", "", ""))
+            verifier = form.get("code_verifier", "").encode()
+            expected = base64.urlsafe_b64encode(hashlib.sha256(verifier).digest()).rstrip(b"=")
+            if not user or redirect_uri != form.get("redirect_uri") or \
+                    expected.decode() != challenge:
+                return 400, {"error": "invalid_grant"}
+            return 200, self._issue(user, refresh=None)
+        if grant == DEVICE_GRANT:
+            device = self._devices.get(form.get("device_code", ""))
+            if device is None:
+                return 400, {"error": "expired_token"}
+            if device[1] > 0:
+                device[1] -= 1
+                return 400, {"error": "authorization_pending"}
+            del self._devices[form["device_code"]]
+            return 200, self._issue(device[0], refresh=None)
+        return 400, {"error": "unsupported_grant_type"}
+
+    def _answer(self, method: str, path: str, form: dict[str, str],
+                base: str) -> tuple[int, dict[str, Any] | str]:
+        with self._lock:
+            if method == "POST" and path == "/introspect":
+                user, until = self._access.get(form.get("token", ""), ("", 0.0))
+                live = bool(user) and time.time() < until
+                return 200, ({"active": True, "username": user} if live else {"active": False})
+            if method == "POST" and (path == "/token" or path.endswith("/oauth2/v2.0/token")):
+                return self._token(form)
+            if method == "GET" and path == "/authorize":
+                code = "code-" + secrets.token_urlsafe(16)
+                self._codes[code] = (form.get("login_hint") or self.username,
+                                     form.get("code_challenge", ""), form.get("redirect_uri", ""))
+                query = urllib.parse.urlencode({"code": code, "state": form.get("state", "")})
+                return 302, f"{form.get('redirect_uri', '')}?{query}"
+            tenant = f"{base}/{OAUTH_TENANT}"
+            if method == "GET" and path == f"/{OAUTH_TENANT}/v2.0/.well-known/openid-configuration":
+                return 200, {"issuer": f"{tenant}/v2.0",
+                             "authorization_endpoint": f"{tenant}/oauth2/v2.0/authorize",
+                             "token_endpoint": f"{tenant}/oauth2/v2.0/token",
+                             "device_authorization_endpoint": f"{tenant}/oauth2/v2.0/devicecode"}
+            if method == "POST" and path == f"/{OAUTH_TENANT}/oauth2/v2.0/devicecode":
+                device_code, user_code = secrets.token_urlsafe(16), "WDJB-MJHT"
+                self._devices[device_code] = [self.username, self.device_pending_polls]
+                return 200, {"device_code": device_code, "user_code": user_code,
+                             "verification_uri": f"{base}/devicelogin", "expires_in": 60,
+                             "interval": 0,
+                             "message": f"Open {base}/devicelogin and enter {user_code}."}
+            return 404, {"error": "not_found"}
+
+    def _listen(self, tls: ssl.SSLContext | None) -> str:
+        provider = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self, method: str) -> None:
+                parts = urllib.parse.urlsplit(self.path)
+                form = dict(urllib.parse.parse_qsl(parts.query))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    form.update(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+                status, body = provider._answer(method, parts.path, form, base)
+                if status == 302 and isinstance(body, str):
+                    self.send_response(302)
+                    self.send_header("Location", body)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._reply("GET")
+
+            def do_POST(self) -> None:
+                self._reply("POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # request lines and forms carry tokens
+
+        server = ThreadingHTTPServer((HOST, 0), Handler)
+        server.daemon_threads = True
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
+        base = f"{'https' if tls else 'http'}://{HOST}:{server.server_address[1]}"
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self._servers.append(server)
+        self._threads.append(thread)
+        return base
+
+    # settings for modbot ------------------------------------------------------------------
+
+    def oauth2_settings(self, provider: str, token_file: Path, **changes: Any) -> OAuth2Settings:
+        """An oauth2 table that sends ``provider``'s requests here (https but for generic)."""
+        values: dict[str, Any] = {"provider": provider, "client_id": self.client_id,
+                                  "token_file": token_file}
+        if provider == "microsoft":
+            values.update(authority=self.https_url, tenant=OAUTH_TENANT)
+        else:
+            base = self.https_url if provider == "google" else self.http_url
+            values.update(token_url=f"{base}/token", authorization_url=f"{base}/authorize",
+                          client_secret=SecretStr(self.client_secret))
+        values.update(changes)
+        return OAuth2Settings(**values)
+
+
+_OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {ext}
+}}
+"""
+_OAUTH2_EXT = """\
+# Dovecot asks the test provider about every bearer token (RFC 7662 introspection).
+introspection_mode = post
+introspection_url = {url}
+username_attribute = username
+active_attribute = active
+active_value = true
+force_introspection = yes
+"""
+
+
+@dataclass
+class OAuthDovecot(Dovecot):
+    """A private Dovecot whose logins are XOAUTH2 / OAUTHBEARER tokens checked at a provider."""
+
+    ext_dir: Path | None = None
+
+    def imap_settings(self, oauth2: OAuth2Settings, username: str = OAuthProvider.username,
+                      **changes: Any) -> ImapSettings:
+        """Settings for modbot's Mailbox to log in here with XOAUTH2 over implicit TLS."""
+        values: dict[str, Any] = {"host": self.host, "port": self.imaps_port, "security": "tls",
+                                  "username": username, "auth": "oauth2", "oauth2": oauth2,
+                                  "timeout_seconds": CLIENT_TIMEOUT}
+        values.update(changes)
+        return ImapSettings(**values)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.ext_dir is not None:
+            shutil.rmtree(self.ext_dir, ignore_errors=True)
+
+
+def start_oauth_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
+                        introspection_url: str) -> OAuthDovecot:
+    """Start a Dovecot like ``start_dovecot``'s with an oauth2 passdb asking ``introspection_url``.
+
+    Its own instance, so that the shared one's configuration stays as every other test knows
+    it. The passdb's settings file must exist before Dovecot starts, so it lives in a folder of
+    its own (readable by Dovecot's auth process).
+    """
+    global _DOVECOT_CONF
+    ext_dir = Path(tempfile.mkdtemp(prefix=INSTANCE_PREFIX + "oauth-", dir=INSTANCE_PARENT))
+    ext_dir.chmod(0o755)
+    ext = ext_dir / "dovecot-oauth2.conf.ext"
+    ext.write_text(_OAUTH2_EXT.format(url=introspection_url), encoding="ascii")
+    ext.chmod(0o644)
+    template = _DOVECOT_CONF
+    mechanisms = "auth_mechanisms = plain login"
+    first_passdb = "passdb {{\n  driver = passwd-file"
+    if mechanisms not in template or first_passdb not in template:
+        shutil.rmtree(ext_dir, ignore_errors=True)
+        raise ServerUnavailable("the Dovecot template changed; update start_oauth_dovecot")
+    # start_dovecot reads the module's template when it runs: give it the oauth2 variant for
+    # this one call (the test session is single-threaded).
+    _DOVECOT_CONF = template.replace(mechanisms, "auth_mechanisms = xoauth2 oauthbearer plain") \
+        .replace(first_passdb, _OAUTH2_PASSDB.replace("{ext}", str(ext)) + first_passdb)
+    try:
+        server = start_dovecot(cert, client_context)
+    except BaseException:
+        shutil.rmtree(ext_dir, ignore_errors=True)
+        raise
+    finally:
+        _DOVECOT_CONF = template
+    return OAuthDovecot(server.root, server.process, server.imaps_port, server.imap_port,
+                        server.client_context, ext_dir=ext_dir)
+
+
+class OAuthSmtpServer(SmtpServer):
+    """An ``SmtpServer`` that also takes AUTH XOAUTH2 with a live token of ``provider``.
+
+    A refused token gets what Gmail sends: a 334 challenge with a JSON error, then 535 once the
+    client answers it with an empty line.
+    """
+
+    def __init__(self, mode: SmtpMode, cert: trustme.LeafCert, provider: OAuthProvider) -> None:
+        super().__init__(mode, cert)
+        self.provider = provider
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        blob = args[1] if len(args) > 1 else await server.challenge_auth("")
+        try:
+            raw = base64.b64decode(blob, validate=True) if isinstance(blob, str) else blob
+            fields = dict(part.split("=", 1) for part in raw.decode().split("\x01") if part)
+            user, token = fields["user"], fields["auth"].removeprefix("Bearer ")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            return AuthResult(success=False, handled=False)
+        self.auth_attempts.append(user)
+        if self.provider.introspect(token) == user:
+            return AuthResult(success=True, handled=False, auth_data=user)
+        await server.challenge_auth(json.dumps({"status": "401", "schemes": "bearer"}))
+        return AuthResult(success=False, handled=False)
+
+    def smtp_oauth2_settings(self, oauth2: OAuth2Settings,
+                             username: str = OAuthProvider.username) -> SmtpSettings:
+        """Settings for modbot's Sender to log in here with XOAUTH2."""
+        return self.smtp_settings(login=False, auth="oauth2", oauth2=oauth2, username=username)
