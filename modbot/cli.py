@@ -22,6 +22,7 @@ from modbot.errors import ConfigError, ModbotError
 if TYPE_CHECKING:
     from modbot.config import Settings
     from modbot.poll import PollReport
+    from modbot.store import Store
 
 app = typer.Typer(
     name="modbot",
@@ -337,6 +338,119 @@ def resolve(
     except ModbotError as exc:
         _fail(str(exc))
     typer.echo(f"{count} item{'s' if count != 1 else ''} resolved")
+
+
+review_app = typer.Typer(invoke_without_command=True)
+app.add_typer(review_app, name="review")
+ReviewIds = Annotated[list[int] | None, typer.Argument(
+    metavar="ID...", help="Numbers from `modbot review`.", show_default=False)]
+ReviewId = Annotated[int, typer.Argument(metavar="ID", help="A number from `modbot review`.")]
+ReviewAll = Annotated[bool, typer.Option("--all", help="Every reply that waits.")]
+
+
+def _review_store(ctx: typer.Context) -> tuple[Settings, Store]:
+    from modbot.store import Store
+
+    settings = _settings(ctx, resolve_secrets=False)
+    try:
+        return settings, Store.open(settings.database.url)
+    except ModbotError as exc:
+        _fail(str(exc))
+
+
+@review_app.callback()
+def review_list(ctx: typer.Context) -> None:
+    """Replies waiting for approval (review mode): without a command, list them, oldest first."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from modbot import review
+
+    _, store = _review_store(ctx)
+    items = review.waiting(store, datetime.now(UTC))
+    if not items:
+        typer.echo("no reply waits for review")
+        return
+    table = Table("#", "kind", "person", "recipient", "age", "reason")
+    for w in items:  # Text(): a name from mail is never read as rich markup
+        table.add_row(str(w.id), w.kind.replace("_", " "), Text(w.person or "-"),
+                      Text(w.redirected_to or w.recipient), review.age_text(w.age), Text(w.reason))
+    Console().print(table)
+
+
+def _review_decide(ctx: typer.Context, ids: list[int] | None, every: bool, *,
+                   approving: bool) -> None:
+    from modbot import review
+
+    if bool(ids) == every:
+        _fail("give the numbers from `modbot review`, or --all", code=2)
+    _, store = _review_store(ctx)
+    decide = review.approve if approving else review.reject
+    try:
+        outcome = decide(store, None if every else ids, datetime.now(UTC))
+    except ModbotError as exc:
+        _fail(str(exc))
+    done = len(outcome.approved if approving else outcome.rejected)
+    verb = "approved; sent at the next poll" if approving else "rejected; nothing is sent"
+    typer.echo(f"{done} repl{'y' if done == 1 else 'ies'} {verb}")
+    for finding in outcome.findings:
+        typer.echo(f"modbot: {finding}", err=True)
+    if outcome.findings:
+        raise typer.Exit(1)
+
+
+@review_app.command("approve")
+def review_approve(ctx: typer.Context, ids: ReviewIds = None, every: ReviewAll = False) -> None:
+    """Approve waiting replies: the next poll sends them."""
+    _review_decide(ctx, ids, every, approving=True)
+
+
+@review_app.command("reject")
+def review_reject(ctx: typer.Context, ids: ReviewIds = None, every: ReviewAll = False) -> None:
+    """Reject waiting replies: they are never sent, and the notification counts as dealt with."""
+    _review_decide(ctx, ids, every, approving=False)
+
+
+@review_app.command("show")
+def review_show(ctx: typer.Context, item: ReviewId) -> None:
+    """Print the exact text the waiting reply ID would send, and where it would go."""
+    from modbot import review
+    from modbot.render import Templates
+
+    settings, store = _review_store(ctx)
+    try:
+        found = review.preview(store, settings, Templates.load(settings.templates.dir), item)
+    except ModbotError as exc:
+        _fail(str(exc))
+    if found is None:
+        _fail(f"number {item} does not wait for review")
+    typer.echo(f"To: {found[0]}\n\n{found[1]}")
+
+
+@review_app.command("edit")
+def review_edit(ctx: typer.Context, item: ReviewId, to: Annotated[str, typer.Option(
+        "--to", metavar="ADDRESS", help="Where the reply should go instead.")]) -> None:
+    """Send the waiting reply ID to another address, e.g. a corrected one (--to ADDRESS).
+
+    Only the address can change, not the words: every person gets the same reply by design,
+    and modbot keeps no message text to edit. To reword replies, edit the template (`modbot
+    texts` shows the result).
+    """
+    from modbot import review
+
+    _, store = _review_store(ctx)
+    try:
+        changed = review.readdress(store, item, to)
+    except ValueError:
+        _fail(f"{to!r} is not one plain email address", code=2)
+    except ModbotError as exc:
+        _fail(str(exc))
+    if not changed:
+        _fail(f"number {item} does not wait for review")
+    typer.echo(f"number {item} will go to {to.strip()}")
 
 
 @db_app.command("upgrade")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,21 @@ import pytest
 import servers
 import trustme
 
+import modbot.review  # noqa: F401 - declares review_mails on store.metadata for the schema tests
 from modbot.tls import client_context
+
+
+@pytest.fixture(autouse=True)
+def _restore_umask() -> Iterator[None]:
+    """Give each test's umask back: an in-process `modbot` command sets 077 for the process.
+
+    Left at 077, a Dovecot started by a later test creates directories its own users cannot
+    enter, and every login fails with "Temporary authentication failure".
+    """
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
 
 
 @pytest.fixture(scope="session")
