@@ -435,9 +435,9 @@ def review_edit(ctx: typer.Context, item: ReviewId, to: Annotated[str, typer.Opt
         "--to", metavar="ADDRESS", help="Where the reply should go instead.")]) -> None:
     """Send the waiting reply ID to another address, e.g. a corrected one (--to ADDRESS).
 
-    Only the address can change, not the words: every person gets the same reply by design,
-    and modbot keeps no message text to edit. To reword replies, edit the template (`modbot
-    texts` shows the result).
+    Only the address can change, not the words: every person gets the same reply by design.
+
+    modbot keeps no message text to edit; to reword replies, edit the template (`modbot texts`).
     """
     from modbot import review
 
