@@ -12,11 +12,13 @@ import ipaddress
 import os
 import re
 import tomllib
+from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,6 +30,9 @@ from pydantic import (
 
 from modbot.errors import ConfigError
 from modbot.model import Action, Kind, Mode
+
+if TYPE_CHECKING:
+    from modbot.classify import Rule
 
 CONFIG_ENV = "MODBOT_CONFIG"
 _EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
@@ -173,7 +178,6 @@ class _ServerSettings(_Section):
     timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     # Filled from password_env / password_file by load(); never written in the file itself.
     password: SecretStr | None = Field(default=None, exclude=True)
-
     # "oauth2": log in with XOAUTH2 and an access token from the oauth2 table, not a password.
     auth: Literal["password", "oauth2"] = "password"
     oauth2: OAuth2Settings | None = None
@@ -254,8 +258,130 @@ class PolicySettings(_Section):
         return self
 
 
+_ATTRIBUTE = r"^[A-Za-z][A-Za-z0-9-]{0,63}$"  # an LDAP attribute name, nothing a filter could parse
+_LDAP_ONLY = ("ldap_base_dn", "ldap_bind_dn", "ldap_password_env", "ldap_password_file",
+              "ldap_ca_file", "ldap_starttls", "ldap_filter", "name_attribute", "email_attribute",
+              "url_attribute", "ldap_timeout_seconds")
+
+
 class DirectorySettings(_Section):
+    """Where inviters' addresses come from: a CSV file, an LDAP directory, or both.
+
+    With both, every lookup asks both and they must agree (see ``modbot.recipients``).
+    """
+
     csv: Path | None = None
+    ldap_url: str | None = None  # ldaps://host[:port] or ldap://host[:port] (then StartTLS)
+    ldap_base_dn: str | None = None
+    ldap_bind_dn: str | None = None  # unset: an anonymous bind
+    ldap_password_env: str | None = None
+    ldap_password_file: Path | None = None
+    ldap_ca_file: Path | None = None
+    ldap_starttls: bool = True  # ldap:// only; false is refused for anything but loopback
+    ldap_filter: str = Field(default="(objectClass=person)", pattern=r"^\(.*\)$")
+    name_attribute: str = Field(default="cn", pattern=_ATTRIBUTE)
+    email_attribute: str = Field(default="mail", pattern=_ATTRIBUTE)
+    url_attribute: str = Field(default="labeledURI", pattern=_ATTRIBUTE)
+    ldap_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    # Filled from ldap_password_env / ldap_password_file by load(); never written in the file.
+    ldap_password: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _ldap_is_complete(self) -> DirectorySettings:
+        if self.ldap_url is None:
+            stray = sorted(set(_LDAP_ONLY) & self.model_fields_set)
+            if stray:
+                raise ValueError(f"{', '.join(stray)} given without ldap_url")
+            return self
+        problems: list[str] = []
+        parts = urlsplit(self.ldap_url)
+        try:
+            _ = parts.port  # raises for a port that is not a number from 0 to 65535
+            usable = (parts.scheme in ("ldap", "ldaps") and bool(parts.hostname)
+                      and parts.path in ("", "/") and not parts.query and not parts.fragment
+                      and not parts.username and not parts.password)
+        except ValueError:
+            usable = False
+        if not usable:
+            problems.append(f"ldap_url {self.ldap_url!r} must look like ldaps://host[:port] "
+                            "or ldap://host[:port]")
+        elif self.ldap_security == "none" and not is_loopback(self.ldap_host):
+            problems.append(f"ldap_starttls = false sends the directory's answers in clear "
+                            f"text; it is allowed only for a loopback host, not "
+                            f"{self.ldap_host!r}")
+        if not self.ldap_base_dn or "=" not in self.ldap_base_dn:
+            problems.append("ldap_base_dn is required with ldap_url (e.g. "
+                            '"ou=people,dc=example,dc=edu")')
+        if self.ldap_password_env and self.ldap_password_file:
+            problems.append("give ldap_password_env or ldap_password_file, not both")
+        has_password = bool(self.ldap_password_env or self.ldap_password_file)
+        if self.ldap_bind_dn and not has_password:
+            problems.append("ldap_bind_dn needs ldap_password_env or ldap_password_file")
+        if has_password and not self.ldap_bind_dn:
+            problems.append("a directory password needs ldap_bind_dn")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def ldap_host(self) -> str:
+        """The LDAP server's host name (only meaningful with ``ldap_url``)."""
+        return urlsplit(self.ldap_url or "").hostname or ""
+
+    @property
+    def ldap_port(self) -> int:
+        """The LDAP server's port: the URL's, else 636 for ldaps:// and 389 for ldap://."""
+        parts = urlsplit(self.ldap_url or "")
+        return parts.port or (636 if parts.scheme == "ldaps" else 389)
+
+    @property
+    def ldap_security(self) -> Security:
+        """``tls`` for ldaps://, ``starttls`` for ldap://, ``none`` when StartTLS is turned off."""
+        if urlsplit(self.ldap_url or "").scheme == "ldaps":
+            return "tls"
+        return "starttls" if self.ldap_starttls else "none"
+
+
+def _compile_rule(spec: dict[str, str]) -> Rule:
+    # Imported here: classify pulls in dkimpy and tldextract (~170 ms), which commands that only
+    # read the configuration need not pay for.
+    from modbot.classify import Rule
+
+    return Rule.from_spec(spec)
+
+
+def _check_rule(spec: dict[str, str]) -> dict[str, str]:
+    _compile_rule(spec)  # raises ValueError saying what is wrong with this table
+    return spec
+
+
+class ClassifySettings(_Section):
+    """The counselor's own classification rules, read before the built-in table."""
+
+    # Each table is compiled at load, so a bad kind or regex is reported with the file's other
+    # problems; ``compiled_rules`` hands the poll the Rule values.
+    rules: tuple[Annotated[dict[str, str], AfterValidator(_check_rule)], ...] = ()
+
+    @field_validator("rules")
+    @classmethod
+    def _names_are_unique(cls, rules: tuple[dict[str, str], ...]) -> tuple[dict[str, str], ...]:
+        from modbot.classify import GUARDS, RULES
+
+        builtin = {rule.name for rule in (*GUARDS, *RULES)}
+        seen: set[str] = set()
+        for spec in rules:
+            name = spec["name"]
+            if name in builtin:
+                raise ValueError(f"rule name {name!r} is taken by a built-in rule")
+            if name in seen:
+                raise ValueError(f"rule name {name!r} is used twice")
+            seen.add(name)
+        return rules
+
+    @cached_property
+    def compiled_rules(self) -> tuple[Rule, ...]:
+        """The rules as ``classify(..., extra_rules=...)`` takes them, in the file's order."""
+        return tuple(_compile_rule(dict(spec)) for spec in self.rules)
 
 
 class ScheduleSettings(_Section):
@@ -267,6 +393,11 @@ class DigestSettings(_Section):
     time: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     timezone: str = "UTC"
     misfire_grace_hours: int = Field(default=24 * 6, ge=1)
+
+
+class ReviewSettings(_Section):
+    every_hours: int = Field(default=24, ge=1, le=24 * 14)
+    token_hours: int = Field(default=72, ge=1, le=24 * 30)
 
 
 class TemplateSettings(_Section):
@@ -288,9 +419,11 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     policy: PolicySettings = PolicySettings()
     directory: DirectorySettings = DirectorySettings()
+    classify: ClassifySettings = ClassifySettings()
     schedule: ScheduleSettings = ScheduleSettings()
     digest: DigestSettings = DigestSettings()
     templates: TemplateSettings = TemplateSettings()
+    review: ReviewSettings = ReviewSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @property
@@ -313,21 +446,23 @@ def _describe(error: Any) -> str:
     return f"{loc}: {message}"
 
 
-def _read_secret(section: str, raw: dict[str, Any], base: Path) -> tuple[str | None, str | None]:
-    """Return (secret, problem) for a server section's password_env / password_file."""
-    env_name = raw.get("password_env")
-    file_name = raw.get("password_file")
+def _read_secret(section: str, raw: dict[str, Any], base: Path,
+                 prefix: str = "") -> tuple[str | None, str | None]:
+    """Return (secret, problem) for a section's ``<prefix>password_env`` / ``_file``."""
+    env_key, file_key = f"{prefix}password_env", f"{prefix}password_file"
+    env_name = raw.get(env_key)
+    file_name = raw.get(file_key)
     if isinstance(env_name, str) and env_name:
         value = os.environ.get(env_name)
         if value is None:
-            return None, f"{section}.password_env: environment variable {env_name} is not set"
+            return None, f"{section}.{env_key}: environment variable {env_name} is not set"
         return value, None
     if isinstance(file_name, str) and file_name:
         path = (base / file_name).expanduser()
         try:
             return path.read_text(encoding="utf-8").rstrip("\r\n"), None
         except OSError as exc:
-            return None, f"{section}.password_file: cannot read {path}: {exc.strerror}"
+            return None, f"{section}.{file_key}: cannot read {path}: {exc.strerror}"
     return None, None
 
 
@@ -417,7 +552,20 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
         for key in ("ca_file", "password_file"):
             if isinstance(raw.get(key), str):
                 raw[key] = str((base / raw[key]).expanduser())
-    for section, key in (("directory", "csv"), ("templates", "dir")):
+    directory = data.get("directory")
+    if isinstance(directory, dict):
+        if "ldap_password" in directory:
+            problems.append("directory.ldap_password: secrets are never written in the file; "
+                            "use ldap_password_env or ldap_password_file")
+            directory.pop("ldap_password")
+        if resolve_secrets:
+            secret, problem = _read_secret("directory", directory, base, prefix="ldap_")
+            if problem:
+                problems.append(problem)
+            if secret is not None:
+                directory["ldap_password"] = secret
+    for section, key in (("directory", "csv"), ("directory", "ldap_ca_file"),
+                         ("directory", "ldap_password_file"), ("templates", "dir")):
         raw = data.get(section)
         if isinstance(raw, dict) and isinstance(raw.get(key), str):
             raw[key] = str((base / raw[key]).expanduser())

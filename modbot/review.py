@@ -47,7 +47,6 @@ from modbot.model import Notification, Person, Recipient
 from modbot.store import QUEUED, REJECTED, REVIEW, Store, UTCDateTime, messages, metadata, outbox
 
 DnsLookup = Callable[[bytes], bytes | None]
-EVERY_HOURS, TOKEN_HOURS = 24, 72  # defaults of [review] every_hours and token_hours
 MAX_LISTED = 50  # replies listed in one review email; the rest wait for the next one
 SENTINEL = "modbot review"  # first line of every review email: where a quoted copy begins
 _TOKEN = re.compile(r"\bMR-([0-9a-f]{32})\b")
@@ -228,9 +227,8 @@ def build_review_email(store: Store, settings: Settings, templates: render.Templ
     Records the email's Message-ID, the hash of a new token and the listed replies; if it then
     cannot be sent, call ``review_email_failed`` so the next poll tries again.
     """
-    section = getattr(settings, "review", None)
-    every = timedelta(hours=getattr(section, "every_hours", EVERY_HOURS))
-    expires = now + timedelta(hours=getattr(section, "token_hours", TOKEN_HOURS))
+    every = timedelta(hours=settings.review.every_hours)
+    expires = now + timedelta(hours=settings.review.token_hours)
     items = waiting(store, now)[:MAX_LISTED]
     if not items:
         return None
