@@ -1,12 +1,15 @@
 """Find how to reach the person a notification is about.
 
 Sources, in order: the LinkedIn message relay (``…@reply.linkedin.com``) for LinkedIn messages;
-a legacy personal ``Reply-To`` only on a message proven authentic; the counselor's directory (a
-CSV export of the campus directory: ``name,email,linkedin_url``), matched by profile URL first,
-then by a unique normalized name. Ambiguous or missing matches are ``Unresolved`` with the reason.
+a legacy personal ``Reply-To`` only on a message proven authentic; the counselor's directory: a
+CSV export of the campus directory (``name,email,linkedin_url``), the campus LDAP server
+(``modbot.ldap_directory``), or both asked together. Every directory matches the same way
+(``Index``): by profile URL first, then by a unique normalized name. Ambiguous or missing matches
+are ``Unresolved`` with the reason, and so is a directory that cannot be reached.
 
-The directory is everyone's, never a client list. Matching is pure; only
-:meth:`Directory.from_csv` reads a file. This module must never guess an address.
+The directory is everyone's, never a client list. Matching is pure; only ``CsvDirectory.from_csv``
+reads a file, and only ``modbot.ldap_directory`` talks to a server. This module must never guess
+an address.
 """
 
 from __future__ import annotations
@@ -14,13 +17,18 @@ from __future__ import annotations
 import csv
 import re
 import unicodedata
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 from modbot.errors import DirectoryError
 from modbot.model import Authenticity, Classification, Kind, Recipient, Resolution, Unresolved
+
+if TYPE_CHECKING:
+    from modbot.config import DirectorySettings
 
 # One plain ASCII address: anything else (lists, UTF-8, quoted local parts) is refused at load.
 _EMAIL = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+$")
@@ -35,7 +43,7 @@ def normalize_name(name: str) -> str:
     return " ".join(plain.split())
 
 
-def _first_last(normalized: str) -> str:
+def first_and_last(normalized: str) -> str:
     """"maria del carmen lopez" → "maria lopez", so middle names do not block a match."""
     parts = normalized.split()
     return f"{parts[0]} {parts[-1]}" if len(parts) > 1 else normalized
@@ -58,33 +66,104 @@ def normalize_profile_url(url: str) -> str | None:
 
 @dataclass(frozen=True)
 class Entry:
-    name: str
+    """One person: the names they go by (the first is used to address them), one address, and
+    the profile URLs the directory holds for them."""
+
+    names: tuple[str, ...]
     email: str
-    profile_url: str | None
+    profile_urls: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+
+NOT_FOUND = Unresolved("the person is not in the directory")
+NO_NAME = Unresolved("the notification names no person to look up")
+
+
+class Directory(ABC):
+    """Where a person's address is looked up; ``lookup`` is the whole interface.
+
+    ``CsvDirectory`` reads a file once; ``modbot.ldap_directory.LdapDirectory`` asks the campus
+    LDAP server at every lookup; ``CombinedDirectory`` asks both. All match the same way: a
+    profile URL first, then a unique normalized name (see ``Index``). A lookup never raises: a
+    directory that cannot be read at that moment gives ``Unresolved`` with the reason, and the
+    item is held for the counselor.
+    """
+
+    source: str
+
+    @abstractmethod
+    def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
+        """The one directory entry for this person, or why there is none."""
+
+    @staticmethod
+    def from_csv(path: Path) -> CsvDirectory:
+        """Same as ``CsvDirectory.from_csv``; ``open_directory`` builds any configured kind."""
+        return CsvDirectory.from_csv(path)
 
 
 @dataclass
-class Directory:
-    """An in-memory index of directory entries by profile URL and by normalized name."""
+class Index:
+    """Entries by profile URL key and by normalized name (and first-and-last name), in memory.
 
+    The matching rules live here, once, for every kind of directory: a profile URL decides
+    when it matches exactly one address; otherwise the full normalized name, then its first and
+    last words, must match exactly one address. Entries sharing an address count once.
+    """
+
+    source: str
     by_url: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
     by_name: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
-    source: str = "directory-csv"
 
     def add(self, entry: Entry) -> None:
-        if entry.profile_url:
-            key = normalize_profile_url(entry.profile_url)
+        for url in entry.profile_urls:
+            key = normalize_profile_url(url)
             if key:
                 self.by_url[key].append(entry)
-        name = normalize_name(entry.name)
-        if name:
-            self.by_name[name].append(entry)
-            first_last = _first_last(name)
-            if first_last != name:
-                self.by_name[first_last].append(entry)
+        keys: set[str] = set()
+        for raw in entry.names:
+            name = normalize_name(raw)
+            if name:
+                keys.update((name, first_and_last(name)))
+        for key in keys:
+            self.by_name[key].append(entry)
+
+    def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
+        if profile_url:
+            key = normalize_profile_url(profile_url)
+            matches = _unique(self.by_url.get(key, [])) if key else []
+            if len(matches) == 1:
+                return Recipient(matches[0].name, matches[0].email, f"{self.source}:profile-url")
+            if len(matches) > 1:
+                return Unresolved("the profile URL matches several directory entries")
+        if not name:
+            return NO_NAME
+        normalized = normalize_name(name)
+        matches = _unique(self.by_name.get(normalized, []))
+        if not matches:
+            matches = _unique(self.by_name.get(first_and_last(normalized), []))
+        if len(matches) == 1:
+            return Recipient(matches[0].name, matches[0].email, f"{self.source}:name")
+        if len(matches) > 1:
+            return Unresolved(f"{len(matches)} directory entries share this name")
+        return NOT_FOUND
+
+
+class CsvDirectory(Directory):
+    """A ``name,email,linkedin_url`` CSV export of the campus directory, read once."""
+
+    source = "directory-csv"
+
+    def __init__(self) -> None:
+        self.index = Index(self.source)
+
+    def add(self, entry: Entry) -> None:
+        self.index.add(entry)
 
     @classmethod
-    def from_csv(cls, path: Path) -> Directory:
+    def from_csv(cls, path: Path) -> CsvDirectory:
         """Read a ``name,email,linkedin_url`` CSV; raise ``DirectoryError`` on a bad file."""
         directory = cls()
         try:
@@ -99,10 +178,10 @@ class Directory:
                 for line, row in enumerate(reader, start=2):
                     name = (row.get("name") or "").strip()
                     email = (row.get("email") or "").strip()
-                    if not name or not _EMAIL.match(email):
+                    if not name or not is_plain_address(email):
                         raise DirectoryError(f"{path}, line {line}: needs a name and an email")
-                    url = (row.get("linkedin_url") or "").strip() or None
-                    directory.add(Entry(name, email, url))
+                    url = (row.get("linkedin_url") or "").strip()
+                    directory.add(Entry((name,), email, (url,) if url else ()))
         except OSError as exc:
             raise DirectoryError(f"cannot read the directory {path}: {exc.strerror}") from None
         except (csv.Error, UnicodeDecodeError) as exc:
@@ -110,24 +189,58 @@ class Directory:
         return directory
 
     def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
-        if profile_url:
-            key = normalize_profile_url(profile_url)
-            matches = _unique(self.by_url.get(key, [])) if key else []
-            if len(matches) == 1:
-                return Recipient(matches[0].name, matches[0].email, f"{self.source}:profile-url")
-            if len(matches) > 1:
-                return Unresolved("the profile URL matches several directory entries")
-        if not name:
-            return Unresolved("the notification names no person to look up")
-        normalized = normalize_name(name)
-        matches = _unique(self.by_name.get(normalized, []))
-        if not matches:
-            matches = _unique(self.by_name.get(_first_last(normalized), []))
-        if len(matches) == 1:
-            return Recipient(matches[0].name, matches[0].email, f"{self.source}:name")
-        if len(matches) > 1:
-            return Unresolved(f"{len(matches)} directory entries share this name")
-        return Unresolved("the person is not in the directory")
+        return self.index.lookup(name, profile_url)
+
+
+class CombinedDirectory(Directory):
+    """Several directories asked together (the CSV file and the LDAP server): they must agree.
+
+    Every directory must answer: one that is ambiguous or cannot be read holds the item. Among
+    the matches, profile-URL matches outrank name matches, as within one directory, and the
+    address is used only when all the matches of that rank give the same one. Asking the CSV
+    first and stopping there would pick one of two namesakes when each directory holds one.
+    """
+
+    source = "directory"
+
+    def __init__(self, *parts: Directory) -> None:
+        self.parts = parts
+
+    def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
+        found = [part.lookup(name, profile_url) for part in self.parts]
+        problems = [r for r in found if isinstance(r, Unresolved) and r not in (NOT_FOUND, NO_NAME)]
+        if problems:
+            return problems[0]
+        recipients = [r for r in found if isinstance(r, Recipient)]
+        chosen = [r for r in recipients if r.source.endswith(":profile-url")] or recipients
+        if not chosen:
+            return found[0]
+        if len({r.email.lower() for r in chosen}) > 1:
+            return Unresolved("the directories give different addresses for this person")
+        return chosen[0]
+
+
+def is_plain_address(value: str) -> bool:
+    """One plain ASCII address: lists, UTF-8 and quoted local parts are refused."""
+    return bool(_EMAIL.match(value))
+
+
+def open_directory(settings: DirectorySettings) -> Directory | None:
+    """The directory the configuration names, or None; ``DirectoryError`` if it cannot be used.
+
+    The CSV file is read now. The LDAP server is not contacted: it is asked at each lookup, so
+    a server that is down when modbot starts only holds the items that need it.
+    """
+    parts: list[Directory] = []
+    if settings.csv is not None:
+        parts.append(CsvDirectory.from_csv(settings.csv))
+    if settings.ldap_url is not None:
+        from modbot.ldap_directory import LdapDirectory  # ldap3 only where LDAP is configured
+
+        parts.append(LdapDirectory.from_settings(settings))
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else CombinedDirectory(*parts)
 
 
 def _unique(entries: list[Entry]) -> list[Entry]:

@@ -6,9 +6,29 @@ from pathlib import Path
 
 import pytest
 
+from modbot.config import DirectorySettings
 from modbot.errors import DirectoryError
-from modbot.model import Authenticity, Classification, Kind, Person, Recipient, Unresolved, Verdict
-from modbot.recipients import Directory, normalize_name, normalize_profile_url, resolve
+from modbot.model import (
+    Authenticity,
+    Classification,
+    Kind,
+    Person,
+    Recipient,
+    Resolution,
+    Unresolved,
+    Verdict,
+)
+from modbot.recipients import (
+    NOT_FOUND,
+    CombinedDirectory,
+    CsvDirectory,
+    Directory,
+    Entry,
+    normalize_name,
+    normalize_profile_url,
+    open_directory,
+    resolve,
+)
 
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
 CSV = """name,email,linkedin_url
@@ -23,7 +43,7 @@ Alex Chen,achen2@students.example.edu,
 def directory(tmp_path: Path) -> Directory:
     path = tmp_path / "directory.csv"
     path.write_text(CSV, encoding="utf-8")
-    return Directory.from_csv(path)
+    return CsvDirectory.from_csv(path)
 
 
 def invitation(name: str | None, url: str | None = None) -> Classification:
@@ -95,7 +115,7 @@ def test_bad_directory_file_is_one_sentence(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
     path.write_text("who,where\nx,y\n", encoding="utf-8")
     with pytest.raises(DirectoryError, match="lacks email, name"):
-        Directory.from_csv(path)
+        CsvDirectory.from_csv(path)
 
 
 @pytest.mark.parametrize(("url", "key"), [
@@ -112,3 +132,58 @@ def test_profile_url_normalization(url: str, key: str | None) -> None:
 def test_normalize_name() -> None:
     """Names lose case, accents, punctuation and extra spaces."""
     assert normalize_name("  José  O'Neil-Smith ") == "jose oneil smith"
+
+
+def test_open_directory_reads_the_csv(tmp_path: Path) -> None:
+    """open_directory builds the CSV directory the settings name, and None without one."""
+    path = tmp_path / "directory.csv"
+    path.write_text(CSV, encoding="utf-8")
+    assert isinstance(open_directory(DirectorySettings(csv=path)), CsvDirectory)
+    assert open_directory(DirectorySettings()) is None
+    assert isinstance(Directory.from_csv(path), CsvDirectory)
+
+
+class Fixed(Directory):
+    """A directory that gives the same answer to every lookup."""
+
+    source = "fixed"
+
+    def __init__(self, answer: Resolution) -> None:
+        self.answer = answer
+
+    def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
+        return self.answer
+
+
+A_BY_NAME = Recipient("Alex Chen", "achen1@students.example.edu", "directory-csv:name")
+A_BY_URL = Recipient("Alex Chen", "achen1@students.example.edu", "directory-csv:profile-url")
+B_BY_NAME = Recipient("Alex Chen", "achen2@students.example.edu", "directory-ldap:name")
+B_BY_URL = Recipient("Alex Chen", "achen2@students.example.edu", "directory-ldap:profile-url")
+DOWN = Unresolved("the directory could not be reached: ldaps://ldap:636 refused the connection")
+AMBIGUOUS = Unresolved("2 directory entries share this name")
+
+
+@pytest.mark.parametrize(("csv", "ldap", "expected"), [
+    (A_BY_NAME, NOT_FOUND, A_BY_NAME),  # only one directory knows the person
+    (NOT_FOUND, B_BY_NAME, B_BY_NAME),
+    (NOT_FOUND, NOT_FOUND, NOT_FOUND),
+    (A_BY_NAME, A_BY_NAME, A_BY_NAME),  # both agree
+    (A_BY_NAME, B_BY_NAME, Unresolved("the directories give different addresses for this person")),
+    (A_BY_URL, B_BY_NAME, A_BY_URL),  # a profile link outranks a name, as in one directory
+    (A_BY_URL, B_BY_URL, Unresolved("the directories give different addresses for this person")),
+    (A_BY_NAME, DOWN, DOWN),  # a namesake may hide in the directory that did not answer
+    (A_BY_URL, DOWN, DOWN),
+    (AMBIGUOUS, B_BY_NAME, AMBIGUOUS),
+])
+def test_combined_directories_must_agree(csv: Resolution, ldap: Resolution,
+                                         expected: Resolution) -> None:
+    """CSV and LDAP together: one that knows the person suffices; conflicts and gaps hold."""
+    assert CombinedDirectory(Fixed(csv), Fixed(ldap)).lookup("Alex Chen", None) == expected
+
+
+def test_directory_entry_with_several_names() -> None:
+    """An entry is found by any of its names, and addressed by the first."""
+    directory = CsvDirectory()
+    directory.add(Entry(("Robert Smith", "Bob Smith"), "rsmith@students.example.edu"))
+    found = directory.lookup("bob smith", None)
+    assert found == Recipient("Robert Smith", "rsmith@students.example.edu", "directory-csv:name")
