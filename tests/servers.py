@@ -880,7 +880,9 @@ def start_oauth_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
     its own (readable by Dovecot's auth process).
     """
     global _DOVECOT_CONF
-    ext_dir = Path(tempfile.mkdtemp(prefix=INSTANCE_PREFIX + "oauth-", dir=INSTANCE_PARENT))
+    # Not INSTANCE_PREFIX: _remove_stale_instances would take this folder, which has no
+    # master.pid, for a dead instance's and remove it under the running server.
+    ext_dir = Path(tempfile.mkdtemp(prefix="modbot-oauth-", dir=INSTANCE_PARENT))
     ext_dir.chmod(0o755)
     ext = ext_dir / "dovecot-oauth2.conf.ext"
     ext.write_text(_OAUTH2_EXT.format(url=introspection_url), encoding="ascii")
