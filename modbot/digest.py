@@ -39,6 +39,7 @@ from modbot import store as db
 from modbot.config import CounselorSettings, PolicySettings, Settings
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
+from modbot.oauth import expiry_warnings
 from modbot.render import Templates, clean_text
 from modbot.store import Store
 
@@ -101,6 +102,7 @@ class DigestData:
     last_good_poll: datetime | None
     poll_seconds: int
     weeks: tuple[Mapping[str, int], ...]  # LinkedIn mail per kind, oldest week first
+    warnings: tuple[str, ...] = ()  # sign-ins that end soon, one sentence each
 
 
 def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
@@ -139,7 +141,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
             (p["started_at"], p["error"] or "the poll did not finish") for p in polls
             if not p["ok"] and (p["finished_at"] is not None or p["started_at"] < stuck)),
         last_good_poll=store.last_good_poll(), poll_seconds=settings.schedule.poll_seconds,
-        weeks=tuple(weeks),
+        weeks=tuple(weeks), warnings=tuple(expiry_warnings(settings, now)),
     )
 
 
@@ -271,6 +273,7 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
         "overrides": [(kind.value, mode.value) for kind, mode in data.policy.modes.items()],
         "last_good_poll": _time(last, zone) if last else None,
         "poll_stale": last is None or now - last > stale_after, "polls": data.polls,
+        "warnings": list(data.warnings),
         "failed_polls": len(data.failed_polls),
         "poll_failures": [{"error": error, "count": len(times), "last": _time(max(times), zone)}
                           for error, times in failures.items()],

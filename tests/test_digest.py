@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import itertools
 import re
@@ -354,3 +355,13 @@ def test_preview_is_the_html_part(db: Store, templates: Templates) -> None:
     markup = message.get_body(preferencelist=("html",))
     assert markup is not None
     assert digest.preview_html(data, templates, SETTINGS.counselor, NOW) == markup.get_content()
+
+
+def test_sign_in_warning_shown_in_health(db: Store, templates: Templates) -> None:
+    """A sign-in that ends soon appears in the health section of both parts."""
+    data = dataclasses.replace(digest.gather(db, SETTINGS, NOW),
+                               warnings=("The IMAP sign-in ends on 1 Dec; run modbot auth.",))
+    message = digest.build(data, templates, SETTINGS.counselor, now=NOW, message_id="<d@x.edu>")
+    text, visible = parts(message)
+    assert "The IMAP sign-in ends on 1 Dec" in text
+    assert "The IMAP sign-in ends on 1 Dec" in visible
