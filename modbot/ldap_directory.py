@@ -15,16 +15,24 @@ after the URL (``https://… LinkedIn``).
 Every value taken from a notification is escaped (RFC 4515, ``escape_filter_chars``) before it
 enters a filter, so a hostile name such as ``*)(mail=*`` is searched for literally.
 
+An answer cut short by the size or time limit is never matched: a unique match among part of
+the candidates could be one of two namesakes. Referrals and references to other servers are
+not followed (ldap3 would send them the same password): point ``ldap_base_dn`` at the subtree
+that holds people.
+
 One connection per lookup, closed at once: lookups are rare (only people who need a reply),
-no connection can go stale between polls, and lookups from several threads share nothing.
+no connection can go stale between polls, and lookups from several threads share nothing
+but the memory of the last failure.
 TLS is always verified, with ``modbot.tls.client_context``: ``ldaps://``, or StartTLS on
 ``ldap://``; clear text only to a loopback host when the configuration says so. The socket is
-wrapped here rather than by ldap3, whose own host-name check turns verification off in the SSL
-context and does not accept IP addresses on Python 3.12 and later.
+wrapped here rather than by ldap3, whose own host-name check replaces the SSL context's and
+does not accept IP addresses on Python 3.12 and later.
 
 ldap3's exceptions become ``DirectoryError`` with one sentence; a lookup turns that into
-``Unresolved`` so that a server that is down holds the item instead of stopping the poll. This
-module never logs a name, an address or the password.
+``Unresolved`` so that a server that is down holds the item instead of stopping the poll, and
+gives the same answer at once for ``RETRY_AFTER`` seconds rather than waiting out the timeout
+for every invitation. ``check`` asks the server for ``modbot check``. This module never logs a
+name, an address or the password.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import logging
 import math
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -46,6 +55,11 @@ from ldap3.core.exceptions import (
     LDAPOperationResult,
     LDAPSizeLimitExceededResult,
     LDAPStartTLSError,
+)
+from ldap3.core.results import (
+    RESULT_REFERRAL,
+    RESULT_SIZE_LIMIT_EXCEEDED,
+    RESULT_TIME_LIMIT_EXCEEDED,
 )
 from ldap3.operation.search import parse_filter
 from ldap3.utils.conv import escape_filter_chars
@@ -67,7 +81,14 @@ from modbot.tls import client_context
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 50  # more entries than this resembling one person: too many to choose from
+# After a failure, lookups give the same Unresolved at once for this long instead of each
+# waiting out the timeout again: a silent server must not stall a poll once per invitation.
+RETRY_AFTER = 60.0
 _HOSTS = ("www.linkedin.com", "linkedin.com")
+
+
+class _TooMany(Exception):
+    """More entries resemble the person than ``MAX_CANDIDATES``."""
 
 
 class _VerifiedTls(Tls):
@@ -151,15 +172,20 @@ class LdapDirectory(Directory):
 
     source = "directory-ldap"
 
-    def __init__(self, config: LdapConfig, tls_context: ssl.SSLContext | None) -> None:
+    def __init__(self, config: LdapConfig, tls_context: ssl.SSLContext | None, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self._tls = _VerifiedTls(tls_context, config.host) if tls_context else None
+        self._clock = clock
+        self._failed: tuple[float, Unresolved] | None = None  # when, and what it gave
 
     @classmethod
-    def from_settings(cls, settings: DirectorySettings) -> LdapDirectory:
+    def from_settings(cls, settings: DirectorySettings, *,
+                      clock: Callable[[], float] = time.monotonic) -> LdapDirectory:
         """Check the settings without contacting the server; ``DirectoryError`` if unusable.
 
-        A bad ``ldap_ca_file`` raises ``ConfigError`` (from ``modbot.tls``).
+        A bad ``ldap_ca_file`` raises ``ConfigError`` (from ``modbot.tls``). ``clock`` times
+        ``RETRY_AFTER`` (tests pass their own).
         """
         if not settings.ldap_url or not settings.ldap_base_dn:
             raise DirectoryError("the LDAP directory needs ldap_url and ldap_base_dn")
@@ -178,7 +204,7 @@ class LdapDirectory(Directory):
             timeout=settings.ldap_timeout_seconds,
         )
         context = None if config.security == "none" else client_context(settings.ldap_ca_file)
-        return cls(config, context)
+        return cls(config, context, clock=clock)
 
     # --- the interface -------------------------------------------------------------------------
 
@@ -188,20 +214,28 @@ class LdapDirectory(Directory):
                  *name_filters(c.name_attribute, name)]
         index = Index(self.source)
         if items:
+            if self._failed and self._clock() - self._failed[0] < RETRY_AFTER:
+                return self._failed[1]
             query = f"(&{c.base_filter}({c.email_attribute}=*)(|{''.join(items)}))"
             try:
                 for entry in self._search(query):
                     index.add(entry)
-            except LDAPSizeLimitExceededResult:
+            except _TooMany:
                 return Unresolved(f"more than {MAX_CANDIDATES} directory entries resemble "
                                   "this person; none is chosen")
             except DirectoryError as exc:
                 log.warning("directory lookup failed: %s", exc)
-                return Unresolved(f"the directory could not be reached: {exc}")
+                unresolved = Unresolved(f"the directory could not be reached: {exc}")
+                self._failed = (self._clock(), unresolved)
+                return unresolved
+            self._failed = None
         return index.lookup(name, profile_url)
 
     def check(self) -> None:
-        """Connect, bind and read the base entry; ``DirectoryError`` says what failed."""
+        """Connect, bind and read the base entry; ``DirectoryError`` says what failed.
+
+        Always asks the server, even within ``RETRY_AFTER`` of a failed lookup.
+        """
         with self._connection() as conn:
             self._call(lambda: conn.search(self.config.base_dn, "(objectClass=*)", BASE,
                                            attributes=["1.1"]))
@@ -209,12 +243,24 @@ class LdapDirectory(Directory):
     # --- the server ----------------------------------------------------------------------------
 
     def _search(self, query: str) -> list[Entry]:
+        """Every entry the query finds; ``_TooMany`` when the answer was cut short."""
         c = self.config
         with self._connection() as conn:
             self._call(lambda: conn.search(
                 c.base_dn, query, SUBTREE,
                 attributes=[c.name_attribute, c.email_attribute, c.url_attribute],
                 size_limit=MAX_CANDIDATES, time_limit=math.ceil(c.timeout)))
+            # ldap3 raises for neither of these: it returns the entries found so far, and a
+            # unique match among part of the candidates could be one of two namesakes.
+            code = (conn.result or {}).get("result")
+            if code == RESULT_SIZE_LIMIT_EXCEEDED:
+                raise _TooMany
+            if code == RESULT_TIME_LIMIT_EXCEEDED:
+                raise DirectoryError(f"{c.where} did not finish the search within "
+                                     f"{math.ceil(c.timeout)} s")
+            if code == RESULT_REFERRAL:
+                raise DirectoryError(f"{c.where} referred the search of {c.base_dn} to another "
+                                     "server (ldap_url, ldap_base_dn)")
             return [entry for item in conn.response or ()
                     if item.get("type") == "searchResEntry"
                     for entry in [self._entry(item["raw_attributes"])] if entry]
@@ -241,8 +287,11 @@ class LdapDirectory(Directory):
         server = Server(c.host, port=c.port, use_ssl=c.security == "tls", tls=self._tls,
                         get_info=NONE, connect_timeout=c.timeout)
         # ldap3 hands receive_timeout to struct.pack("LL", ...): it must be a whole number.
+        # Referrals are not followed: ldap3 would bind to the referred server with the same
+        # password, wherever it is.
         conn = Connection(server, user=c.bind_dn, password=c.password, read_only=True,
-                          raise_exceptions=True, receive_timeout=math.ceil(c.timeout))
+                          raise_exceptions=True, receive_timeout=math.ceil(c.timeout),
+                          auto_referrals=False)
         try:
             self._call(conn.open)
             if c.security == "starttls":
@@ -257,7 +306,7 @@ class LdapDirectory(Directory):
         try:
             operation()
         except LDAPSizeLimitExceededResult:
-            raise
+            raise _TooMany from None
         except (LDAPException, OSError) as exc:
             raise DirectoryError(self._sentence(exc)) from None
 

@@ -98,6 +98,13 @@ class Directory(ABC):
     def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
         """The one directory entry for this person, or why there is none."""
 
+    def check(self) -> None:
+        """Raise ``DirectoryError`` if the directory cannot be used now (for ``modbot check``).
+
+        A directory read at start (the CSV file) was checked then.
+        """
+        return
+
     @staticmethod
     def from_csv(path: Path) -> CsvDirectory:
         """Same as ``CsvDirectory.from_csv``; ``open_directory`` builds any configured kind."""
@@ -205,6 +212,10 @@ class CombinedDirectory(Directory):
 
     def __init__(self, *parts: Directory) -> None:
         self.parts = parts
+
+    def check(self) -> None:
+        for part in self.parts:
+            part.check()
 
     def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
         found = [part.lookup(name, profile_url) for part in self.parts]

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from modbot import config
 from modbot.config import DirectorySettings
 from modbot.errors import ConfigError, DirectoryError
-from modbot.ldap_directory import LdapDirectory, name_filters, url_filters
+from modbot.ldap_directory import RETRY_AFTER, LdapDirectory, name_filters, url_filters
 from modbot.model import Authenticity, Classification, Kind, Person, Recipient, Unresolved, Verdict
 from modbot.recipients import NOT_FOUND, CombinedDirectory, open_directory, resolve
 
@@ -110,6 +110,15 @@ def test_name_match(ldap: LdapDirectory, name: str, email: str) -> None:
 def test_ambiguous_name_is_unresolved(ldap: LdapDirectory) -> None:
     """Two entries with the same name are never guessed between."""
     assert ldap.lookup("alex chen", None) == Unresolved("2 directory entries share this name")
+
+
+@pytest.mark.integration
+def test_too_many_candidates_is_unresolved(ldap: LdapDirectory,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the server has more candidates than modbot reads, nobody is chosen."""
+    monkeypatch.setattr("modbot.ldap_directory.MAX_CANDIDATES", 1)
+    assert ldap.lookup("Alex Chen", None) == Unresolved(
+        "more than 1 directory entries resemble this person; none is chosen")
 
 
 @pytest.mark.integration
@@ -243,6 +252,27 @@ def test_silent_server_times_out(silent_server: servers.SilentServer, ca_file: P
     assert time.monotonic() - start < 3
     assert isinstance(found, Unresolved)
     assert found.reason.endswith("did not answer within 1 s")
+
+
+@pytest.mark.integration
+def test_failure_is_remembered_for_a_minute(silent_server: servers.SilentServer,
+                                            slapd: ldapserver.Slapd, ca_file: Path) -> None:
+    """After a timeout, lookups answer at once for RETRY_AFTER seconds, then ask again."""
+    now = [1000.0]
+    url = f"ldap://{silent_server.host}:{silent_server.port}"
+    directory = LdapDirectory.from_settings(
+        settings_for(slapd, ca_file, ldap_url=url, ldap_timeout_seconds=1),
+        clock=lambda: now[0])
+    first = directory.lookup("Bob Smith", None)
+    assert isinstance(first, Unresolved)
+    now[0] += RETRY_AFTER - 1
+    start = time.monotonic()
+    assert directory.lookup("Alex Chen", None) == first
+    assert time.monotonic() - start < 0.1
+    now[0] += 2
+    start = time.monotonic()
+    assert directory.lookup("Alex Chen", None) == first
+    assert time.monotonic() - start >= 0.9  # the server was asked again
 
 
 @pytest.mark.integration

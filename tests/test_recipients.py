@@ -181,6 +181,18 @@ def test_combined_directories_must_agree(csv: Resolution, ldap: Resolution,
     assert CombinedDirectory(Fixed(csv), Fixed(ldap)).lookup("Alex Chen", None) == expected
 
 
+def test_combined_check_checks_every_part() -> None:
+    """check() of several directories fails when any of them fails."""
+
+    class Broken(Fixed):
+        def check(self) -> None:
+            raise DirectoryError("ldaps://ldap:636 refused the connection")
+
+    CombinedDirectory(Fixed(NOT_FOUND), Fixed(NOT_FOUND)).check()
+    with pytest.raises(DirectoryError, match="refused"):
+        CombinedDirectory(Fixed(NOT_FOUND), Broken(NOT_FOUND)).check()
+
+
 def test_directory_entry_with_several_names() -> None:
     """An entry is found by any of its names, and addressed by the first."""
     directory = CsvDirectory()
