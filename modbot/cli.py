@@ -94,12 +94,14 @@ def _print_report(report: PollReport) -> None:
 @app.command("run-once")
 def run_once(ctx: typer.Context) -> None:
     """Poll the inbox once: handle new notifications, send due replies, then exit."""
+    from modbot.lock import acquire_account_lock
     from modbot.poll import Context, poll_once
 
     settings = _settings(ctx)
     try:
-        context = Context.build(settings)
-        report = asyncio.run(poll_once(context, datetime.now(UTC)))
+        with acquire_account_lock(settings.database.url, settings.account):
+            context = Context.build(settings)
+            report = asyncio.run(poll_once(context, datetime.now(UTC)))
     except ModbotError as exc:
         _fail(str(exc))
     _print_report(report)
@@ -124,18 +126,17 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
     from modbot.config import PolicySettings
     from modbot.model import History
     from modbot.poll import dns_txt_lookup, judge
-    from modbot.recipients import Directory
+    from modbot.recipients import open_directory
 
     raw = path.read_bytes()
-    directory = None
-    if settings is not None and settings.directory.csv:
-        directory = Directory.from_csv(settings.directory.csv)
+    directory = open_directory(settings.directory) if settings is not None else None
+    rules = settings.classify.compiled_rules if settings is not None else ()
     policy = settings.policy if settings is not None else PolicySettings()
     if trust:
         trusted = (*policy.trusted_authserv_ids, *trust)
         policy = policy.model_copy(update={"trusted_authserv_ids": trusted})
     j = judge(raw, policy, directory, lambda *_: History(),
-              dns_txt_lookup if dns else None)
+              dns_txt_lookup if dns else None, rules)
     person = j.classification.person
     return {
         "file": str(path),
@@ -226,6 +227,11 @@ def check(ctx: typer.Context) -> None:
     except ModbotError as exc:
         _fail(str(exc))
     problems.extend(lint(context.templates, settings.counselor))
+    if context.directory is not None:
+        try:
+            context.directory.check()
+        except ModbotError as exc:
+            problems.append(f"directory: {exc}")
     try:
         with Mailbox(settings.imap, context.imap_tls) as mailbox:
             state = mailbox.select(settings.imap.folder)
@@ -453,6 +459,19 @@ def review_edit(ctx: typer.Context, item: ReviewId, to: Annotated[str, typer.Opt
     typer.echo(f"number {item} will go to {to.strip()}")
 
 
+@app.command()
+def resume(ctx: typer.Context) -> None:
+    """Start automatic replies again after a reached cap paused them."""
+    from modbot.daemon import resume as resume_replies
+
+    settings = _settings(ctx, resolve_secrets=False)
+    try:
+        resumed = resume_replies(settings, datetime.now(UTC))
+    except ModbotError as exc:
+        _fail(str(exc))
+    typer.echo("replies resumed" if resumed else "replies were not paused")
+
+
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Create or upgrade the database schema (also done at every start)."""
@@ -570,7 +589,7 @@ def health(ctx: typer.Context) -> None:
                 _fail(f"unhealthy: there is no database at {database} yet")
         store = Store.open(url, migrate=False)
         try:
-            last = store.last_good_poll()
+            last = store.last_good_poll(settings.account)
         finally:
             store.close()
     except ModbotError as exc:  # exit 1, not 2: Docker reserves 2 in health checks

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from modbot import digest
+from modbot import digest, review, sdnotify
 from modbot.config import DigestSettings, Settings
 from modbot.errors import ConfigError, MaybeSentError, ModbotError
+from modbot.lock import AccountLock, acquire_account_lock
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
 from modbot.render import make_message_id
@@ -94,8 +96,33 @@ def resume(settings: Settings, now: datetime) -> bool:
         opened.close()
 
 
+async def send_review_email(ctx: Context, now: datetime) -> bool:
+    """Send the review email when replies wait for approval and none went out recently."""
+    settings = ctx.settings
+    message_id = make_message_id(settings.counselor.domain)
+    message = review.build_review_email(ctx.store, settings, ctx.templates, now, message_id)
+    if message is None:
+        return False
+    try:
+        await send_one(message, settings.smtp, ctx.smtp_tls)
+    except ModbotError:
+        review.review_email_failed(ctx.store, message_id)
+        raise
+    log.info("review email sent")
+    return True
+
+
 async def run_daemon(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT; each job logs its own failures and the loop goes on."""
+    """Run until SIGTERM or SIGINT; each job logs its own failures and the loop goes on.
+
+    The account lock is held for the daemon's life, so a second modbot on the same database
+    refuses to start; systemd hears READY, WATCHDOG and STOPPING where it listens.
+    """
+    with acquire_account_lock(settings.database.url, settings.account) as lock:
+        await _run_locked(settings, lock)
+
+
+async def _run_locked(settings: Settings, lock: AccountLock) -> None:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
@@ -107,33 +134,36 @@ async def run_daemon(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    async def poll_job() -> None:
+    async def job(name: str, step: Callable[[datetime], Awaitable[object]]) -> None:
         try:
-            report = await poller.poll(datetime.now(UTC))
-            log.info("poll: %d new, %d LinkedIn, %d sent", report.new_messages,
-                     report.candidates, len(report.sent))
+            lock.check()
+            await step(datetime.now(UTC))
         except ModbotError as exc:
-            log.error("poll failed: %s", exc)
+            log.error("%s failed: %s", name, exc)
         except Exception as exc:  # the daemon outlives any single failure
-            log.error("poll failed unexpectedly: %s", type(exc).__name__)
+            log.error("%s failed unexpectedly: %s", name, type(exc).__name__)
+
+    async def poll(now: datetime) -> None:
+        report = await poller.poll(now)
+        log.info("poll: %d new, %d LinkedIn, %d sent", report.new_messages,
+                 report.candidates, len(report.sent))
+
+    async def digest(now: datetime) -> None:
+        await send_digest_if_due(ctx, now)
+
+    async def after_poll() -> None:
+        await job("poll", poll)
+        await job("review email", lambda now: send_review_email(ctx, now))
+        await job("digest", digest)  # catches a digest missed during downtime or a failed send
 
     async def digest_job() -> None:
-        try:
-            await send_digest_if_due(ctx, datetime.now(UTC))
-        except ModbotError as exc:
-            log.error("digest failed: %s; it will be tried again at the next poll", exc)
-        except Exception as exc:
-            log.error("digest failed unexpectedly: %s", type(exc).__name__)
-
-    async def poll_then_digest() -> None:
-        await poll_job()
-        await digest_job()  # catches a digest missed during downtime or a failed send
+        await job("digest", digest)
 
     schedule = settings.digest
     hour, minute = schedule.time.split(":")
     scheduler = AsyncIOScheduler(timezone=UTC)
     scheduler.add_job(
-        poll_then_digest, IntervalTrigger(seconds=settings.schedule.poll_seconds),
+        after_poll, IntervalTrigger(seconds=settings.schedule.poll_seconds),
         id="poll", next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
         misfire_grace_time=settings.schedule.poll_seconds,
     )
@@ -145,11 +175,15 @@ async def run_daemon(settings: Settings) -> None:
         misfire_grace_time=schedule.misfire_grace_hours * 3600,
     )
     scheduler.start()
+    sdnotify.ready()
+    keeper = asyncio.create_task(sdnotify.keep_alive(stop))
     log.info("modbot running: polling %s every %ss", settings.imap.folder,
              settings.schedule.poll_seconds)
     try:
         await stop.wait()
     finally:
         log.info("stopping")
+        sdnotify.stopping()
         scheduler.shutdown(wait=False)
+        await keeper
         ctx.store.close()

@@ -140,7 +140,8 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
         failed_polls=tuple(
             (p["started_at"], p["error"] or "the poll did not finish") for p in polls
             if not p["ok"] and (p["finished_at"] is not None or p["started_at"] < stuck)),
-        last_good_poll=store.last_good_poll(), poll_seconds=settings.schedule.poll_seconds,
+        last_good_poll=store.last_good_poll(settings.account),
+        poll_seconds=settings.schedule.poll_seconds,
         weeks=tuple(weeks), warnings=tuple(expiry_warnings(settings, now)),
     )
 

@@ -38,7 +38,7 @@ from email.policy import default as default_policy
 from email.utils import format_datetime
 from typing import Any
 
-from modbot import authenticity, classify, parse, render, store
+from modbot import authenticity, classify, parse, render, review, store
 from modbot.config import PolicySettings, Settings
 from modbot.errors import (
     MaybeSentError,
@@ -63,7 +63,7 @@ from modbot.model import (
 )
 from modbot.outbox import Sender
 from modbot.policy import REPLY_KINDS, Facts, decide
-from modbot.recipients import Directory, normalize_profile_url, resolve
+from modbot.recipients import Directory, normalize_profile_url, open_directory, resolve
 from modbot.store import Store
 from modbot.tls import client_context
 
@@ -122,7 +122,7 @@ class Context:
     @classmethod
     def build(cls, settings: Settings, *, store_: Store | None = None,
               dkim_lookup: DnsLookup | None = dns_txt_lookup) -> Context:
-        directory = Directory.from_csv(settings.directory.csv) if settings.directory.csv else None
+        directory = open_directory(settings.directory)
         return cls(
             settings=settings,
             store=store_ or Store.open(settings.database.url),
@@ -169,7 +169,7 @@ class PollReport:
 
 def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
           history_for: Callable[[Classification, Recipient | None, Sequence[str]], History],
-          dkim_lookup: DnsLookup | None) -> Judgement:
+          dkim_lookup: DnsLookup | None, rules: Sequence[classify.Rule] = ()) -> Judgement:
     """Run the pure stages on one message; a failure becomes a held judgement, never a crash."""
     try:
         notification = parse.parse(raw)
@@ -178,7 +178,7 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
             trusted_authserv_ids=policy.trusted_authserv_ids,
             dkim_lookup=dkim_lookup,
         )
-        classification = classify.classify(notification, found)
+        classification = classify.classify(notification, found, rules)
         if classification.kind in REPLY_KINDS:
             resolution = resolve(classification, found, directory)
         else:
@@ -401,9 +401,13 @@ class Poller:
                         raw = bodies.get(uid)
                         if raw is None:
                             continue  # expunged between the two fetches: nothing to answer
-                        judgement = await asyncio.to_thread(
-                            judge, raw, self.settings.policy, self.ctx.directory, history_for,
-                            self.ctx.dkim_lookup)
+                        if review.is_review_answer(summaries[uid].header, self.store):
+                            judgement = await asyncio.to_thread(self._review_answer, raw, now)
+                        else:
+                            judgement = await asyncio.to_thread(
+                                judge, raw, self.settings.policy, self.ctx.directory,
+                                history_for, self.ctx.dkim_lookup,
+                                self.settings.classify.compiled_rules)
                     else:
                         judgement = too_large(summaries[uid], limit)
                     judgement = self._pause_if_capped(judgement, now)
@@ -419,6 +423,21 @@ class Poller:
                 self.checkpoint("marked")
             self.store.set_cursor(self.account, folder, uidvalidity, batch[-1], now)
             self.checkpoint("advanced")
+
+    def _review_answer(self, raw: bytes, now: datetime) -> Judgement:
+        """Act on the counselor's answer to a review email; record it as handled mail."""
+        outcome = review.handle_answer(self.store, self.settings, raw, now,
+                                       self.ctx.dkim_lookup)
+        if outcome.acted:
+            reason = (f"the counselor approved {len(outcome.approved)} and rejected "
+                      f"{len(outcome.rejected)} waiting replies by email")
+        else:
+            reason = "an answer to a review email was ignored"
+        unknown = Authenticity(False, Verdict.UNKNOWN, ())
+        classification = Classification(Kind.NOT_LINKEDIN, "review-answer", Person(), None, ())
+        action = Action.LOG if outcome.acted else Action.HOLD
+        decision = Decision(action, "review-answer", (reason, *outcome.findings))
+        return Judgement(None, unknown, classification, decision, None)
 
     def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:
         """Hold every reply while paused; start the pause when a cap is first reached."""

@@ -36,7 +36,7 @@ from email.utils import format_datetime, getaddresses
 from typing import Any
 
 import dkim
-from sqlalchemy import Column, Integer, String, Table, Text, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from modbot import authenticity as auth
@@ -44,7 +44,7 @@ from modbot import parse, render
 from modbot.config import Settings
 from modbot.errors import TemplateError
 from modbot.model import Notification, Person, Recipient
-from modbot.store import QUEUED, REJECTED, REVIEW, Store, UTCDateTime, messages, metadata, outbox
+from modbot.store import QUEUED, REJECTED, REVIEW, Store, messages, outbox, review_mails
 
 DnsLookup = Callable[[bytes], bytes | None]
 MAX_LISTED = 50  # replies listed in one review email; the rest wait for the next one
@@ -55,20 +55,6 @@ _COMMAND = re.compile(r"^(approve|reject)\s+(all|\d+(?:\s*,?\s*\d+)*)\s*\.?$", r
 # Where a client starts quoting without ">": Outlook's separator or header block, Gmail's line.
 _QUOTE_START = re.compile(r"^(?:-{2,}\s*original message|_{8,}|from:\s|on\s.*\swrote:$)",
                           re.IGNORECASE)
-
-review_mails = Table(
-    "review_mails",
-    metadata,
-    Column("id", Integer, primary_key=True),
-    Column("account", String(320), nullable=False),
-    Column("message_id", String(255), nullable=False, unique=True),
-    Column("token_hash", String(64), nullable=False),  # sha256 of the token, never the token
-    Column("items", Text, nullable=False),  # JSON list of the outbox ids the email listed
-    Column("sent_at", UTCDateTime, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
-    Column("used_at", UTCDateTime, nullable=True),
-)
-
 
 @dataclass(frozen=True)
 class Waiting:

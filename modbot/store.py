@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -69,8 +70,8 @@ cursors = Table(
     metadata,
     Column("account", String(320), primary_key=True),
     Column("folder", String(255), primary_key=True),
-    Column("uidvalidity", Integer, primary_key=True),
-    Column("last_uid", Integer, nullable=False),
+    Column("uidvalidity", BigInteger, primary_key=True),  # unsigned 32-bit (RFC 3501)
+    Column("last_uid", BigInteger, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
@@ -81,8 +82,8 @@ messages = Table(
     Column("account", String(320), nullable=False),
     Column("message_key", String(64), nullable=False),  # sha256 of the Message-ID or headers
     Column("folder", String(255), nullable=False),
-    Column("uidvalidity", Integer, nullable=False),
-    Column("uid", Integer, nullable=False),
+    Column("uidvalidity", BigInteger, nullable=False),
+    Column("uid", BigInteger, nullable=False),
     Column("seen_at", UTCDateTime, nullable=False),
     Column("kind", String(32), nullable=False),
     Column("authentic", Boolean, nullable=True),
@@ -157,6 +158,20 @@ pauses = Table(
     Column("alert_sent_at", UTCDateTime, nullable=True),
     Column("resumed_at", UTCDateTime, nullable=True),
 )
+
+review_mails = Table(
+    "review_mails",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account", String(320), nullable=False),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("token_hash", String(64), nullable=False),  # sha256 of the token, never the token
+    Column("items", Text, nullable=False),  # JSON list of the outbox ids the email listed
+    Column("sent_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+)
+
 
 # Outbox states. A row is written before anything is sent ("queued"), marked "sending" in its
 # own transaction just before the SMTP call, and "sent" right after. A row found in "sending" at
@@ -281,6 +296,10 @@ class Store:
                 event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
             if migrate:
                 upgrade(engine)
+        except ImportError as exc:
+            raise StoreError(
+                f"the database driver {exc.name or 'for this URL'} is not installed "
+                "(for PostgreSQL: pip install 'modbot[postgres]')") from None
         except (SQLAlchemyError, OSError) as exc:
             raise StoreError(f"cannot open the database: {type(exc).__name__}") from None
         return cls(engine)
@@ -564,10 +583,14 @@ class Store:
             c.execute(digests.insert().values(account=account, due_at=due_at, sent_at=now,
                                               message_id=message_id))
 
-    def last_good_poll(self) -> datetime | None:
+    def last_good_poll(self, account: str | None = None) -> datetime | None:
+        """When a poll (of ``account``, or of any account) last finished well."""
+        condition: Any = polls.c.ok.is_(True)
+        if account is not None:
+            condition = condition & (polls.c.account == account)
         with self.transaction() as c:
             value: datetime | None = c.execute(
-                select(func.max(polls.c.finished_at)).where(polls.c.ok.is_(True))
+                select(func.max(polls.c.finished_at)).where(condition)
             ).scalar_one_or_none()
             return value
 

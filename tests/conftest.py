@@ -11,7 +11,6 @@ import pytest
 import servers
 import trustme
 
-import modbot.review  # noqa: F401 - declares review_mails on store.metadata for the schema tests
 from modbot.tls import client_context
 
 

@@ -228,10 +228,10 @@ def test_logged_counts_by_kind(db: Store, templates: Templates) -> None:
 
 def test_health_shows_polls_and_their_errors(db: Store, templates: Templates) -> None:
     """Health gives the last good poll and each failed poll's error once, with a count."""
-    good = db.poll_started("a", NOW - timedelta(minutes=10))
+    good = db.poll_started(SETTINGS.account, NOW - timedelta(minutes=10))
     db.poll_finished(good, NOW - timedelta(minutes=9), ok=True, new_messages=2)
     for minutes in (120, 115):
-        bad = db.poll_started("a", NOW - timedelta(minutes=minutes))
+        bad = db.poll_started(SETTINGS.account, NOW - timedelta(minutes=minutes))
         db.poll_finished(bad, NOW - timedelta(minutes=minutes), ok=False, new_messages=0,
                          error="IMAP login failed: the server refused the credentials")
     text, _ = parts(make(db, templates))

@@ -115,10 +115,6 @@ def test_cursor_round_trip(db: Store) -> None:
 
 def test_cursor_keeps_the_largest_imap_uid(db: Store, request: pytest.FixtureRequest) -> None:
     """UIDs and UIDVALIDITY are unsigned 32-bit numbers (RFC 3501), up to 4294967295."""
-    if db.engine.dialect.name == "postgresql":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, raises=StoreError,
-            reason="uid, last_uid and uidvalidity are 32-bit signed INTEGER columns"))
     biggest = 2**32 - 1
     db.set_cursor(ACCOUNT, "INBOX", biggest, biggest, NOW)
     db.record(message_row("k1", uidvalidity=biggest, uid=biggest), None)
