@@ -218,7 +218,7 @@ def check(ctx: typer.Context) -> None:
     from modbot.mailbox import Mailbox
     from modbot.outbox import Sender
     from modbot.poll import Context
-    from modbot.render import lint
+    from modbot.render import DEFAULT_FORBIDDEN, lint
 
     settings = _settings(ctx)
     problems: list[str] = []
@@ -226,7 +226,9 @@ def check(ctx: typer.Context) -> None:
         context = Context.build(settings)
     except ModbotError as exc:
         _fail(str(exc))
-    problems.extend(lint(context.templates, settings.counselor))
+    forbidden = settings.templates.forbidden_phrases
+    problems.extend(lint(context.templates, settings.counselor, forbidden_phrases=(
+        DEFAULT_FORBIDDEN if forbidden is None else forbidden)))
     if context.directory is not None:
         try:
             context.directory.check()

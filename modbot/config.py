@@ -402,6 +402,9 @@ class ReviewSettings(_Section):
 
 class TemplateSettings(_Section):
     dir: Path | None = None
+    # Phrases `modbot check` refuses in any text (whole words, any case); None: the defaults,
+    # which imply a counseling relationship ("our session", "your counselor", ...).
+    forbidden_phrases: tuple[str, ...] | None = None
 
 
 class LoggingSettings(_Section):

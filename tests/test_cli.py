@@ -112,3 +112,22 @@ def test_held_and_resolve(config_file: Path, tmp_path: Path) -> None:
     done = runner.invoke(app, ["--config", str(config_file), "resolve", "--all"])
     assert "1 item resolved" in done.output
     assert store.open_items() == []
+
+
+def test_check_reports_a_configured_forbidden_phrase(config_file: Path, tmp_path: Path) -> None:
+    """`check` lints the counselor's templates against their own list of forbidden phrases."""
+    import shutil
+
+    from modbot.render import default_templates_dir
+
+    templates = tmp_path / "templates"
+    shutil.copytree(default_templates_dir(), templates)
+    reply = templates / "connection_invitation.j2"
+    reply.write_text(reply.read_text(encoding="utf-8") + "\nSee you at the career fair.\n",
+                     encoding="utf-8")
+    text = config_file.read_text(encoding="utf-8")
+    config_file.write_text(text + f'\n[templates]\ndir = "{templates}"\n'
+                           'forbidden_phrases = ["career fair"]\n', encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(config_file), "check"])
+    assert result.exit_code == 1
+    assert "career fair" in result.output
