@@ -28,9 +28,8 @@ from typing import Any
 
 from modbot.config import OAuth2Settings
 from modbot.errors import ConfigError
-from modbot.oauth import (
+from modbot.provider import (
     Http,
-    Tokens,
     TokenUnavailableError,
     keep_libraries_quiet,
     msal_app,
@@ -39,6 +38,7 @@ from modbot.oauth import (
     refused,
     token_request,
 )
+from modbot.tokens import TokenFile, Tokens
 
 __all__ = ["LOOPBACK", "save", "sign_in"]
 
@@ -67,8 +67,6 @@ def sign_in(settings: OAuth2Settings, ssl_context: ssl.SSLContext, *, username: 
 
 def save(settings: OAuth2Settings, answer: Mapping[str, Any], now: datetime) -> Tokens:
     """Write a first sign-in's tokens to the token file (0600) and return them."""
-    from modbot.oauth import TokenFile
-
     tokens = Tokens.first(settings, answer, now)
     token_file = TokenFile(settings.token_file)
     with token_file.locked():
