@@ -87,6 +87,24 @@ def table(rows: list[Figure]) -> str:
     return "\n".join(lines)
 
 
+def _measure(name: str, env: Environment, sizes: Sizes, profile: Path | None) -> list[Figure]:
+    if profile is None:
+        return STEPS[name](env, sizes)
+    from pyinstrument import Profiler
+
+    # The main thread only: blocking IMAP calls that modbot runs in worker threads show up as
+    # time spent awaiting them.
+    profiler = Profiler(interval=0.001, async_mode="disabled")
+    profiler.start()
+    try:
+        return STEPS[name](env, sizes)
+    finally:
+        profiler.stop()
+        profile.mkdir(parents=True, exist_ok=True)
+        (profile / f"{name}.txt").write_text(profiler.output_text(color=False),
+                                             encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -94,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--only", nargs="+", choices=sorted(STEPS), metavar="NAME",
                         help=f"run only these measurements: {', '.join(STEPS)}")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="profile each measurement with pyinstrument (pip install "
+                             "pyinstrument) and write DIR/NAME.txt; timings are then slower")
     args = parser.parse_args(argv)
     sizes: Sizes = figures.QUICK if args.quick else figures.FULL
     logging.basicConfig(level=logging.WARNING)
@@ -117,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{time.perf_counter() - fill:.1f} s", file=sys.stderr)
         for name in steps:
             try:
-                rows.extend(STEPS[name](env, sizes))
+                rows.extend(_measure(name, env, sizes, args.profile))
             except Exception as exc:
                 failed.append(name)
                 traceback.print_exc()
