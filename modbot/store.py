@@ -38,10 +38,12 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.sql import Select
 
 from modbot.errors import StoreError
 
@@ -188,6 +190,14 @@ def message_key(message_id: str | None, header_bytes: bytes) -> str:
     return hashlib.sha256(basis).hexdigest()
 
 
+def _of_account(query: Select[Any], account: str | None) -> Select[Any]:
+    """``query`` over the outbox, narrowed to replies to ``account``'s messages if given."""
+    if account is None:
+        return query
+    return query.join(messages, messages.c.id == outbox.c.message_row).where(
+        messages.c.account == account)
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     id: int
@@ -262,8 +272,25 @@ def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
     return connect
 
 
+# The newest migration in migrations/versions; tests/test_store.py checks they agree. Knowing
+# it lets a start-up with a current schema skip importing alembic (a quarter second).
+HEAD_REVISION = "0004"
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema's alembic revision, or None for a new database."""
+    try:
+        with engine.connect() as connection:
+            value = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except SQLAlchemyError:
+        return None
+    return None if value is None else str(value)
+
+
 def upgrade(engine: Engine) -> None:
-    """Apply every alembic migration up to head."""
+    """Apply every alembic migration up to head (nothing to do when the schema is current)."""
+    if current_revision(engine) == HEAD_REVISION:
+        return
     from alembic import command
     from alembic.config import Config
 
@@ -400,15 +427,15 @@ class Store:
             assert key is not None
             return int(key[0])
 
-    def replied_to_person(self, email: str, since: datetime) -> bool:
+    def replied_to_person(self, email: str, since: datetime, account: str | None = None) -> bool:
+        """Whether ``email`` was answered since ``since`` (from ``account``, or from any)."""
+        query = select(outbox.c.id).where(
+            func.lower(outbox.c.recipient_email) == email.lower(),
+            outbox.c.status.in_(COUNTS_AS_REPLIED),
+            outbox.c.created_at >= since,
+        )
         with self.transaction() as c:
-            return c.execute(
-                select(outbox.c.id).where(
-                    func.lower(outbox.c.recipient_email) == email.lower(),
-                    outbox.c.status.in_(COUNTS_AS_REPLIED),
-                    outbox.c.created_at >= since,
-                ).limit(1)
-            ).first() is not None
+            return c.execute(_of_account(query, account).limit(1)).first() is not None
 
     def replied_profile_urls(self, account: str, fragment: str, since: datetime) -> list[str]:
         """Profile URLs containing ``fragment`` whose person was answered since ``since``.
@@ -441,15 +468,15 @@ class Store:
                 ).limit(1)
             ).first() is not None
 
-    def replies_since(self, since: datetime) -> int:
-        """Replies queued or sent since ``since`` (for the hourly and daily caps)."""
+    def replies_since(self, since: datetime, account: str | None = None) -> int:
+        """Replies queued or sent since ``since`` (for the hourly and daily caps), of
+        ``account`` or of every account."""
+        query = select(func.count()).select_from(outbox).where(
+            outbox.c.created_at >= since,
+            outbox.c.status.in_(COUNTS_AS_REPLIED),
+        )
         with self.transaction() as c:
-            return int(c.execute(
-                select(func.count()).select_from(outbox).where(
-                    outbox.c.created_at >= since,
-                    outbox.c.status.in_(COUNTS_AS_REPLIED),
-                )
-            ).scalar_one())
+            return int(c.execute(_of_account(query, account)).scalar_one())
 
     def is_our_message_id(self, message_ids: Sequence[str]) -> bool:
         """True if any of ``message_ids`` is a reply modbot sent (for answers to the bot)."""
@@ -478,16 +505,21 @@ class Store:
         with self.transaction() as c:
             return [OutboxItem(**row._mapping) for row in c.execute(query)]
 
-    def due(self, now: datetime) -> list[OutboxItem]:
-        """Replies ready to send: queued, or temporarily failed and past their backoff."""
-        return self._items(
-            (outbox.c.status == QUEUED)
-            | ((outbox.c.status == RETRY) & (outbox.c.next_attempt_at <= now))
-        )
+    def due(self, now: datetime, account: str | None = None) -> list[OutboxItem]:
+        """Replies ready to send: queued, or temporarily failed and past their backoff.
 
-    def in_flight(self) -> list[OutboxItem]:
-        """Rows left in "sending" by a crash between send and record."""
-        return self._items(outbox.c.status == SENDING)
+        With ``account``, only replies to that account's messages: each account sends its own
+        replies, from its own counselor, over its own SMTP server.
+        """
+        ready = ((outbox.c.status == QUEUED)
+                 | ((outbox.c.status == RETRY) & (outbox.c.next_attempt_at <= now)))
+        return self._items(ready if account is None else ready & (messages.c.account == account))
+
+    def in_flight(self, account: str | None = None) -> list[OutboxItem]:
+        """Rows left in "sending" by a crash between send and record (of ``account``)."""
+        sending = outbox.c.status == SENDING
+        return self._items(sending if account is None
+                           else sending & (messages.c.account == account))
 
     def items(self, status: str) -> list[OutboxItem]:
         return self._items(outbox.c.status == status)
@@ -536,8 +568,8 @@ class Store:
             row["reasons"] = json.loads(row["reasons"])
         return rows
 
-    def open_items(self) -> list[dict[str, Any]]:
-        """Everything still waiting for a person, whenever it arrived."""
+    def open_items(self, account: str | None = None) -> list[dict[str, Any]]:
+        """Everything still waiting for a person, whenever it arrived (of ``account``)."""
         query = (
             select(messages, outbox.c.status.label("outbox_status"),
                    outbox.c.recipient_email, outbox.c.message_id.label("reply_message_id"),
@@ -548,6 +580,8 @@ class Store:
                    | outbox.c.status.in_((REVIEW, FAILED, UNCERTAIN)))
             .order_by(messages.c.id)
         )
+        if account is not None:
+            query = query.where(messages.c.account == account)
         with self.transaction() as c:
             rows = [dict(row._mapping) for row in c.execute(query)]
         for row in rows:
@@ -563,12 +597,13 @@ class Store:
             return int(c.execute(update(messages).where(condition)
                                  .values(resolved_at=now)).rowcount)
 
-    def polls_between(self, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def polls_between(self, start: datetime, end: datetime,
+                      account: str | None = None) -> list[dict[str, Any]]:
+        query = select(polls).where(polls.c.started_at >= start, polls.c.started_at < end)
+        if account is not None:
+            query = query.where(polls.c.account == account)
         with self.transaction() as c:
-            return [dict(r._mapping) for r in c.execute(
-                select(polls).where(polls.c.started_at >= start, polls.c.started_at < end)
-                .order_by(polls.c.id)
-            )]
+            return [dict(r._mapping) for r in c.execute(query.order_by(polls.c.id))]
 
     def last_digest_due(self, account: str) -> datetime | None:
         with self.transaction() as c:

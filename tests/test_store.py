@@ -110,3 +110,14 @@ def test_message_key_hides_message_id() -> None:
     key = store.message_key("<abc@lva1-app.prod.linkedin.com>", b"")
     assert "linkedin" not in key and len(key) == 64
     assert key == store.message_key("<ABC@lva1-app.prod.linkedin.com> ", b"")
+
+
+def test_head_revision_is_the_newest_migration(db: Store) -> None:
+    """store.HEAD_REVISION names alembic's head, so a current schema skips the migrations."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(store._migrations_dir()))
+    assert ScriptDirectory.from_config(config).get_current_head() == store.HEAD_REVISION
+    assert store.current_revision(db.engine) == store.HEAD_REVISION
