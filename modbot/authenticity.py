@@ -11,7 +11,7 @@ shown to come from LinkedIn. Evidence is read in this order:
 3. Otherwise strong negative evidence (a foreign Return-Path, a look-alike domain, a DKIM
    signature of another domain) makes a spoof; no evidence either way is ``UNKNOWN``.
 
-Domains are compared by registrable domain (tldextract with its bundled suffix list), never by
+Domains are compared by registrable domain (``modbot.brand``), never by
 substring. Pure apart from the injected DNS lookup: no network, database, clock or environment.
 Every reason is one short sentence naming the evidence, never text from the body; this module
 must never log message content.
@@ -19,7 +19,6 @@ must never log message content.
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -27,48 +26,19 @@ from dataclasses import dataclass
 
 import authres
 import dkim
-import tldextract
 
+from modbot.brand import claims_linkedin_name, is_linkedin, is_lookalike, looks_like_linkedin_domain
 from modbot.model import Authenticity, Notification, Verdict
-from modbot.parse import claims_linkedin_name, domains_in, looks_like_linkedin_domain
+from modbot.parse import domains_in
 
 DnsLookup = Callable[[bytes], bytes | None]
 """dkimpy's ``dnsfunc``: a DNS name such as ``b"sel._domainkey.linkedin.com."`` → TXT record."""
 
-LINKEDIN = "linkedin.com"
 MAX_SIGNATURES = 8  # DKIM signatures verified per message; more is an attack, not mail
 NOT_LINKEDIN = Authenticity(False, Verdict.UNKNOWN, ("does not claim to be LinkedIn mail",))
 
 _TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 _COMMENT = re.compile(r"\([^()]*\)")
-
-
-@functools.cache
-def _extractor() -> tldextract.TLDExtract:
-    # No network and no cache files: the suffix list bundled with tldextract is enough.
-    return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-
-
-@functools.lru_cache(maxsize=4096)
-def registrable_domain(host: str) -> str:
-    """The registrable domain of ``host`` (``mailb.linkedin.com`` → ``linkedin.com``)."""
-    host = host.strip().strip(".").lower()
-    if not host:
-        return ""
-    try:
-        return str(_extractor()(host).top_domain_under_public_suffix) or host
-    except Exception:  # an unparsable host is compared as written
-        return host
-
-
-def is_linkedin(host: str) -> bool:
-    """True if ``host`` belongs to linkedin.com itself."""
-    return registrable_domain(host) == LINKEDIN
-
-
-def is_lookalike(host: str) -> bool:
-    """True if ``host`` imitates LinkedIn without being linkedin.com."""
-    return bool(host) and looks_like_linkedin_domain(host) and not is_linkedin(host)
 
 
 def _domain(address: str | None) -> str:

@@ -21,9 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from modbot.authenticity import is_linkedin, is_lookalike
+from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link, is_lookalike
 from modbot.model import Authenticity, Classification, Kind, Notification, Person, Verdict
-from modbot.parse import claims_linkedin_name, clean_line
+from modbot.parse import clean_line
 
 MAX_WORDS = 100_000  # characters of subject and body searched for phrases
 
@@ -271,13 +271,6 @@ def html_lines(markup: str) -> tuple[str, ...]:
     return tuple(line for line in (clean_line(raw) for raw in text.splitlines()) if line)
 
 
-def _host(url: str) -> str:
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
-
-
 def template_key(n: Notification) -> tuple[str | None, str]:
     """LinkedIn's template key and where it was found (header, Feedback-ID or tracking links)."""
     header = clean_line(n.header("x-linkedin-template") or "")
@@ -288,7 +281,7 @@ def template_key(n: Notification) -> tuple[str | None, str]:
         key = feedback[: -len(":linkedin")].rpartition(":")[2].strip()
         if key:
             return key, "Feedback-ID"
-    params = [pair for url in n.links if is_linkedin(_host(url))
+    params = [pair for url in n.links if is_linkedin_link(url)
               for pair in parse_qsl(urlsplit(url).query, errors="replace")]
     for name, rx, source in _LINK_KEYS:
         keys = Counter(m.group(1) for key, value in params if key == name
@@ -409,7 +402,7 @@ def _person(kind: Kind, f: Facts) -> Person:
     name = _name(kind, f, counselors)
     invitation = None
     if kind is K.CONNECTION_INVITATION:
-        ids = (m.group(1) or m.group(2) for u in n.links if is_linkedin(_host(u))
+        ids = (m.group(1) or m.group(2) for u in n.links if is_linkedin_link(u)
                for m in [_INVITATION_ID.search(u)] if m)
         invitation = next(ids, None)
     relay = next((a.email for a in n.reply_to

@@ -8,14 +8,13 @@ message costs milliseconds, not seconds. Display names and subjects come back fr
 other control characters, because later stages put them into reply headers.
 
 ``linkedin_candidate`` is the cheap test run on the header block alone, before the whole
-message is fetched. ``looks_like_linkedin_domain`` is the brand test shared with the
-authenticity stage. This module must never log or store message content, and it keeps
-mail-parser, which logs header values, quiet.
+message is fetched; it asks ``modbot.brand`` whether a domain or a name imitates LinkedIn. This
+module must never log or store message content, and it keeps mail-parser, which logs header
+values, quiet.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import email.parser
 import email.policy
@@ -23,7 +22,6 @@ import functools
 import html
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from email.header import decode_header, make_header
@@ -32,6 +30,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 
 import mailparser
 
+from modbot.brand import claims_linkedin_name, looks_like_linkedin_domain
 from modbot.model import Address, Notification
 
 MAX_ADDRESSES = 100  # per address header; the 100th comma is where we stop reading
@@ -288,79 +287,9 @@ def parse(raw: bytes) -> Notification:
     )
 
 
-# --- the LinkedIn brand, and the cheap pre-fetch test -----------------------------------------
+# --- the cheap pre-fetch test -----------------------------------------------------------------
 
-_BRAND = "linkedin"
-_CONFUSABLES = str.maketrans({
-    "1": "l", "|": "l", "!": "i", "0": "o", "3": "e",
-    "\u0430": "a", "\u0435": "e", "\u0456": "i", "\u04cf": "l", "\u043a": "k", "\u043e": "o",
-    "\u0501": "d", "\u0578": "n", "\u03b9": "i", "\u03ba": "k", "\u0131": "i",
-})
 _DOMAIN_IN = re.compile(r"@\[?([^\s<>\"',;()\[\]@]+)")
-_WORD = re.compile(r"[^\W_]+")
-_VIA_WORDS = frozenset({"via", "v\u00eda", "\u00fcber", "par", "through", "from", "melalui",
-                        "tramite"})
-
-
-def _within_one_edit(a: str, b: str) -> bool:
-    """True if ``a`` becomes ``b`` with at most one insertion, deletion or substitution."""
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) > len(b):
-        a, b = b, a
-    i = 0
-    while i < len(a) and a[i] == b[i]:
-        i += 1
-    if len(a) == len(b):
-        return a[i + 1:] == b[i + 1:]
-    return a[i:] == b[i + 1:]
-
-
-def _brand_token(token: str) -> bool:
-    if _BRAND in token:
-        return True
-    # One edit leaves "link" or "edin" intact, so only such tokens are worth the window scan.
-    if len(token) < 7 or ("link" not in token and "edin" not in token):
-        return False
-    return any(_within_one_edit(token[i:i + size], _BRAND)
-               for size in (7, 8, 9) for i in range(len(token) - size + 1))
-
-
-def _normalise_label(label: str) -> str:
-    if label.startswith("xn--"):
-        with contextlib.suppress(Exception):  # an invalid A-label is compared as written
-            label = codecs.decode(label[4:].encode("ascii"), "punycode")
-    label = unicodedata.normalize("NFKC", label).casefold()
-    return label.translate(_CONFUSABLES)
-
-
-def looks_like_linkedin_domain(host: str) -> bool:
-    """True if ``host`` is linkedin.com, a subdomain, or imitates it (linnkedin, linkedln, …).
-
-    It looks at every label, so ``linkedin.com.evil.net`` and ``linkedin-security.net`` count;
-    whether a host really is LinkedIn's is the authenticity stage's question.
-    """
-    host = host.strip().strip(".").lower()[:255]
-    labels = [_normalise_label(label) for label in host.split(".") if label]
-    tokens = set(labels)
-    for label in labels:
-        tokens.update(re.split(r"[-_]", label))
-        tokens.add(label.replace("-", "").replace("_", ""))
-    return any(_brand_token(token) for token in tokens if token)
-
-
-def claims_linkedin_name(display_name: str) -> bool:
-    """True if a display name presents itself as LinkedIn or an imitation of it.
-
-    It starts with the brand ("LinkedIn", "Linkedln Security") or ends in "via LinkedIn";
-    a name that merely mentions LinkedIn ("Career Center (LinkedIn tips)") does not count.
-    """
-    words = _WORD.findall(display_name.casefold()[:200])
-    heads = [*words[:1], "".join(words[:2])]
-    for size in (1, 2):
-        if len(words) > size and words[-size - 1] in _VIA_WORDS:
-            heads.append("".join(words[-size:]))
-    return any(_brand_token(_normalise_label(word)) for word in heads if word)
 
 
 def domains_in(value: str) -> list[str]:

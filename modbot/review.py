@@ -41,6 +41,7 @@ from sqlalchemy.engine import Connection
 
 from modbot import authenticity as auth
 from modbot import parse, render
+from modbot.brand import registrable_domain
 from modbot.config import Settings
 from modbot.errors import TemplateError
 from modbot.model import Notification, Person, Recipient
@@ -286,7 +287,7 @@ def _own(signer: str, domain: str) -> bool:
     """The counselor's domain or a parent of it within the same registrable domain."""
     signer = signer.lower().strip(".")
     return signer == domain or (domain.endswith("." + signer)
-                                and len(signer) >= len(auth.registrable_domain(domain)))
+                                and len(signer) >= len(registrable_domain(domain)))
 
 
 def _dkim_verified(n: Notification, domain: str, lookup: DnsLookup | None) -> bool:
