@@ -7,9 +7,12 @@ default. Strongest evidence first: authenticity, then LinkedIn's template key, t
 FR, DE, PT, IT, ID). Counselors add rules from configuration with ``Rule.from_spec``; they run
 after the two safety rules (not LinkedIn, spoof) and before the built-in ones.
 
-Pure: no network, database, clock or environment, and it never raises for bad mail. The person
-is read from the message only, never the counselor named in the "This email was intended for"
-footer, and never "LinkedIn" itself. This module must never log message content.
+The person the decided kind is about is read by ``modbot.person``; ``classify`` hands it the
+facts the rules read, so both see the same text.
+
+Pure: no network, database, clock or environment, and it never raises for bad mail. This module
+must never log message content, and a counselor's rule must never run before the two safety
+rules.
 """
 
 from __future__ import annotations
@@ -21,9 +24,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
-from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link, is_lookalike
-from modbot.model import Authenticity, Classification, Kind, Notification, Person, Verdict
+from modbot.brand import is_linkedin, is_linkedin_link
+from modbot.model import Authenticity, Classification, Kind, Notification, Verdict
 from modbot.parse import clean_line
+from modbot.person import APOSTROPHE, find_person
+from modbot.person import normalise_profile_url as normalise_profile_url  # re-exported
 
 MAX_WORDS = 100_000  # characters of subject and body searched for phrases
 
@@ -129,7 +134,7 @@ def _header(name: str, pattern: str) -> Test:
 
 # --- phrases, in the languages LinkedIn writes to our counselors --------------------------------
 
-_Q = "['\u2019]"
+_Q = APOSTROPHE
 ACCEPTED = (r"accepted your invitation|ha aceptado tu invitaci[oó]n|a accept[ée] votre invitation"
             r"|hat Ihre Einladung angenommen|aceitou (?:o )?seu convite|ha accettato il tuo invito"
             r"|menerima undangan Anda")
@@ -303,124 +308,6 @@ def _facts(n: Notification, auth: Authenticity) -> Facts:
                  "\n".join((n.subject, *lines))[:MAX_WORDS], lines)
 
 
-# --- the person ---------------------------------------------------------------------------------
-
-_VIA = re.compile(r"\s+(?:via|v[ií]a|[üu]ber|par|atrav[ée]s d[eo]|tramite|melalui)\s+LinkedIn$",
-                  re.IGNORECASE)
-_NAME_IN_TEXT = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
-    rf"View (?P<name>[^\n]{{1,80}}?){_Q}s profile",
-    rf"^(?P<name>[^\n]{{1,80}}?){_Q}s invitation is awaiting",
-    r"^(?P<name>[^\n]{1,80}?) (?:wants|has requested|requested|asked) to join",
-    r"^(?P<name>[^\n]{1,80}?) (?:has asked|asked|is asking) you for a recommendation",
-    r"^(?P<name>[^\n]{1,80}?) (?:has sent|sent) you a (?:new )?message",
-))
-_COUNSELOR = re.compile(
-    r"(?:This email was intended for|Este (?:correo electr[oó]nico|email|mensaje) iba dirigido a"
-    r"|Cet e-mail [ée]tait destin[ée] [àa]|Diese E-Mail war f[üu]r|Este e-mail foi enviado para"
-    r"|Questa email [èe] stata inviata a|Email ini ditujukan untuk)\s+(?P<name>[^(\n.]{1,100})",
-    re.IGNORECASE)
-_GROUP = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
-    r"(?:to join|unirse a|rejoindre|participar do|unirsi a|bergabung dengan) (?:your |the )?"
-    r"(?:group |grupo |groupe |gruppo |grup )?[\"\u201c\u00ab]?"
-    r"(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?(?: group)?[.!]?$",
-    r"(?:conversations?|discussions?|posts?|posted|activity) in (?:the |your )?(?:group )?"
-    r"[\"\u201c\u00ab]?(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?[.!]?$",
-))
-_PROFILE_PATH = re.compile(r"(?:/comm)?/(?:profile/view|in/[^/?#\s]+)", re.IGNORECASE)
-_INVITATION_ID = re.compile(
-    r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
-_PERSON_KINDS = frozenset({K.CONNECTION_INVITATION, K.LINKEDIN_MESSAGE,
-                           K.RECOMMENDATION_REQUEST, K.GROUP_JOIN_REQUEST})
-
-
-def normalise_profile_url(url: str) -> str | None:
-    """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None."""
-    try:
-        parts = urlsplit(url.strip())
-    except ValueError:
-        return None
-    path = parts.path.rstrip("/")
-    if parts.scheme.lower() not in ("http", "https") or not is_linkedin(parts.hostname or ""):
-        return None
-    if not _PROFILE_PATH.fullmatch(path):
-        return None
-    if path.lower().endswith("/profile/view"):
-        ids = [value for key, _, value in (p.partition("=") for p in parts.query.split("&"))
-               if key == "id" and re.fullmatch(r"[A-Za-z0-9_%-]{1,200}", value)]
-        return f"https://www.linkedin.com{path}?id={ids[0]}" if ids else None
-    return f"https://www.linkedin.com{path}"
-
-
-def _profile_rank(url: str) -> int:
-    """0: the person's (hero, inviter, sender); 1: other; 2: the counselor's (header, footer)."""
-    lower = url.lower()
-    if "-header-" in lower or "-footer-" in lower:
-        return 2
-    return 0 if any(h in lower for h in ("hero", "invacpt", "inviter", "sender")) else 1
-
-
-def _profile_url(f: Facts) -> str | None:
-    named = re.search(rf"View [^\n]{{1,80}}?{_Q}s profile:\s*(https?://\S+)", f.notification.text)
-    urls = [named.group(1)] if named else []
-    urls += sorted((u for u in f.notification.links if normalise_profile_url(u)), key=_profile_rank)
-    return next((p for u in urls if _profile_rank(u) < 2 for p in [normalise_profile_url(u)] if p),
-                None)
-
-
-def _name(kind: Kind, f: Facts, counselors: set[str]) -> str | None:
-    from_name = _VIA.sub("", f.notification.from_.name) if f.notification.from_ else ""
-    found = [m.group("name") for rx in _NAME_IN_TEXT for m in [rx.search(f.words)] if m]
-    for candidate in ([*found, from_name] if kind is K.GROUP_JOIN_REQUEST else [from_name, *found]):
-        name = clean_line(candidate).strip("\"'\u201c\u201d")[:100]
-        if name and "@" not in name and not claims_linkedin_name(name) \
-                and name.casefold() not in counselors:
-            return name
-    return None
-
-
-def _headline(f: Facts, name: str | None, counselors: set[str]) -> str | None:
-    lines = f.lines
-    for i, line in enumerate(lines[:-1]):
-        if name and line.casefold() == name.casefold():
-            after = lines[i + 1]
-            if len(after) <= 200 and "://" not in after and not after.endswith(":") \
-                    and not re.match(r"(?:Accept|View|Ver|Voir|Lihat|Hi|Hello)\b", after) \
-                    and after.casefold() not in counselors and not claims_linkedin_name(after):
-                return after
-    return None
-
-
-def _person(kind: Kind, f: Facts) -> Person:
-    n = f.notification
-    group = next((clean_line(m.group("group")) for rx in _GROUP
-                  for m in [rx.search(f.words)] if m), None)
-    if kind is K.GROUP_ACTIVITY:
-        return Person(group=group)
-    if kind not in _PERSON_KINDS:
-        return Person()
-    counselors = {clean_line(m.group("name")).casefold() for m in _COUNSELOR.finditer(f.words)}
-    name = _name(kind, f, counselors)
-    invitation = None
-    if kind is K.CONNECTION_INVITATION:
-        ids = (m.group(1) or m.group(2) for u in n.links if is_linkedin_link(u)
-               for m in [_INVITATION_ID.search(u)] if m)
-        invitation = next(ids, None)
-    relay = next((a.email for a in n.reply_to
-                  if a.email.rpartition("@")[2].lower() == "reply.linkedin.com"), None)
-    personal = next((a.email for a in n.reply_to
-                     if not is_linkedin(d := a.email.rpartition("@")[2]) and not is_lookalike(d)),
-                    None) if f.auth.verdict is Verdict.AUTHENTIC else None
-    return Person(
-        name=name,
-        headline=_headline(f, name, counselors) if kind is K.CONNECTION_INVITATION else None,
-        profile_url=_profile_url(f),
-        invitation_id=invitation,
-        relay_address=relay,
-        reply_to_address=personal,
-        group=group if kind is K.GROUP_JOIN_REQUEST else None,
-    )
-
-
 def classify(n: Notification, auth: Authenticity,
              extra_rules: Sequence[Rule] = ()) -> Classification:
     """The kind of ``n``, the rule that decided it, and the person it concerns.
@@ -434,6 +321,7 @@ def classify(n: Notification, auth: Authenticity,
         evidence = rule.test(facts)
         if evidence is not None:
             break
-    return Classification(kind=rule.kind, rule=rule.name, person=_person(rule.kind, facts),
+    person = find_person(rule.kind, n, auth.verdict, facts.words, facts.lines)
+    return Classification(kind=rule.kind, rule=rule.name, person=person,
                           template_key=facts.template_key,
                           reasons=(f"{rule.name}: {evidence}.",))

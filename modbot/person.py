@@ -1,0 +1,149 @@
+"""Whom a LinkedIn notification is about: name, headline, profile, invitation, relay, group.
+
+What it is for: once the classifier has decided the kind, read from the message the person to
+answer (their name, the headline under it, their profile URL, the invitation id, LinkedIn's
+relay address and a personal Reply-To) or, for group mail, the group. It reads the text part,
+the HTML as text and the links, in the languages LinkedIn writes to our counselors.
+
+Pure: no network, database, clock or environment, and it never raises for bad mail. It must
+never take the counselor (named in the "This email was intended for" footer, or linked from the
+header and footer) or "LinkedIn" itself for the person, never guess a name from an address, and
+never log message content.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link, is_lookalike
+from modbot.model import Kind, Notification, Person, Verdict
+from modbot.parse import clean_line
+
+__all__ = ["APOSTROPHE", "find_person", "normalise_profile_url"]
+
+APOSTROPHE = "['\u2019]"  # the typewriter and the typographic apostrophe, in a pattern
+_Q = APOSTROPHE
+_VIA = re.compile(r"\s+(?:via|v[ií]a|[üu]ber|par|atrav[ée]s d[eo]|tramite|melalui)\s+LinkedIn$",
+                  re.IGNORECASE)
+_NAME_IN_TEXT = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
+    rf"View (?P<name>[^\n]{{1,80}}?){_Q}s profile",
+    rf"^(?P<name>[^\n]{{1,80}}?){_Q}s invitation is awaiting",
+    r"^(?P<name>[^\n]{1,80}?) (?:wants|has requested|requested|asked) to join",
+    r"^(?P<name>[^\n]{1,80}?) (?:has asked|asked|is asking) you for a recommendation",
+    r"^(?P<name>[^\n]{1,80}?) (?:has sent|sent) you a (?:new )?message",
+))
+_COUNSELOR = re.compile(
+    r"(?:This email was intended for|Este (?:correo electr[oó]nico|email|mensaje) iba dirigido a"
+    r"|Cet e-mail [ée]tait destin[ée] [àa]|Diese E-Mail war f[üu]r|Este e-mail foi enviado para"
+    r"|Questa email [èe] stata inviata a|Email ini ditujukan untuk)\s+(?P<name>[^(\n.]{1,100})",
+    re.IGNORECASE)
+_GROUP = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
+    r"(?:to join|unirse a|rejoindre|participar do|unirsi a|bergabung dengan) (?:your |the )?"
+    r"(?:group |grupo |groupe |gruppo |grup )?[\"\u201c\u00ab]?"
+    r"(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?(?: group)?[.!]?$",
+    r"(?:conversations?|discussions?|posts?|posted|activity) in (?:the |your )?(?:group )?"
+    r"[\"\u201c\u00ab]?(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?[.!]?$",
+))
+_PROFILE_PATH = re.compile(r"(?:/comm)?/(?:profile/view|in/[^/?#\s]+)", re.IGNORECASE)
+_INVITATION_ID = re.compile(
+    r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
+_PERSON_KINDS = frozenset({Kind.CONNECTION_INVITATION, Kind.LINKEDIN_MESSAGE,
+                           Kind.RECOMMENDATION_REQUEST, Kind.GROUP_JOIN_REQUEST})
+
+
+def normalise_profile_url(url: str) -> str | None:
+    """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    path = parts.path.rstrip("/")
+    if parts.scheme.lower() not in ("http", "https") or not is_linkedin(parts.hostname or ""):
+        return None
+    if not _PROFILE_PATH.fullmatch(path):
+        return None
+    if path.lower().endswith("/profile/view"):
+        ids = [value for key, _, value in (p.partition("=") for p in parts.query.split("&"))
+               if key == "id" and re.fullmatch(r"[A-Za-z0-9_%-]{1,200}", value)]
+        return f"https://www.linkedin.com{path}?id={ids[0]}" if ids else None
+    return f"https://www.linkedin.com{path}"
+
+
+def _profile_rank(url: str) -> int:
+    """0: the person's (hero, inviter, sender); 1: other; 2: the counselor's (header, footer)."""
+    lower = url.lower()
+    if "-header-" in lower or "-footer-" in lower:
+        return 2
+    return 0 if any(h in lower for h in ("hero", "invacpt", "inviter", "sender")) else 1
+
+
+def _profile_url(n: Notification) -> str | None:
+    named = re.search(rf"View [^\n]{{1,80}}?{_Q}s profile:\s*(https?://\S+)", n.text)
+    urls = [named.group(1)] if named else []
+    urls += sorted((u for u in n.links if normalise_profile_url(u)), key=_profile_rank)
+    return next((p for u in urls if _profile_rank(u) < 2 for p in [normalise_profile_url(u)] if p),
+                None)
+
+
+def _name(kind: Kind, n: Notification, words: str, counselors: set[str]) -> str | None:
+    from_name = _VIA.sub("", n.from_.name) if n.from_ else ""
+    found = [m.group("name") for rx in _NAME_IN_TEXT for m in [rx.search(words)] if m]
+    for candidate in ([*found, from_name] if kind is Kind.GROUP_JOIN_REQUEST
+                      else [from_name, *found]):
+        name = clean_line(candidate).strip("\"'\u201c\u201d")[:100]
+        if name and "@" not in name and not claims_linkedin_name(name) \
+                and name.casefold() not in counselors:
+            return name
+    return None
+
+
+def _headline(lines: Sequence[str], name: str | None, counselors: set[str]) -> str | None:
+    for i, line in enumerate(lines[:-1]):
+        if name and line.casefold() == name.casefold():
+            after = lines[i + 1]
+            if len(after) <= 200 and "://" not in after and not after.endswith(":") \
+                    and not re.match(r"(?:Accept|View|Ver|Voir|Lihat|Hi|Hello)\b", after) \
+                    and after.casefold() not in counselors and not claims_linkedin_name(after):
+                return after
+    return None
+
+
+def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
+                lines: Sequence[str]) -> Person:
+    """The person (or, for group activity, the group) a notification of ``kind`` is about.
+
+    ``words`` is the subject and body text the phrases are searched in, ``lines`` the body's
+    non-empty lines (the text part, else the HTML as text), both as the classifier read them.
+    Kinds about no one person give an empty ``Person``. A personal Reply-To address is kept only
+    when ``verdict`` is authentic: a spoof could otherwise choose where replies go.
+    """
+    group = next((clean_line(m.group("group")) for rx in _GROUP
+                  for m in [rx.search(words)] if m), None)
+    if kind is Kind.GROUP_ACTIVITY:
+        return Person(group=group)
+    if kind not in _PERSON_KINDS:
+        return Person()
+    counselors = {clean_line(m.group("name")).casefold() for m in _COUNSELOR.finditer(words)}
+    name = _name(kind, n, words, counselors)
+    invitation = None
+    if kind is Kind.CONNECTION_INVITATION:
+        ids = (m.group(1) or m.group(2) for u in n.links if is_linkedin_link(u)
+               for m in [_INVITATION_ID.search(u)] if m)
+        invitation = next(ids, None)
+    relay = next((a.email for a in n.reply_to
+                  if a.email.rpartition("@")[2].lower() == "reply.linkedin.com"), None)
+    personal = next((a.email for a in n.reply_to
+                     if not is_linkedin(d := a.email.rpartition("@")[2]) and not is_lookalike(d)),
+                    None) if verdict is Verdict.AUTHENTIC else None
+    return Person(
+        name=name,
+        headline=_headline(lines, name, counselors) if kind is Kind.CONNECTION_INVITATION
+        else None,
+        profile_url=_profile_url(n),
+        invitation_id=invitation,
+        relay_address=relay,
+        reply_to_address=personal,
+        group=group if kind is Kind.GROUP_JOIN_REQUEST else None,
+    )
