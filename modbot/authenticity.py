@@ -11,23 +11,33 @@ shown to come from LinkedIn. Evidence is read in this order:
 3. Otherwise strong negative evidence (a foreign Return-Path, a look-alike domain, a DKIM
    signature of another domain) makes a spoof; no evidence either way is ``UNKNOWN``.
 
-Domains are compared by registrable domain (``modbot.brand``), never by
-substring. Pure apart from the injected DNS lookup: no network, database, clock or environment.
-Every reason is one short sentence naming the evidence, never text from the body; this module
-must never log message content.
+``own_domain_verdict`` asks the same of the counselor's answers to review emails: is this
+message shown to come from the counselor's own domain, by the same trusted headers or a DKIM
+signature verified here?
+
+Domains are compared by registrable domain (``modbot.brand``), never by substring. Pure apart
+from the injected DNS lookup: no network, database, clock or environment. Every reason is one
+short sentence naming the evidence, never text from the body; this module must never log
+message content.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import authres
 import dkim
 
-from modbot.brand import claims_linkedin_name, is_linkedin, is_lookalike, looks_like_linkedin_domain
+from modbot.brand import (
+    claims_linkedin_name,
+    is_linkedin,
+    is_lookalike,
+    looks_like_linkedin_domain,
+    registrable_domain,
+)
 from modbot.model import Authenticity, Notification, Verdict
 from modbot.parse import domains_in
 
@@ -141,12 +151,21 @@ def _judge_results(server: str, results: list[_Result], from_domain: str) -> tup
     return Verdict.SPOOF, f"{server} reports no dkim=pass for linkedin.com ({seen})."
 
 
-def _from_trusted_results(n: Notification, trusted: Sequence[str]) -> tuple[Verdict, str] | None:
+def _topmost_trusted(n: Notification,
+                     trusted: Sequence[str]) -> tuple[str, list[_Result]] | None:
+    """(authserv-id, results) of the topmost Authentication-Results a trusted server wrote."""
     for value in n.headers.get("authentication-results", ())[:50]:
         parsed = _parse_results(value[:8192])
         if parsed and _trusted(parsed[0], trusted):
-            return _judge_results(parsed[0], parsed[1], _domain(n.from_.email if n.from_ else None))
+            return parsed
     return None
+
+
+def _from_trusted_results(n: Notification, trusted: Sequence[str]) -> tuple[Verdict, str] | None:
+    found = _topmost_trusted(n, trusted)
+    if found is None:
+        return None
+    return _judge_results(found[0], found[1], _domain(n.from_.email if n.from_ else None))
 
 
 # --- 2. DKIM verified here --------------------------------------------------------------------
@@ -162,11 +181,15 @@ def _quiet_logger() -> logging.Logger:
     return logger
 
 
-def _from_dkim(n: Notification, lookup: DnsLookup | None) -> tuple[Verdict, str] | None:
-    signatures = n.headers.get("dkim-signature", ())
-    if lookup is None or not signatures:
-        return None
-    missing: set[str] = set()
+def _verify_each(n: Notification, lookup: DnsLookup, missing: set[str],
+                 wanted: Callable[[dict[str, str]], bool] = lambda tags: True,
+                 ) -> Iterator[tuple[dict[str, str], bool]]:
+    """(tags, verified) of each of the first signatures that ``wanted`` accepts, one at a time.
+
+    A signature is verified only when the caller asks for the next one, so a caller that stops
+    at the first good one makes no further DNS lookups. Names whose key DNS did not give are
+    added to ``missing``.
+    """
 
     def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
         try:
@@ -181,17 +204,27 @@ def _from_dkim(n: Notification, lookup: DnsLookup | None) -> tuple[Verdict, str]
         verifier = dkim.DKIM(n.raw, logger=_quiet_logger())
     except Exception:  # dkimpy cannot read the message: nothing verifies
         verifier = None
-    outcomes: list[str] = []
-    unchecked = False
-    from_domain = _domain(n.from_.email if n.from_ else None)
-    for index, signature in enumerate(signatures[:MAX_SIGNATURES]):
+    for index, signature in enumerate(n.headers.get("dkim-signature", ())[:MAX_SIGNATURES]):
         tags = _tags(signature)
-        domain = tags.get("d", "").lower()
-        key = f"{tags.get('s', '')}._domainkey.{domain}".lower()
+        if not wanted(tags):
+            continue
         try:
             valid = bool(verifier and verifier.verify(idx=index, dnsfunc=dnsfunc))
         except Exception:  # a malformed signature does not verify
             valid = False
+        yield tags, valid
+
+
+def _from_dkim(n: Notification, lookup: DnsLookup | None) -> tuple[Verdict, str] | None:
+    if lookup is None or not n.headers.get("dkim-signature"):
+        return None
+    missing: set[str] = set()
+    outcomes: list[str] = []
+    unchecked = False
+    from_domain = _domain(n.from_.email if n.from_ else None)
+    for tags, valid in _verify_each(n, lookup, missing):
+        domain = tags.get("d", "").lower()
+        key = f"{tags.get('s', '')}._domainkey.{domain}".lower()
         if valid and is_linkedin(domain) and "l" not in tags and is_linkedin(from_domain):
             return Verdict.AUTHENTIC, f"DKIM signature of {domain} verified."
         if valid:
@@ -260,3 +293,41 @@ def check(n: Notification, *, trusted_authserv_ids: Sequence[str],
                   if n.headers.get("dkim-signature")
                   else "No trusted Authentication-Results and no DKIM signature.")
     return Authenticity(True, Verdict.UNKNOWN, (claim, unverified))
+
+
+# --- The counselor's own domain ----------------------------------------------------------------
+
+def _own(signer: str, domain: str) -> bool:
+    """``domain`` or a parent of it within the same registrable domain."""
+    signer = signer.lower().strip(".")
+    return signer == domain or (domain.endswith("." + signer)
+                                and len(signer) >= len(registrable_domain(domain)))
+
+
+def own_domain_verdict(n: Notification, domain: str, *, trusted_authserv_ids: Sequence[str],
+                       dkim_lookup: DnsLookup | None = None) -> str | None:
+    """Why ``n`` is not shown to come from ``domain`` (the counselor's own), or None if it is.
+
+    The same evidence as for LinkedIn, in the same order: the topmost trusted
+    ``Authentication-Results`` decides (a DMARC failure, or no DKIM pass for ``domain`` or a
+    parent of it, is a reason); without one, a DKIM signature of ``domain`` must verify here
+    through ``dkim_lookup``. A signature with ``l=`` never counts: text could be added below
+    the part it signs. The reason is one sentence without a leading capital or a full stop.
+    Never raises for bad mail.
+    """
+    domain = domain.lower()
+    found = _topmost_trusted(n, trusted_authserv_ids)
+    if found is not None:
+        server, results = found
+        if any(r.method == "dmarc" and r.result in ("fail", "permerror") for r in results):
+            return f"{server} reports that it failed DMARC"
+        if any(r.method == "dkim" and r.result == "pass" and _own(_dkim_domain(r), domain)
+               for r in results):
+            return None
+        return f"{server} reports no DKIM pass for {domain}"
+    if dkim_lookup is not None and n.headers.get("dkim-signature") and any(
+            valid for _, valid in _verify_each(
+                n, dkim_lookup, set(),
+                lambda tags: "l" not in tags and _own(tags.get("d", ""), domain))):
+        return None
+    return f"it has no trusted Authentication-Results and no verified DKIM signature of {domain}"

@@ -1,17 +1,17 @@
-"""Review mode: the counselor approves or rejects replies before anything is sent.
+"""Review by email: the counselor approves or rejects waiting replies from the mailbox.
 
-Replies decided in review mode wait in the outbox with status ``review``. This module lists them,
-approves them (``queued``: the normal outbox sends them at the next poll, under the Message-ID
-fixed when they were decided), rejects them (``rejected``, and the notification is resolved) and
-readdresses one. The counselor can also decide from the mailbox: ``build_review_email`` lists the
-waiting replies with a one-time token, and ``handle_answer`` acts on an answer holding lines such
-as "approve 2 5", "reject 3" or "approve all".
+``build_review_email`` lists the replies that wait for review (``modbot.review_queue``) with a
+one-time token; ``handle_answer`` acts on the counselor's answer holding lines such as
+"approve 2 5", "reject 3" or "approve all", through ``review_queue.decide``. The commands that do
+the same by hand (``approve``, ``reject``, ``readdress``, ``waiting``, ``preview``) live in
+``modbot.review_queue`` and are importable from here too.
 
 An answer is acted on only if it comes from ``counselor.email``, is authenticated for the
-counselor's own domain (the topmost trusted Authentication-Results, else a DKIM signature verified
-here through the injected lookup), is In-Reply-To a review email and carries that email's token,
-unused and unexpired; it then acts only on the replies that email listed. Anything else is
-ignored, and each reason is one sentence the digest can show.
+counselor's own domain (``authenticity.own_domain_verdict``: the topmost trusted
+Authentication-Results, else a DKIM signature verified here through the injected lookup), is
+In-Reply-To a review email and carries that email's token, unused and unexpired; it then acts
+only on the replies that email listed. Anything else is ignored, and each reason is one sentence
+the digest can show.
 
 This module must never read the clock (``now`` comes in), keep a token in clear (only its
 SHA-256), send mail itself, or put the text of a message into a finding or a log.
@@ -25,8 +25,7 @@ import json
 import re
 import secrets
 import textwrap
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -35,19 +34,44 @@ from email.policy import compat32
 from email.utils import format_datetime, getaddresses
 from typing import Any
 
-import dkim
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.engine import Connection
 
-from modbot import authenticity as auth
 from modbot import parse, render
-from modbot.brand import registrable_domain
+from modbot.authenticity import DnsLookup, own_domain_verdict
 from modbot.config import Settings
 from modbot.errors import TemplateError
-from modbot.model import Notification, Person, Recipient
-from modbot.store import QUEUED, REJECTED, REVIEW, Store, messages, outbox, review_mails
+from modbot.model import Person, Recipient
+from modbot.review_queue import (
+    ReviewOutcome,
+    Waiting,
+    age_text,
+    approve,
+    decide,
+    preview,
+    readdress,
+    reject,
+    waiting,
+)
+from modbot.store import Store, review_mails
 
-DnsLookup = Callable[[bytes], bytes | None]
+__all__ = [
+    "MAX_LISTED",
+    "SENTINEL",
+    "ReviewOutcome",
+    "Waiting",
+    "age_text",
+    "approve",
+    "build_review_email",
+    "commands",
+    "handle_answer",
+    "is_review_answer",
+    "preview",
+    "readdress",
+    "reject",
+    "review_email_failed",
+    "waiting",
+]
+
 MAX_LISTED = 50  # replies listed in one review email; the rest wait for the next one
 SENTINEL = "modbot review"  # first line of every review email: where a quoted copy begins
 _TOKEN = re.compile(r"\bMR-([0-9a-f]{32})\b")
@@ -56,123 +80,6 @@ _COMMAND = re.compile(r"^(approve|reject)\s+(all|\d+(?:\s*,?\s*\d+)*)\s*\.?$", r
 # Where a client starts quoting without ">": Outlook's separator or header block, Gmail's line.
 _QUOTE_START = re.compile(r"^(?:-{2,}\s*original message|_{8,}|from:\s|on\s.*\swrote:$)",
                           re.IGNORECASE)
-
-@dataclass(frozen=True)
-class Waiting:
-    """A reply waiting for the counselor, as the list and the review email show it."""
-
-    id: int
-    kind: str
-    template: str
-    person: str | None
-    recipient_name: str | None
-    recipient: str
-    redirected_to: str | None
-    age: timedelta
-    reason: str  # the policy's own sentence; later reasons may quote the notification
-
-
-@dataclass(frozen=True)
-class ReviewOutcome:
-    """What a decision did, and each thing it left alone or ignored, in one sentence apiece."""
-
-    acted: bool
-    approved: tuple[int, ...] = ()
-    rejected: tuple[int, ...] = ()
-    findings: tuple[str, ...] = ()
-
-
-def age_text(age: timedelta) -> str:
-    """``age`` the way a person says it: "5 min", "3 h", "2 d"."""
-    minutes = max(int(age.total_seconds() // 60), 0)
-    if minutes < 120:
-        return f"{minutes} min"
-    return f"{minutes // 60} h" if minutes < 48 * 60 else f"{minutes // 1440} d"
-
-
-def waiting(store: Store, now: datetime) -> list[Waiting]:
-    """Every reply with status ``review``, oldest first."""
-    query = (
-        select(outbox.c.id, messages.c.kind, outbox.c.template, messages.c.person_name,
-               outbox.c.recipient_name, outbox.c.recipient_email, outbox.c.redirected_to,
-               outbox.c.created_at, messages.c.reasons)
-        .join(messages, messages.c.id == outbox.c.message_row)
-        .where(outbox.c.status == REVIEW).order_by(outbox.c.id))
-    with store.transaction() as c:
-        rows = c.execute(query).all()
-    return [Waiting(r.id, r.kind, r.template, r.person_name, r.recipient_name, r.recipient_email,
-                    r.redirected_to, now - r.created_at, (json.loads(r.reasons) or [""])[0])
-            for r in rows]
-
-
-def _decide(c: Connection, approve: set[int], reject: set[int],
-            now: datetime) -> tuple[tuple[int, ...], tuple[int, ...], list[int]]:
-    asked = approve | reject
-    ready = set(c.execute(select(outbox.c.id).where(
-        outbox.c.status == REVIEW, outbox.c.id.in_(asked))).scalars())
-    approved, rejected = sorted(approve & ready), sorted(reject & ready)
-    if approved:  # queued again under the same Message-ID; the poll's outbox sends it
-        c.execute(update(outbox).where(outbox.c.id.in_(approved), outbox.c.status == REVIEW)
-                  .values(status=QUEUED, last_error=None, next_attempt_at=None))
-    if rejected:
-        c.execute(update(outbox).where(outbox.c.id.in_(rejected), outbox.c.status == REVIEW)
-                  .values(status=REJECTED))
-        rows = select(outbox.c.message_row).where(outbox.c.id.in_(rejected))
-        c.execute(update(messages).where(messages.c.id.in_(rows),
-                                         messages.c.resolved_at.is_(None)).values(resolved_at=now))
-    return tuple(approved), tuple(rejected), sorted(asked - ready)
-
-
-def _by_hand(store: Store, ids: Sequence[int] | None, now: datetime, *,
-             approving: bool) -> ReviewOutcome:
-    with store.transaction() as c:
-        chosen = set(ids) if ids is not None else set(
-            c.execute(select(outbox.c.id).where(outbox.c.status == REVIEW)).scalars())
-        approved, rejected, missing = _decide(c, chosen if approving else set(),
-                                              set() if approving else chosen, now)
-    return ReviewOutcome(True, approved, rejected, tuple(
-        f"Number {i} does not wait for review, so it was left alone." for i in missing))
-
-
-def approve(store: Store, ids: Sequence[int] | None, now: datetime) -> ReviewOutcome:
-    """Approve the waiting replies ``ids`` (None: all of them) for the next poll to send."""
-    return _by_hand(store, ids, now, approving=True)
-
-
-def reject(store: Store, ids: Sequence[int] | None, now: datetime) -> ReviewOutcome:
-    """Reject the waiting replies ``ids`` (None: all of them); nothing will be sent."""
-    return _by_hand(store, ids, now, approving=False)
-
-
-def readdress(store: Store, item_id: int, address: str) -> bool:
-    """Send waiting reply ``item_id`` to ``address`` instead; False if it does not wait.
-
-    Raises ``ValueError`` unless ``address`` is one plain ASCII address.
-    """
-    try:
-        plain = Address(addr_spec=address.strip())
-    except (ValueError, IndexError) as exc:
-        raise ValueError("not one plain email address") from exc
-    if not plain.addr_spec.isascii() or not plain.domain or "." not in plain.domain:
-        raise ValueError("not one plain email address")
-    with store.transaction() as c:
-        return bool(c.execute(update(outbox).where(
-            outbox.c.id == item_id, outbox.c.status == REVIEW)
-            .values(recipient_email=plain.addr_spec)).rowcount)
-
-
-def preview(store: Store, settings: Settings, templates: render.Templates,
-            item_id: int) -> tuple[str, str] | None:
-    """(address, text) of waiting reply ``item_id`` exactly as it would go out, else None."""
-    found = [i for i in store.items(REVIEW) if i.id == item_id]
-    if not found:
-        return None
-    item = found[0]
-    text = render.reply_text(
-        templates, template=item.template, counselor=settings.counselor,
-        recipient=Recipient(item.recipient_name or "", item.recipient_email, "outbox"),
-        person=Person(name=item.person_name))
-    return item.redirected_to or item.recipient_email, text
 
 
 def _hash(token: str) -> str:
@@ -283,59 +190,6 @@ def commands(text: str) -> tuple[list[int | str], list[int | str]]:
     return approve_, reject_
 
 
-def _own(signer: str, domain: str) -> bool:
-    """The counselor's domain or a parent of it within the same registrable domain."""
-    signer = signer.lower().strip(".")
-    return signer == domain or (domain.endswith("." + signer)
-                                and len(signer) >= len(registrable_domain(domain)))
-
-
-def _dkim_verified(n: Notification, domain: str, lookup: DnsLookup | None) -> bool:
-    signatures = n.headers.get("dkim-signature", ())
-    if lookup is None or not signatures:
-        return False
-
-    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
-        try:
-            return lookup(name)
-        except Exception:  # a failed lookup is a missing key
-            return None
-
-    try:
-        verifier = dkim.DKIM(n.raw, logger=auth._quiet_logger())
-    except Exception:  # dkimpy cannot read the message: nothing verifies
-        return False
-    for index, signature in enumerate(signatures[:auth.MAX_SIGNATURES]):
-        tags = auth._tags(signature)
-        if "l" in tags or not _own(tags.get("d", ""), domain):
-            continue  # l= leaves part of the body unsigned: text could be added below it
-        try:
-            if verifier.verify(idx=index, dnsfunc=dnsfunc):
-                return True
-        except Exception:  # noqa: S112 - a malformed signature does not verify; try the next
-            continue
-    return False
-
-
-def _unauthenticated(n: Notification, settings: Settings, lookup: DnsLookup | None) -> str | None:
-    """Why ``n`` is not shown to come from the counselor's domain, or None if it is."""
-    domain = settings.counselor.domain.lower()
-    for value in n.headers.get("authentication-results", ())[:50]:
-        parsed = auth._parse_results(value[:8192])
-        if not parsed or not auth._trusted(parsed[0], settings.policy.trusted_authserv_ids):
-            continue
-        server, results = parsed  # the topmost trusted header decides, as for notifications
-        if any(r.method == "dmarc" and r.result in ("fail", "permerror") for r in results):
-            return f"{server} reports that it failed DMARC"
-        if any(r.method == "dkim" and r.result == "pass" and _own(auth._dkim_domain(r), domain)
-               for r in results):
-            return None
-        return f"{server} reports no DKIM pass for {domain}"
-    if _dkim_verified(n, domain, lookup):
-        return None
-    return f"it has no trusted Authentication-Results and no verified DKIM signature of {domain}"
-
-
 def _ignored(findings: list[str]) -> ReviewOutcome:
     return ReviewOutcome(False, findings=tuple(
         f"An answer to a review email was ignored: {f}." for f in findings))
@@ -359,7 +213,9 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
         problems.append(f"it does not come from {settings.counselor.email}")
     if (n.header("auto-submitted") or "no").strip().lower() != "no":
         problems.append("it was sent automatically (Auto-Submitted)")
-    why = _unauthenticated(n, settings, dkim_lookup)
+    why = own_domain_verdict(n, settings.counselor.domain,
+                             trusted_authserv_ids=settings.policy.trusted_authserv_ids,
+                             dkim_lookup=dkim_lookup)
     if why:
         problems.append(why)
     replied = _message_ids(n.headers.get("in-reply-to", ()))
@@ -407,7 +263,7 @@ def _act(store: Store, row: Any, wanted_approve: list[int | str], wanted_reject:
                                                     review_mails.c.used_at.is_(None))
                          .values(used_at=now)).rowcount:
             return _ignored(["that review email's reference was already used"])
-        approved, rejected, missing = _decide(c, to_approve & listed, to_reject & listed, now)
+        approved, rejected, missing = decide(c, to_approve & listed, to_reject & listed, now)
     findings += [f"Number {i} no longer waited, so the answer did not change it."
                  for i in missing]
     summary = (f"The counselor's answer to a review email approved {len(approved)} and "
