@@ -93,20 +93,54 @@ def _print_report(report: PollReport) -> None:
 
 @app.command("run-once")
 def run_once(ctx: typer.Context) -> None:
-    """Poll the inbox once: handle new notifications, send due replies, then exit."""
+    """Poll every inbox once: handle new notifications, send due replies, then exit."""
+    settings = _settings(ctx)
+    accounts = settings.accounts()
+    if len(accounts) == 1:
+        try:
+            report = asyncio.run(_poll_account(settings, None))
+        except ModbotError as exc:
+            _fail(str(exc))
+        _print_report(report)
+        if report.errors:
+            raise typer.Exit(1)
+        return
+    from modbot.store import Store
+
+    try:
+        store = Store.open(settings.database.url)
+    except ModbotError as exc:
+        _fail(str(exc))
+
+    async def every() -> list[PollReport | BaseException]:
+        # Side by side: one account's silent server or refused login holds up no other.
+        return await asyncio.gather(*(_poll_account(a, store) for a in accounts),
+                                    return_exceptions=True)
+
+    failed = False
+    for account, outcome in zip(accounts, asyncio.run(every()), strict=True):
+        typer.echo(f"{account.account}:")
+        if isinstance(outcome, ModbotError):
+            typer.echo(f"  problem: {outcome}")
+            failed = True
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            _print_report(outcome)
+            failed = failed or bool(outcome.errors)
+    store.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+async def _poll_account(settings: Settings, store: Store | None) -> PollReport:
+    """One poll of one account, under its lock; ``store`` shared, else one of its own."""
     from modbot.lock import acquire_account_lock
     from modbot.poll import Context, poll_once
 
-    settings = _settings(ctx)
-    try:
-        with acquire_account_lock(settings.database.url, settings.account):
-            context = Context.build(settings)
-            report = asyncio.run(poll_once(context, datetime.now(UTC)))
-    except ModbotError as exc:
-        _fail(str(exc))
-    _print_report(report)
-    if report.errors:
-        raise typer.Exit(1)
+    with acquire_account_lock(settings.database.url, settings.account):
+        context = Context.build(settings, store_=store)
+        return await poll_once(context, datetime.now(UTC))
 
 
 @app.command()
@@ -214,18 +248,37 @@ def texts(ctx: typer.Context) -> None:
 
 @app.command()
 def check(ctx: typer.Context) -> None:
-    """Check the configuration, the templates, the database and both mail servers."""
+    """Check the configuration, the templates, the database and both mail servers of every
+    inbox."""
+    settings = _settings(ctx)
+    accounts = settings.accounts()
+    if len(accounts) == 1:
+        if _check_account(settings):
+            raise typer.Exit(1)
+        return
+    failed = False
+    for account in accounts:
+        typer.echo(f"{account.account}:")
+        failed = _check_account(account) or failed
+    if failed:
+        raise typer.Exit(1)
+
+
+def _check_account(settings: Settings) -> bool:
+    """Check one account and print what was found; True when something is wrong."""
     from modbot.mailbox import Mailbox
     from modbot.outbox import Sender
     from modbot.poll import Context
     from modbot.render import DEFAULT_FORBIDDEN, lint
 
-    settings = _settings(ctx)
     problems: list[str] = []
     try:
         context = Context.build(settings)
     except ModbotError as exc:
-        _fail(str(exc))
+        if len(settings.accounts()) == 1:
+            _fail(str(exc))
+        typer.echo(f"problem: {exc}")
+        return True
     forbidden = settings.templates.forbidden_phrases
     problems.extend(lint(context.templates, settings.counselor, forbidden_phrases=(
         DEFAULT_FORBIDDEN if forbidden is None else forbidden)))
@@ -240,6 +293,9 @@ def check(ctx: typer.Context) -> None:
             if not state.keywords_allowed:
                 typer.echo(f"note: {settings.imap.folder} keeps no keywords; "
                            "the database alone marks handled mail")
+            if settings.imap.idle and not mailbox.supports_idle():
+                typer.echo("note: the IMAP server offers no IDLE; new mail is found every "
+                           f"{settings.schedule.poll_seconds} s ([schedule] poll_seconds)")
     except ModbotError as exc:
         problems.append(f"IMAP: {exc}")
 
@@ -251,11 +307,12 @@ def check(ctx: typer.Context) -> None:
         asyncio.run(smtp())
     except ModbotError as exc:
         problems.append(f"SMTP: {exc}")
+    context.store.close()
     for problem in problems:
         typer.echo(f"problem: {problem}")
-    if problems:
-        raise typer.Exit(1)
-    typer.echo("configuration, templates, database, IMAP and SMTP: all good")
+    if not problems:
+        typer.echo("configuration, templates, database, IMAP and SMTP: all good")
+    return bool(problems)
 
 
 @app.command()

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -218,6 +219,9 @@ class ImapSettings(_ServerSettings):
     sent_folder: str | None = None
     # LinkedIn candidates bigger than this are held as "too large" without fetching their body.
     max_message_bytes: int = Field(default=10_000_000, ge=100_000)
+    # Where the server offers IDLE (RFC 2177), learn of new mail at once on a connection of its
+    # own; the interval poll stays as the safety net. false: the interval poll alone.
+    idle: bool = True
 
 
 class SmtpSettings(_ServerSettings):
@@ -414,7 +418,13 @@ class LoggingSettings(_Section):
 
 
 class Settings(_Section):
-    """The whole configuration: one counselor, one inbox, one outgoing server."""
+    """The configuration of one inbox: its counselor, IMAP and SMTP servers, and the rest.
+
+    A file with several ``[[accounts]]`` loads as the first account's ``Settings``;
+    :meth:`accounts` gives every account's, each a whole ``Settings`` sharing the file's
+    database, schedule, digest, review, classify and logging tables, so that everything which
+    handles one inbox takes a ``Settings`` and never needs to know about the others.
+    """
 
     counselor: CounselorSettings
     imap: ImapSettings
@@ -429,10 +439,19 @@ class Settings(_Section):
     review: ReviewSettings = ReviewSettings()
     logging: LoggingSettings = LoggingSettings()
 
+    # Every account's settings, in the file's order, when the file has [[accounts]]: set by
+    # parse() on each of them (a copy made with model_copy keeps the original's).
+    _accounts: tuple[Settings, ...] = PrivateAttr(default=())
+
     @property
     def account(self) -> str:
         """The key under which cursors and messages of this inbox are stored."""
         return f"{self.imap.username}@{self.imap.host}"
+
+    def accounts(self) -> tuple[Settings, ...]:
+        """Every inbox of the configuration, in the file's order; just this one without
+        ``[[accounts]]``."""
+        return self._accounts or (self,)
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
@@ -481,11 +500,13 @@ def _beside_database(data: dict[str, Any], base: Path) -> Path:
     return base
 
 
-def _prepare_oauth2(data: dict[str, Any], base: Path, resolve_secrets: bool) -> list[str]:
+def _prepare_oauth2(data: dict[str, Any], base: Path, resolve_secrets: bool,
+                    token_dir: Path, token_tag: str = "") -> list[str]:
     """Read client secrets, resolve paths and fill defaults of the oauth2 tables in place.
 
     ``[smtp] auth = "oauth2"`` without its own table shares IMAP's: the same client, sign-in and
-    token file (and IMAP's username when SMTP names none).
+    token file (and IMAP's username when SMTP names none). A token file not named in the file
+    goes to ``token_dir``; ``token_tag`` tells the default files of several accounts apart.
     """
     problems: list[str] = []
     for section in ("imap", "smtp"):
@@ -523,26 +544,32 @@ def _prepare_oauth2(data: dict[str, Any], base: Path, resolve_secrets: bool) -> 
         for key in ("client_secret_file", "token_file"):
             if isinstance(raw.get(key), str):
                 raw[key] = str((base / raw[key]).expanduser())
-        raw.setdefault("token_file", str(_beside_database(data, base) / _TOKEN_FILES[section]))
+        name = _TOKEN_FILES[section]
+        if token_tag:
+            name = name.replace("-token.json", f"-token-{token_tag}.json")
+        raw.setdefault("token_file", str(token_dir / name))
     return problems
 
 
-def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
-          resolve_secrets: bool = True) -> Settings:
-    """Validate a configuration mapping; raise ``ConfigError`` listing every problem."""
-    base = base or Path.cwd()
+def _prepare(data: dict[str, Any], base: Path, resolve_secrets: bool, token_dir: Path,
+             token_tag: str = "") -> list[str]:
+    """Read the secrets and resolve the paths of the tables in ``data``, in place.
+
+    Problems are named by their place in ``data`` (``imap.password_env: ...``).
+    """
     problems: list[str] = []
-    data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
     for section in ("imap", "smtp"):
         raw = data.get(section)
         if not isinstance(raw, dict):
             continue
+        raw = data[section] = dict(raw)
         if "password" in raw:
             problems.append(
                 f"{section}.password: secrets are never written in the file; "
                 "use password_env or password_file"
             )
             raw.pop("password")
+        problem = None
         if resolve_secrets:
             secret, problem = _read_secret(section, raw, base)
             if problem:
@@ -557,6 +584,7 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
                 raw[key] = str((base / raw[key]).expanduser())
     directory = data.get("directory")
     if isinstance(directory, dict):
+        directory = data["directory"] = dict(directory)
         if "ldap_password" in directory:
             problems.append("directory.ldap_password: secrets are never written in the file; "
                             "use ldap_password_env or ldap_password_file")
@@ -571,13 +599,112 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
                          ("directory", "ldap_password_file"), ("templates", "dir")):
         raw = data.get(section)
         if isinstance(raw, dict) and isinstance(raw.get(key), str):
+            raw = data[section] = dict(raw)
             raw[key] = str((base / raw[key]).expanduser())
-    problems.extend(_prepare_oauth2(data, base, resolve_secrets))
-    settings: Settings | None = None
+    problems.extend(_prepare_oauth2(data, base, resolve_secrets, token_dir, token_tag))
+    return problems
+
+
+def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[str]]:
     try:
-        settings = Settings.model_validate(data)
+        return Settings.model_validate(data), []
     except ValidationError as exc:
-        problems.extend(_describe(error) for error in exc.errors())
+        return None, [_describe(error) for error in exc.errors()]
+
+
+# What each [[accounts]] table holds. counselor, imap and smtp are its own; a directory, policy
+# or templates table there replaces the top-level one as a whole for that account. Everything
+# else (database, schedule, digest, review, classify, logging) is shared by every account.
+ACCOUNT_TABLES = ("counselor", "imap", "smtp", "directory", "policy", "templates")
+_INBOX_TABLES = ("counselor", "imap", "smtp")
+
+
+def _token_tag(account: dict[str, Any], number: int) -> str:
+    """What tells one account's default token files from another's: its IMAP username."""
+    imap = account.get("imap")
+    username = imap.get("username") if isinstance(imap, dict) else None
+    if not isinstance(username, str) or not username:
+        return str(number)
+    return re.sub(r"[^A-Za-z0-9@._-]", "_", username)[:100]
+
+
+def _uses_review(settings: Settings) -> bool:
+    policy = settings.policy
+    return policy.mode is Mode.REVIEW or Mode.REVIEW in policy.modes.values()
+
+
+def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
+                    resolve_secrets: bool) -> tuple[list[Settings], list[str]]:
+    """Every [[accounts]] table merged with the shared tables into its own ``Settings``."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        return [], ["accounts: write each inbox as an [[accounts]] table"]
+    if not tables:
+        return [], ["accounts: give at least one [[accounts]] table, or use [counselor], [imap] "
+                    "and [smtp] for a single inbox"]
+    problems: list[str] = []
+    mixed = [f"[{key}]" for key in _INBOX_TABLES if key in data]
+    if mixed:
+        problems.append(
+            f"{', '.join(mixed)} at the top level cannot be used with [[accounts]]: with "
+            "[[accounts]], each inbox has its own counselor, imap and smtp tables inside its "
+            "[[accounts]] table")
+        for key in _INBOX_TABLES:
+            data.pop(key, None)
+    token_dir = _beside_database(data, base)
+    problems.extend(_prepare(data, base, resolve_secrets, token_dir))  # shared tables, once
+    shared = dict(data)
+    views: list[Settings] = []
+    seen: dict[str, int] = {}
+    for number, table in enumerate(tables, start=1):
+        where = f"accounts[{number}]"
+        own = dict(table)
+        for key in sorted(set(own) - set(ACCOUNT_TABLES)):
+            own.pop(key)
+            if key in Settings.model_fields:
+                problems.append(f"{where}.{key}: [{key}] is shared by every account; set it at "
+                                "the top level")
+            else:
+                problems.append(f"{where}.{key}: unknown key")
+        found = _prepare(own, base, resolve_secrets, token_dir, _token_tag(own, number))
+        view, invalid = _validate({**shared, **own})
+        for problem in (*found, *invalid):
+            table_name = problem.split(":", 1)[0].split(".", 1)[0]
+            ours = table_name in own or table_name in _INBOX_TABLES
+            problems.append(f"{where}.{problem}" if ours else problem)
+        if view is None:
+            continue
+        if view.account in seen:
+            problems.append(f"{where}: the same inbox ({view.account}) as "
+                            f"accounts[{seen[view.account]}]; list each inbox once")
+        seen.setdefault(view.account, number)
+        if len(tables) > 1 and _uses_review(view):
+            problems.append(
+                f"{where}.policy: review mode is not available with several accounts yet (the "
+                "review email would list every account's waiting replies); use shadow or auto")
+        views.append(view)
+    return views, list(dict.fromkeys(problems))
+
+
+def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
+          resolve_secrets: bool = True) -> Settings:
+    """Validate a configuration mapping; raise ``ConfigError`` listing every problem.
+
+    A mapping with ``accounts`` (a list of tables, one per inbox) loads as its first account;
+    ``Settings.accounts()`` gives all of them.
+    """
+    base = base or Path.cwd()
+    data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
+    settings: Settings | None = None
+    if "accounts" in data:
+        views, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
+        if views and not problems:
+            for view in views:
+                view._accounts = tuple(views)
+            settings = views[0]
+    else:
+        problems = _prepare(data, base, resolve_secrets, _beside_database(data, base))
+        settings, invalid = _validate(data)
+        problems.extend(invalid)
     if problems or settings is None:
         count = len(problems)
         listing = "\n".join(f"  - {p}" for p in problems)

@@ -1,8 +1,10 @@
-"""The long-running daemon: the poll job, the weekly digest job, and clean shutdown.
+"""The long-running daemon: for each account the poll job, the IDLE watcher and the weekly
+digest job; and clean shutdown.
 
 This is the only module that reads the clock for the pipeline. It wires the stages through
 ``poll.Poller`` and ``digest``, and it keeps running whatever one poll does: a failed poll is
-recorded and logged in one sentence, and the next one runs on schedule.
+recorded and logged in one sentence, and the next one runs on schedule. Accounts run side by
+side; one that fails never holds up another.
 
 The digest is sent exactly once per scheduled time, even across downtime: the store remembers
 the last scheduled time a digest was sent for, and at start and at each firing modbot sends at
@@ -13,15 +15,19 @@ handling alone would silently skip a digest due while the daemon was down).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from modbot import digest, review, sdnotify
 from modbot.config import DigestSettings, Settings
 from modbot.errors import ConfigError, MaybeSentError, ModbotError
+from modbot.idle import CHECK_SECONDS, STOP_SECONDS, IdleWatcher
 from modbot.lock import AccountLock, acquire_account_lock
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
@@ -112,78 +118,167 @@ async def send_review_email(ctx: Context, now: datetime) -> bool:
     return True
 
 
-async def run_daemon(settings: Settings) -> None:
+GRACE_SECONDS = 10.0  # how long a stop waits for a running poll before cancelling it
+
+
+class _Inbox:
+    """One account inside the daemon: its context, poller and lock, and its polls.
+
+    Polls of one account never overlap, whoever asks (the interval, IDLE, the start): a request
+    while a poll runs waits and runs right after it, so mail that arrived during the poll is
+    not left for the next interval; requests while one already waits join that one.
+    """
+
+    def __init__(self, ctx: Context, lock: AccountLock, label: str) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.poller = Poller(ctx)
+        self.lock = lock
+        self.label = label  # "user@host: " when the daemon handles several accounts, else ""
+        self.stopping = False
+        self._running = asyncio.Lock()
+        self._waiting = False
+        self._requests: set[asyncio.Task[None]] = set()
+
+    def request_poll(self) -> None:
+        """Poll as soon as possible, without waiting here (IDLE's ``on_news``)."""
+        if self._waiting or self.stopping:
+            return
+        task = asyncio.create_task(self.poll_now())
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def poll_now(self) -> None:
+        """Run one poll, then the review email and digest checks; see the class docstring."""
+        if self._waiting or self.stopping:
+            return
+        self._waiting = True
+        try:
+            await self._running.acquire()
+        finally:
+            self._waiting = False
+        try:
+            if not self.stopping:
+                await self.job("poll", self._poll)
+                await self.job("review email", lambda now: send_review_email(self.ctx, now))
+                # Also catches a digest missed during downtime, or one whose send failed.
+                await self.job("digest", self._digest)
+        finally:
+            self._running.release()
+
+    async def digest_job(self) -> None:
+        await self.job("digest", self._digest)
+
+    async def job(self, name: str, step: Callable[[datetime], Awaitable[object]]) -> None:
+        """Run ``step`` at the current time; log its failure in one sentence and go on."""
+        try:
+            self.lock.check()
+            await step(datetime.now(UTC))
+        except ModbotError as exc:
+            log.error("%s%s failed: %s", self.label, name, exc)
+        except Exception as exc:  # the daemon outlives any single failure
+            log.error("%s%s failed unexpectedly: %s", self.label, name, type(exc).__name__)
+
+    async def _poll(self, now: datetime) -> None:
+        report = await self.poller.poll(now)
+        log.info("%spoll: %d new, %d LinkedIn, %d sent", self.label, report.new_messages,
+                 report.candidates, len(report.sent))
+
+    async def _digest(self, now: datetime) -> None:
+        await send_digest_if_due(self.ctx, now)
+
+    async def finish(self, grace: float) -> None:
+        """Start no new poll and let a running one end within ``grace`` seconds; then cancel
+        polls IDLE asked for (the scheduler's shutdown cancels its own)."""
+        self.stopping = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._running.acquire(), grace)
+            self._running.release()
+        for task in list(self._requests):
+            task.cancel()
+        await asyncio.gather(*self._requests, return_exceptions=True)
+
+
+async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT; each job logs its own failures and the loop goes on.
 
-    The account lock is held for the daemon's life, so a second modbot on the same database
-    refuses to start; systemd hears READY, WATCHDOG and STOPPING where it listens.
+    Every account of the configuration is handled side by side: its own poll on the interval
+    (and at once when IDLE reports new mail), its own digest, and its own lock, held for the
+    daemon's life so that a second modbot for any of them refuses to start. One account that
+    fails (a refused login, a silent server) never holds up another. systemd hears READY,
+    WATCHDOG and STOPPING where it listens. Given ``stop``, the daemon ends when it is set
+    instead of on a signal (to run it inside another program, or a test).
     """
-    with acquire_account_lock(settings.database.url, settings.account) as lock:
-        await _run_locked(settings, lock)
+    accounts = settings.accounts()
+    with contextlib.ExitStack() as held:
+        locks = [held.enter_context(acquire_account_lock(a.database.url, a.account))
+                 for a in accounts]
+        await _run_locked(accounts, locks, stop)
 
 
-async def _run_locked(settings: Settings, lock: AccountLock) -> None:
+async def _run_locked(accounts: Sequence[Settings], locks: Sequence[AccountLock],
+                      stop: asyncio.Event | None) -> None:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    ctx = Context.build(settings)
-    poller = Poller(ctx)
-    stop = asyncio.Event()
+    first = accounts[0]
+    store = Store.open(first.database.url)  # [database] is shared by every account
+    several = len(accounts) > 1
+    inboxes = [_Inbox(Context.build(a, store_=store), lock, f"{a.account}: " if several else "")
+               for a, lock in zip(accounts, locks, strict=True)]
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    # Each account's poll holds at most one worker thread at a time; a silent server holds its
+    # thread up to its timeout, so there must be one for every account and a few to spare.
+    loop.set_default_executor(ThreadPoolExecutor(
+        max_workers=max(min(32, (os.cpu_count() or 1) + 4), len(accounts) + 4)))
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
 
-    async def job(name: str, step: Callable[[datetime], Awaitable[object]]) -> None:
-        try:
-            lock.check()
-            await step(datetime.now(UTC))
-        except ModbotError as exc:
-            log.error("%s failed: %s", name, exc)
-        except Exception as exc:  # the daemon outlives any single failure
-            log.error("%s failed unexpectedly: %s", name, type(exc).__name__)
-
-    async def poll(now: datetime) -> None:
-        report = await poller.poll(now)
-        log.info("poll: %d new, %d LinkedIn, %d sent", report.new_messages,
-                 report.candidates, len(report.sent))
-
-    async def digest(now: datetime) -> None:
-        await send_digest_if_due(ctx, now)
-
-    async def after_poll() -> None:
-        await job("poll", poll)
-        await job("review email", lambda now: send_review_email(ctx, now))
-        await job("digest", digest)  # catches a digest missed during downtime or a failed send
-
-    async def digest_job() -> None:
-        await job("digest", digest)
-
-    schedule = settings.digest
+    schedule = first.digest
     hour, minute = schedule.time.split(":")
+    poll_seconds = first.schedule.poll_seconds
     scheduler = AsyncIOScheduler(timezone=UTC)
-    scheduler.add_job(
-        after_poll, IntervalTrigger(seconds=settings.schedule.poll_seconds),
-        id="poll", next_run_time=datetime.now(UTC), max_instances=1, coalesce=True,
-        misfire_grace_time=settings.schedule.poll_seconds,
-    )
-    scheduler.add_job(
-        digest_job,
-        CronTrigger(day_of_week=schedule.day, hour=int(hour), minute=int(minute),
-                    timezone=ZoneInfo(schedule.timezone)),
-        id="digest", max_instances=1, coalesce=True,
-        misfire_grace_time=schedule.misfire_grace_hours * 3600,
-    )
+    for inbox in inboxes:
+        account = inbox.settings.account
+        scheduler.add_job(
+            inbox.poll_now, IntervalTrigger(seconds=poll_seconds),
+            id=f"poll {account}", next_run_time=datetime.now(UTC), max_instances=1,
+            coalesce=True, misfire_grace_time=poll_seconds,
+        )
+        scheduler.add_job(
+            inbox.digest_job,
+            CronTrigger(day_of_week=schedule.day, hour=int(hour), minute=int(minute),
+                        timezone=ZoneInfo(schedule.timezone)),
+            id=f"digest {account}", max_instances=1, coalesce=True,
+            misfire_grace_time=schedule.misfire_grace_hours * 3600,
+        )
+    watchers = [IdleWatcher(inbox.settings.imap, inbox.ctx.imap_tls, inbox.request_poll,
+                            name=inbox.settings.account)
+                for inbox in inboxes if inbox.settings.imap.idle]
     scheduler.start()
+    watching = [asyncio.create_task(watcher.run()) for watcher in watchers]
     sdnotify.ready()
     keeper = asyncio.create_task(sdnotify.keep_alive(stop))
-    log.info("modbot running: polling %s every %ss", settings.imap.folder,
-             settings.schedule.poll_seconds)
+    for inbox in inboxes:
+        imap = inbox.settings.imap
+        log.info("modbot running: %spolling %s every %ss%s", inbox.label, imap.folder,
+                 poll_seconds, ", and at once when IDLE reports new mail" if imap.idle else "")
     try:
         await stop.wait()
     finally:
         log.info("stopping")
         sdnotify.stopping()
-        scheduler.shutdown(wait=False)
+        scheduler.pause()
+        for watcher in watchers:
+            watcher.stop()
+        await asyncio.gather(*(inbox.finish(GRACE_SECONDS) for inbox in inboxes))
+        scheduler.shutdown(wait=False)  # this cancels a poll still running after the grace
+        # Each watcher wakes within a second, leaves IDLE and logs out (or cuts the line).
+        await asyncio.wait(watching, timeout=CHECK_SECONDS + STOP_SECONDS + 1)
+        for task in watching:
+            task.cancel()
         await keeper
-        ctx.store.close()
+        store.close()

@@ -118,8 +118,12 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
         .order_by(o.c.id))
     recent = select(m.c.seen_at, m.c.kind, m.c.action, m.c.policy_rule).where(
         m.c.seen_at >= first, m.c.seen_at < now)
-    waiting = select(func.count()).select_from(o).where(
+    waiting = select(func.count()).select_from(o.join(m, o.c.message_row == m.c.id)).where(
         o.c.status.in_((db.QUEUED, db.RETRY, db.SENDING)))
+    # One database may hold several inboxes: each counselor's digest tells of their own alone.
+    account = m.c.account == settings.account
+    replies, recent, waiting = (replies.where(account), recent.where(account),
+                                waiting.where(account))
     with store.transaction() as c:
         reply_rows = tuple(Row.of(r._mapping) for r in c.execute(replies))
         recent_rows = c.execute(recent).all()
@@ -129,11 +133,12 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
         if row.kind != "not_linkedin":
             weeks[WEEKS - 1 - (now - row.seen_at) // PERIOD][row.kind] += 1
     this_week = [r for r in recent_rows if r.seen_at >= start]
-    polls = store.polls_between(start, now)
+    polls = store.polls_between(start, now, settings.account)
     stuck = now - timedelta(hours=1)  # a poll unfinished this long ago died or hung
     return DigestData(
         start=start, end=now, timezone=settings.digest.timezone, policy=settings.policy,
-        open_items=tuple(Row.of(r) for r in store.open_items()), replies=reply_rows,
+        open_items=tuple(Row.of(r) for r in store.open_items(settings.account)),
+        replies=reply_rows,
         logged=Counter(r.kind for r in this_week if r.action == "log"),
         caps=Counter(r.policy_rule for r in this_week if r.policy_rule in CAP_RULES),
         waiting=waiting_count, polls=len(polls),

@@ -3,7 +3,8 @@
 What it is for: connect with verified TLS and a timeout, select the watched folder and report its
 UIDVALIDITY, list UIDs after the stored cursor, fetch headers in batches and whole messages for the
 candidates, mark handled messages with modbot's keyword where the server allows keywords, keep a
-copy of sent replies, and look a reply up by Message-ID in the Sent folder.
+copy of sent replies, look a reply up by Message-ID in the Sent folder, and wait in IDLE (RFC 2177)
+for the server to report new mail.
 
 What it must never do:
 
@@ -15,7 +16,7 @@ What it must never do:
 
 Every failure leaves as ``MailboxError`` (``MailboxAuthError`` when the login is refused) with one
 sentence. The calls block; the daemon runs them with ``asyncio.to_thread``. A ``Mailbox`` is one
-connection, for one thread at a time.
+connection, for one thread at a time (``abort`` alone may be called from another thread).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import datetime
 import imaplib
 import logging
 import re
+import socket
 import ssl
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +64,10 @@ _IMAPCLIENT_LOGGERS = ("imapclient", "imapclient.imaplib", "imapclient.imapclien
 _BYTES_REPR = re.compile(r"""\bb(['"])(.*?)\1""")
 _SPACE = re.compile(r"\s+")
 _NOT_REFUSALS = ("[UNAVAILABLE]", "[SERVERBUG]", "[LIMIT]", "[INUSE]")
+# An IDLE wait that returns empty within half its timeout this many times in a row means the
+# connection ended: a healthy one either answers or stays silent for the whole wait (a lone TLS
+# record without data, such as a key update, can wake one wait, not three).
+_ENDED_AFTER_EMPTY_WAKEUPS = 3
 
 
 @dataclass(frozen=True)
@@ -123,6 +130,8 @@ class Mailbox:
         self._state: FolderState | None = None
         self._permanent_flags: frozenset[str] = frozenset()
         self._where = f"{settings.host}:{settings.port}"
+        self._idling = False
+        self._empty_wakeups = 0
 
     # connection -------------------------------------------------------------------------------
 
@@ -158,6 +167,9 @@ class Mailbox:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
+        if self._idling:
+            with contextlib.suppress(MailboxError):
+                self.idle_done()
         client, self._client = self._client, None
         self._selected = self._state = None
         if client is not None:
@@ -179,11 +191,12 @@ class Mailbox:
 
     # folder -----------------------------------------------------------------------------------
 
-    def select(self, folder: str) -> FolderState:
-        """Open ``folder`` read-write (to set keywords; ``\\Seen`` is never touched)."""
+    def select(self, folder: str, *, readonly: bool = False) -> FolderState:
+        """Open ``folder`` read-write (to set keywords; ``\\Seen`` is never touched), or with
+        ``readonly`` as EXAMINE does, e.g. only to wait in IDLE."""
         client = self._connected()
         with self._errors(f"selecting folder {folder!r} on"):
-            answer = client.select_folder(folder, readonly=False)
+            answer = client.select_folder(folder, readonly=readonly)
         return self._remember(folder, answer)
 
     def uids_after(self, last_uid: int) -> list[int]:
@@ -305,6 +318,77 @@ class Mailbox:
                     self._remember(previous, client.select_folder(previous, readonly=False))
         return found
 
+    # waiting for news (RFC 2177) -------------------------------------------------------------
+
+    def supports_idle(self) -> bool:
+        """Whether the server offers IDLE (its CAPABILITY after login)."""
+        client = self._connected()
+        with self._errors("reading the capabilities of"):
+            return bool(client.has_capability("IDLE"))
+
+    def idle_start(self) -> None:
+        """Enter IDLE on the selected folder; the server then reports changes as they happen.
+
+        Servers end IDLE after 30 minutes of silence at the latest (RFC 2177 asks clients to
+        re-issue it within 29): leave it with ``idle_done`` and enter it again well before.
+        """
+        client = self._selected_client()
+        self._empty_wakeups = 0
+        with self._errors("starting IDLE on"):
+            client.idle()
+        self._idling = True
+
+    def idle_wait(self, timeout: float) -> bool:
+        """Wait in IDLE at most ``timeout`` seconds; True when the server reported new mail.
+
+        New mail is an ``EXISTS`` or a non-zero ``RECENT``; flag changes (e.g. modbot's own
+        keyword set by the poll) are not news. A server that says ``BYE``, or a connection that
+        ended, raises ``MailboxError``: imapclient reads an ended connection as "nothing yet",
+        which shows only as waits that return at once and empty, again and again.
+        """
+        client = self._selected_client()
+        started = time.monotonic()
+        with self._errors("waiting in IDLE on"):
+            responses = client.idle_check(timeout)
+        if any(_is_bye(response) for response in responses):
+            raise MailboxError(f"The IMAP server {self._where} closed the IDLE connection.")
+        if responses or time.monotonic() - started >= timeout / 2:
+            self._empty_wakeups = 0
+        else:
+            self._empty_wakeups += 1
+            if self._empty_wakeups >= _ENDED_AFTER_EMPTY_WAKEUPS:
+                raise MailboxError(f"The connection to the IMAP server {self._where} ended.")
+        return _reports_new_mail(responses)
+
+    def idle_done(self) -> bool:
+        """Leave IDLE (if in it); True when the server reported new mail in its last responses."""
+        client = self._selected_client()
+        if not self._idling:
+            return False
+        self._idling = False  # even when DONE fails: the connection is then of no more use
+        with self._errors("ending IDLE on"):
+            _, responses = client.idle_done()
+        return _reports_new_mail(responses)
+
+    def noop(self) -> bool:
+        """Prove the connection alive (NOOP, RFC 3501 6.1.2); True when new mail was reported."""
+        client = self._connected()
+        with self._errors("checking the connection to"):
+            _, responses = client.noop()
+        return _reports_new_mail(responses)
+
+    def abort(self) -> None:
+        """Cut the connection at once, from any thread: a call blocked on it fails promptly.
+
+        For stopping when the server does not answer; ``__exit__`` still cleans up after it.
+        """
+        self._idling = False
+        client = self._client
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            client.socket().shutdown(socket.SHUT_RDWR)
+
     # internals --------------------------------------------------------------------------------
 
     def _fetch(self, uids: Sequence[int], item: bytes, key: bytes, action: str) -> dict[int, bytes]:
@@ -398,6 +482,18 @@ def _header_value(block: object) -> str:
     text = block.decode("ascii", "replace")
     _, _, value = text.partition(":")
     return _SPACE.sub("", value)
+
+
+def _reports_new_mail(responses: Sequence[Any]) -> bool:
+    """Whether untagged responses, as imapclient parses them, say that mail arrived."""
+    return any(
+        isinstance(r, tuple) and len(r) >= 2 and isinstance(r[0], int)
+        and (r[1] == b"EXISTS" or (r[1] == b"RECENT" and r[0] > 0))
+        for r in responses)
+
+
+def _is_bye(response: object) -> bool:
+    return isinstance(response, tuple) and bool(response) and response[0] == b"BYE"
 
 
 def _normalise_message_id(value: str) -> str:

@@ -270,6 +270,9 @@ def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> Emai
 class Poller:
     """Polls one inbox with the stages wired together.
 
+    What it reads and sends is its account's own (cursors, messages, caps, the person window,
+    the outbox), so the pollers of several accounts can share one store.
+
     ``checkpoint`` is called with the name of each step as the poll passes it (see ``STEPS``).
     It exists for the reliability tests, which kill the process at a chosen step to show that a
     crash anywhere loses and repeats nothing; every real poll uses ``no_checkpoint``.
@@ -296,8 +299,9 @@ class Poller:
                 replied_to_person=self._replied_to_person(c, recipient, window),
                 replied_to_invitation=bool(c.person.invitation_id)
                 and self.store.replied_to_invitation(self.account, c.person.invitation_id or ""),
-                replies_last_hour=self.store.replies_since(now - timedelta(hours=1)),
-                replies_last_day=self.store.replies_since(now - timedelta(days=1)),
+                replies_last_hour=self.store.replies_since(now - timedelta(hours=1),
+                                                           self.account),
+                replies_last_day=self.store.replies_since(now - timedelta(days=1), self.account),
                 is_reply_to_our_mail=self.store.is_our_message_id(references),
             )
 
@@ -311,7 +315,8 @@ class Poller:
         address: a person whose auto-responder answers our reply would otherwise come back as a
         "new" person with each LinkedIn message, and be answered every time (a mail loop).
         """
-        if recipient is not None and self.store.replied_to_person(recipient.email, since):
+        if recipient is not None and self.store.replied_to_person(recipient.email, since,
+                                                                  self.account):
             return True
         key = normalize_profile_url(c.person.profile_url) if c.person.profile_url else None
         if key is None:
@@ -496,7 +501,7 @@ class Poller:
     async def _reconcile(self, mailbox: Mailbox, now: datetime) -> None:
         """Resolve replies a crash left between "sending" and "sent"."""
         sent_folder = self.settings.imap.sent_folder
-        for item in self.store.in_flight():
+        for item in self.store.in_flight(self.account):
             found = sent_folder is not None and await asyncio.to_thread(
                 mailbox.find_message_id, sent_folder, item.message_id)
             if found:
@@ -508,7 +513,7 @@ class Poller:
 
     async def _send_due(self, mailbox: Mailbox, now: datetime, report: PollReport) -> None:
         alert = self.store.alert_due(self.account)
-        due = self.store.due(now)
+        due = self.store.due(now, self.account)
         if not due and alert is None:
             return
         self._copies = True
