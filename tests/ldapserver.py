@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-from servers import HOST, ServerUnavailable, _die_with_parent, free_port
+from servers import HOST, ServerUnavailable, _die_with_parent, free_port, stop_process
 
 SLAPD_ENV = "MODBOT_TEST_SLAPD"
 SLAPD_CANDIDATES = ("/usr/sbin/slapd", "/usr/local/libexec/slapd")
@@ -172,13 +172,7 @@ class Slapd:
 
     def stop(self) -> None:
         """Stop the server (its directory belongs to the caller)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
 
 
 def _answers(host: str, port: int) -> bool:

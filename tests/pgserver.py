@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from servers import ServerUnavailable, _die_with_parent, free_port
+from servers import ServerUnavailable, _die_with_parent, free_port, stop_process
 
 PG_BIN_ENV = "MODBOT_TEST_PG_BIN"
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -140,13 +140,7 @@ class Postgres:
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended) and remove its directory."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process, signal.SIGINT, timeout=10)
         shutil.rmtree(self.root, ignore_errors=True)
 
 

@@ -87,6 +87,18 @@ def server_ssl_context(cert: trustme.LeafCert) -> ssl.SSLContext:
     return context
 
 
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                 timeout: float = 5) -> None:
+    """Ask a test server to stop with ``sig``; kill it if it has not within ``timeout``."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
 def _die_with_parent() -> None:
     """Ask the kernel to send SIGTERM to this child when the test process dies (Linux only)."""
     pr_set_pdeathsig = 1
@@ -317,13 +329,7 @@ class Dovecot:
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        stop_process(self.process)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
