@@ -11,6 +11,8 @@ import asyncio
 import json
 import logging
 import os
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
@@ -98,7 +100,7 @@ def run_once(ctx: typer.Context) -> None:
     accounts = settings.accounts()
     if len(accounts) == 1:
         try:
-            report = asyncio.run(_poll_account(settings, None))
+            report = asyncio.run(_poll_account(settings, None, _progress_bar()))
         except ModbotError as exc:
             _fail(str(exc))
         _print_report(report)
@@ -133,14 +135,39 @@ def run_once(ctx: typer.Context) -> None:
         raise typer.Exit(1)
 
 
-async def _poll_account(settings: Settings, store: Store | None) -> PollReport:
+async def _poll_account(settings: Settings, store: Store | None,
+                        progress: Callable[[int, int], None] | None = None) -> PollReport:
     """One poll of one account, under its lock; ``store`` shared, else one of its own."""
     from modbot.lock import acquire_account_lock
     from modbot.poll import Context, poll_once
 
     with acquire_account_lock(settings.database.url, settings.account):
         context = Context.build(settings, store_=store)
-        return await poll_once(context, datetime.now(UTC))
+        return await poll_once(context, datetime.now(UTC), progress)
+
+
+def _progress_bar(least: int = 200) -> Callable[[int, int], None] | None:
+    """A progress bar on a terminal for a poll with at least ``least`` messages (a first run
+    looking back over old mail); None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(console=Console(stderr=True), transient=True)
+    task: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if total < least:
+            return
+        if not task:
+            bar.start()
+            task.append(bar.add_task("reading the inbox", total=total))
+        bar.update(task[0], completed=done)
+        if done >= total:
+            bar.stop()
+
+    return update
 
 
 @app.command()

@@ -210,6 +210,10 @@ def _header_message_id(header_bytes: bytes) -> str | None:
         return None
 
 
+# Told (messages done, messages in this poll) as the poll goes, e.g. for a progress bar.
+Progress = Callable[[int, int], None]
+
+
 def no_checkpoint(step: str) -> None:
     """The checkpoint of every real poll: it does nothing."""
 
@@ -278,8 +282,10 @@ class Poller:
     crash anywhere loses and repeats nothing; every real poll uses ``no_checkpoint``.
     """
 
-    def __init__(self, ctx: Context, *, checkpoint: Checkpoint = no_checkpoint) -> None:
+    def __init__(self, ctx: Context, *, checkpoint: Checkpoint = no_checkpoint,
+                 progress: Progress | None = None) -> None:
         self.ctx = ctx
+        self.progress = progress
         self.settings = ctx.settings
         self.store = ctx.store
         self.account = ctx.settings.account
@@ -378,6 +384,8 @@ class Poller:
         limit = self.settings.imap.max_message_bytes
         uidvalidity, uids = await self._new_uids(mailbox, now)
         report.new_messages = len(uids)
+        if self.progress is not None:
+            self.progress(0, len(uids))
         history_for = self._history_at(now)
         for start in range(0, len(uids), BATCH):
             batch = sorted(uids[start:start + BATCH])
@@ -428,6 +436,8 @@ class Poller:
                 self.checkpoint("marked")
             self.store.set_cursor(self.account, folder, uidvalidity, batch[-1], now)
             self.checkpoint("advanced")
+            if self.progress is not None:
+                self.progress(min(start + BATCH, len(uids)), len(uids))
 
     def _review_answer(self, raw: bytes, now: datetime) -> Judgement:
         """Act on the counselor's answer to a review email; record it as handled mail."""
@@ -592,6 +602,6 @@ class Poller:
         report.sent.append(item.message_id)
 
 
-async def poll_once(ctx: Context, now: datetime) -> PollReport:
+async def poll_once(ctx: Context, now: datetime, progress: Progress | None = None) -> PollReport:
     """One poll at ``now``, which the caller read from its clock."""
-    return await Poller(ctx).poll(now)
+    return await Poller(ctx, progress=progress).poll(now)

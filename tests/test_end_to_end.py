@@ -371,3 +371,14 @@ def test_daemon_answers_and_stops_on_sigterm(tmp_path: Path, imap_user: servers.
     finally:
         process.kill()
     assert process.returncode == 0, stderr
+
+
+async def test_poll_reports_progress(context: Context, imap_user: servers.ImapUser,
+                                     smtp_server: servers.SmtpServer) -> None:
+    """A poll tells its progress from none to all of its new messages (for a progress bar)."""
+    for name in (JORDAN, NEWSLETTER, SPOOF):
+        imap_user.append("INBOX", fixture(name))
+    seen: list[tuple[int, int]] = []
+    await Poller(context, progress=lambda done, total: seen.append((done, total))).poll(NOW)
+    assert seen[0] == (0, 3)
+    assert seen[-1] == (3, 3)
