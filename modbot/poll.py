@@ -300,15 +300,19 @@ class Poller:
 
         def history_for(c: Classification, recipient: Recipient | None,
                         references: Sequence[str]) -> History:
+            answered = self.store.is_our_message_id(references)
+            if c.kind not in REPLY_KINDS:  # the reply facts decide only for kinds with a reply
+                return History(is_reply_to_our_mail=answered)
             window = now - timedelta(days=policy.person_window_days)
+            last_hour, last_day = self.store.replies_in_windows(
+                now - timedelta(hours=1), now - timedelta(days=1), self.account)
             return History(
                 replied_to_person=self._replied_to_person(c, recipient, window),
                 replied_to_invitation=bool(c.person.invitation_id)
                 and self.store.replied_to_invitation(self.account, c.person.invitation_id or ""),
-                replies_last_hour=self.store.replies_since(now - timedelta(hours=1),
-                                                           self.account),
-                replies_last_day=self.store.replies_since(now - timedelta(days=1), self.account),
-                is_reply_to_our_mail=self.store.is_our_message_id(references),
+                replies_last_hour=last_hour,
+                replies_last_day=last_day,
+                is_reply_to_our_mail=answered,
             )
 
         return history_for

@@ -34,6 +34,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    case,
     create_engine,
     event,
     func,
@@ -477,6 +478,18 @@ class Store:
         )
         with self.transaction() as c:
             return int(c.execute(_of_account(query, account)).scalar_one())
+
+    def replies_in_windows(self, hour_ago: datetime, day_ago: datetime,
+                           account: str | None = None) -> tuple[int, int]:
+        """Replies queued or sent since ``hour_ago`` and since ``day_ago``, in one query."""
+        recent = func.coalesce(func.sum(case((outbox.c.created_at >= hour_ago, 1), else_=0)), 0)
+        query = select(recent, func.count()).select_from(outbox).where(
+            outbox.c.created_at >= day_ago,
+            outbox.c.status.in_(COUNTS_AS_REPLIED),
+        )
+        with self.transaction() as c:
+            hour, day = c.execute(_of_account(query, account)).one()
+        return int(hour), int(day)
 
     def is_our_message_id(self, message_ids: Sequence[str]) -> bool:
         """True if any of ``message_ids`` is a reply modbot sent (for answers to the bot)."""

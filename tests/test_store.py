@@ -74,6 +74,8 @@ def test_record_and_dedup_facts(db: Store) -> None:
     assert db.replied_to_person("jrivera@students.example.edu", NOW - timedelta(days=1))
     assert db.replied_to_invitation("counselor@imap", "701")
     assert db.replies_since(NOW - timedelta(hours=1)) == 1
+    assert db.replies_in_windows(NOW - timedelta(hours=1), NOW - timedelta(days=1)) == (1, 1)
+    assert db.replies_in_windows(NOW + timedelta(minutes=1), NOW - timedelta(days=1)) == (0, 1)
     assert db.is_our_message_id(["<m1@counsel.example.edu>"])
 
 
