@@ -693,13 +693,45 @@ def idle(env: Environment, sizes: Sizes) -> list[Figure]:
             ctx.store.close()
         return notice, reply
 
+    async def daemon() -> list[float]:
+        """The real daemon (IDLE on, interval poll 5 min): delivery to reply recorded as sent."""
+        from modbot.daemon import run_daemon
+
+        stop = asyncio.Event()
+        running = asyncio.create_task(run_daemon(settings, stop))
+        observer = Store.open(settings.database.url)
+        latencies = []
+        try:
+            await asyncio.sleep(2.0)  # the first poll, and the IDLE connection settles
+            for i in range(sizes.idle_samples):
+                await asyncio.sleep(rng.uniform(0.3, 1.7))  # irregular, unlike Dovecot's timer
+                before = len(observer.items(db.SENT))
+                raw = corpus.with_message_id(
+                    jordan.replace(_INVITATION_ID, str(rng.randrange(10**18, 10**19)).encode()),
+                    f"daemon.{i}.{rng.getrandbits(48):012x}@linkedin.com")
+                start = perf()
+                user.maildir.deliver([raw])
+                while len(observer.items(db.SENT)) == before:
+                    if perf() - start > 30:
+                        raise RuntimeError("the daemon sent no reply within 30 s of a delivery")
+                    await asyncio.sleep(0.01)
+                latencies.append(perf() - start)
+        finally:
+            stop.set()
+            await running
+            observer.close()
+        return latencies
+
     notice, reply = asyncio.run(measure())
-    return [Figure("arrival to reply sent, with IDLE", None, "s", p95(notice), None,
-                   "p95 <= 2 s", False,
-                   ["modbot: not available (no IDLE yet)",
+    arrivals = asyncio.run(daemon())
+    value = p95(arrivals)
+    return [Figure("arrival to reply sent, with IDLE", value, "s", p95(notice),
+                   value / p95(notice), "p95 <= 2 s", value <= 2.0,
+                   [f"modbot run_daemon with IDLE, {len(arrivals)} arrivals at irregular gaps: "
+                    f"median {median(arrivals):.2f} s, p95 {value:.2f} s",
                     f"baseline, Dovecot's IDLE notice after a maildir delivery: median "
                     f"{median(notice):.2f} s, p95 {p95(notice):.2f} s",
-                    f"projected: that notice followed by one Poller.poll that sends the reply "
+                    f"that notice followed by one Poller.poll that sends the reply "
                     f"(auto mode): median {median(reply):.2f} s, p95 {p95(reply):.2f} s"])]
 
 
