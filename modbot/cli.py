@@ -55,8 +55,11 @@ def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
     from modbot import config
 
     path = ctx.obj.get("config") if ctx.obj else None
+    account = ctx.obj.get("account") if ctx.obj else None
     try:
         settings = config.load(path, resolve_secrets=resolve_secrets)
+        if account:
+            settings = settings.select(account)
     except ConfigError as exc:
         _fail(str(exc), code=2)
     _setup_logging(settings.logging.level, settings.logging.format)
@@ -73,11 +76,18 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 
 @app.callback()
-def main_options(ctx: typer.Context, config_path: ConfigOption = None) -> None:
+def main_options(
+    ctx: typer.Context,
+    config_path: ConfigOption = None,
+    account: Annotated[str | None, typer.Option(
+        "--account", "-a", envvar="MODBOT_ACCOUNT", metavar="USER@HOST",
+        help="With several [[accounts]]: act on this one only (default: every account for "
+             "run, run-once and check; the first for other commands).")] = None,
+) -> None:
     """modbot: keeps a counselor's LinkedIn boundaries, politely and the same for everyone."""
     # Every file modbot creates (database, logs, tokens) holds personal data: owner-only.
     os.umask(0o077)
-    ctx.obj = {"config": config_path}
+    ctx.obj = {"config": config_path, "account": account}
 
 
 def _print_report(report: PollReport) -> None:

@@ -453,6 +453,18 @@ class Settings(_Section):
         ``[[accounts]]``."""
         return self._accounts or (self,)
 
+    def select(self, name: str) -> Settings:
+        """The one account called ``name`` (``username@host``, or the IMAP username alone),
+        standing on its own; raises ``ConfigError`` naming the accounts there are."""
+        found = [a for a in self.accounts() if name in (a.account, a.imap.username)]
+        if len(found) != 1:
+            known = ", ".join(a.account for a in self.accounts())
+            why = "matches several accounts" if found else "is not an account"
+            raise ConfigError(f"--account {name} {why} of this configuration ({known})")
+        alone = found[0].model_copy()
+        alone._accounts = ()
+        return alone
+
 
 def _location(loc: tuple[int | str, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"

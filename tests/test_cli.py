@@ -131,3 +131,59 @@ def test_check_reports_a_configured_forbidden_phrase(config_file: Path, tmp_path
     result = runner.invoke(app, ["--config", str(config_file), "check"])
     assert result.exit_code == 1
     assert "career fair" in result.output
+
+
+TWO_ACCOUNTS = """
+[database]
+url = "sqlite:///{db}"
+
+[[accounts]]
+[accounts.counselor]
+name = "Ada Counselor"
+email = "ada@counsel.example.edu"
+confidential_contact = "https://counsel.example.edu/ada"
+[accounts.imap]
+host = "imap.counsel.example.edu"
+username = "ada"
+password_env = "MODBOT_IMAP_PASSWORD"
+[accounts.smtp]
+host = "smtp.counsel.example.edu"
+
+[[accounts]]
+[accounts.counselor]
+name = "Ben Counselor"
+email = "ben@counsel.example.edu"
+confidential_contact = "https://counsel.example.edu/ben"
+[accounts.imap]
+host = "imap.counsel.example.edu"
+username = "ben"
+password_env = "MODBOT_IMAP_PASSWORD"
+[accounts.smtp]
+host = "smtp.counsel.example.edu"
+"""
+
+
+@pytest.mark.parametrize(("account", "contact"), [
+    ("ben", "counsel.example.edu/ben"),
+    ("ada@imap.counsel.example.edu", "counsel.example.edu/ada"),
+])
+def test_account_option_selects_one_inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          account: str, contact: str) -> None:
+    """--account makes a command act on the named inbox of a several-inbox configuration."""
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
+    path = tmp_path / "modbot.toml"
+    path.write_text(TWO_ACCOUNTS.format(db=tmp_path / "m.db"), encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(path), "--account", account, "texts"])
+    assert result.exit_code == 0, result.output
+    assert contact in result.output
+
+
+def test_unknown_account_is_named_with_the_known_ones(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An --account that is not in the configuration is refused, listing the accounts there are."""
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
+    path = tmp_path / "modbot.toml"
+    path.write_text(TWO_ACCOUNTS.format(db=tmp_path / "m.db"), encoding="utf-8")
+    result = runner.invoke(app, ["--config", str(path), "--account", "carl", "texts"])
+    assert result.exit_code == 2
+    assert "ada@imap.counsel.example.edu, ben@imap.counsel.example.edu" in result.output
