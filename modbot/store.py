@@ -27,6 +27,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -103,6 +104,7 @@ messages = Table(
     # Set when the retention period removed the person's facts from this row and its reply.
     Column("purged_at", UTCDateTime, nullable=True),
     UniqueConstraint("account", "message_key", name="uq_messages_account_key"),
+    Index("ix_messages_account_seen_at", "account", "seen_at"),  # the digest's weeks
 )
 
 outbox = Table(
@@ -275,7 +277,7 @@ def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
 
 # The newest migration in migrations/versions; tests/test_store.py checks they agree. Knowing
 # it lets a start-up with a current schema skip importing alembic (a quarter second).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 
 def current_revision(engine: Engine) -> str | None:
