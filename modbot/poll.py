@@ -155,7 +155,8 @@ class Handled:
     reasons: tuple[str, ...]
     person: str | None
     recipient: str | None
-    status: str | None
+    status: str | None  # the reply's outbox status, as it stood at the end of the poll
+    outbox_id: int | None = None
 
 
 @dataclass
@@ -350,6 +351,7 @@ class Poller:
                 await self._reconcile(mailbox, now)
                 await self._fetch_and_judge(mailbox, now, report)
                 await self._send_due(mailbox, now, report)
+                self._final_statuses(report)
             finally:
                 await asyncio.to_thread(mailbox.__exit__, None, None, None)
         except ModbotError as exc:
@@ -362,6 +364,16 @@ class Poller:
         self.store.poll_finished(poll_id, now, ok=True, new_messages=report.new_messages)
         self.checkpoint("done")
         return report
+
+    def _final_statuses(self, report: PollReport) -> None:
+        """Tell each handled reply's status after sending, not the "queued" of its intent."""
+        ids = [h.outbox_id for h in report.handled if h.outbox_id is not None]
+        if not ids:
+            return
+        statuses = self.store.statuses(ids)
+        for handled in report.handled:
+            if handled.outbox_id in statuses:
+                handled.status = statuses[handled.outbox_id]
 
     async def _new_uids(self, mailbox: Mailbox, now: datetime) -> tuple[int, list[int]]:
         folder = self.settings.imap.folder
@@ -500,7 +512,7 @@ class Poller:
                 "status": status, "created_at": now,
             }
         try:
-            self.store.record(row, reply)
+            outbox_id = self.store.record(row, reply)
         except StoreError:
             if self.store.known_keys(self.account, [key]):
                 return None  # recorded meanwhile by another poll: it is handled
@@ -508,7 +520,7 @@ class Poller:
         log.info("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
         recipient = d.recipient.email if d.recipient else None
         return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, person.name,
-                       recipient, status)
+                       recipient, status, outbox_id)
 
     # --- sending -------------------------------------------------------------------------
 

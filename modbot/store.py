@@ -536,6 +536,12 @@ class Store:
         return self._items(sending if account is None
                            else sending & (messages.c.account == account))
 
+    def statuses(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """The current status of each outbox row in ``item_ids``."""
+        with self.transaction() as c:
+            return {row.id: row.status for row in c.execute(
+                select(outbox.c.id, outbox.c.status).where(outbox.c.id.in_(list(item_ids))))}
+
     def items(self, status: str) -> list[OutboxItem]:
         return self._items(outbox.c.status == status)
 

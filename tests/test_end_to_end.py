@@ -382,3 +382,12 @@ async def test_poll_reports_progress(context: Context, imap_user: servers.ImapUs
     await Poller(context, progress=lambda done, total: seen.append((done, total))).poll(NOW)
     assert seen[0] == (0, 3)
     assert seen[-1] == (3, 3)
+
+
+async def test_report_tells_the_reply_was_sent(context: Context, imap_user: servers.ImapUser,
+                                               smtp_server: servers.SmtpServer) -> None:
+    """The poll's report gives each reply's status after sending, not its queued intent."""
+    imap_user.append("INBOX", fixture(JORDAN))
+    report = await Poller(context).poll(NOW)
+    (handled,) = [h for h in report.handled if h.action == "reply"]
+    assert handled.status == store.SENT
