@@ -30,7 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from servers import ServerUnavailable, _die_with_parent, free_port, stop_process
+from servers import (
+    ServerUnavailable,
+    _die_with_parent,
+    free_port,
+    remove_stale_instances,
+    stop_process,
+)
 
 PG_BIN_ENV = "MODBOT_TEST_PG_BIN"
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -144,26 +150,6 @@ class Postgres:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _remove_stale_instances(min_age: float = 300.0) -> None:
-    """Remove instance directories that a killed test run left behind (their server is gone)."""
-    for root in INSTANCE_PARENT.glob(f"{INSTANCE_PREFIX}*"):
-        try:
-            if time.time() - root.stat().st_mtime < min_age:
-                continue
-            pid = int((root / "data" / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pid = 0
-        if pid:
-            try:
-                os.kill(pid, 0)
-                continue  # still running: another test run's server
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-        shutil.rmtree(root, ignore_errors=True)
-
-
 def _ready(server: Postgres) -> bool:
     try:
         with server.connect():
@@ -176,7 +162,7 @@ def start_postgres() -> Postgres:
     """Create and start a private cluster; raise ``ServerUnavailable`` if it cannot run."""
     bindir = find_pg_bin()
     as_user = _run_as()
-    _remove_stale_instances()
+    remove_stale_instances(INSTANCE_PREFIX, "data/postmaster.pid")
     root = Path(tempfile.mkdtemp(prefix=INSTANCE_PREFIX, dir=INSTANCE_PARENT))
     root.chmod(0o700)
     if as_user:

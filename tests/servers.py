@@ -333,13 +333,18 @@ class Dovecot:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _remove_stale_instances(min_age: float = 300.0) -> None:
-    """Remove instance directories that a killed test run left behind (their master is gone)."""
-    for root in INSTANCE_PARENT.glob(f"{INSTANCE_PREFIX}*"):
+def remove_stale_instances(prefix: str, pid_file: str, min_age: float = 300.0) -> None:
+    """Remove ``/tmp/<prefix>*`` instance directories that a killed test run left behind.
+
+    A directory is kept while the process named in its ``pid_file`` (first word) still runs,
+    and for ``min_age`` seconds after it was made, so a parallel run is never disturbed.
+    """
+    for root in INSTANCE_PARENT.glob(f"{prefix}*"):
         try:
             if time.time() - root.stat().st_mtime < min_age:
                 continue
-            pid = int((root / "run" / "master.pid").read_text().strip() or 0)
+            words = (root / pid_file).read_text().split()
+            pid = int(words[0]) if words else 0
         except (OSError, ValueError):
             pid = 0
         if pid:
@@ -373,7 +378,7 @@ def start_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
     """
     binary = find_dovecot()
     accounts = _accounts()
-    _remove_stale_instances()
+    remove_stale_instances(INSTANCE_PREFIX, "run/master.pid")
     last_problem = "no attempt was made"
     for _ in range(attempts):
         root = Path(tempfile.mkdtemp(prefix=INSTANCE_PREFIX, dir=INSTANCE_PARENT))
@@ -886,7 +891,7 @@ def start_oauth_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
     its own (readable by Dovecot's auth process).
     """
     global _DOVECOT_CONF
-    # Not INSTANCE_PREFIX: _remove_stale_instances would take this folder, which has no
+    # Not INSTANCE_PREFIX: remove_stale_instances would take this folder, which has no
     # master.pid, for a dead instance's and remove it under the running server.
     ext_dir = Path(tempfile.mkdtemp(prefix="modbot-oauth-", dir=INSTANCE_PARENT))
     ext_dir.chmod(0o755)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import servers
+from faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 from sqlalchemy import select
 
 from modbot import store
@@ -31,23 +32,8 @@ from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).parent / "data"
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-JORDAN = "invitation_current_jordan_rivera.eml"
 REMINDER = "invitation_reminder_jordan_rivera.eml"
-PRIYA = "invitation_current_priya_natarajan.eml"
-SAM = "message_sam_okafor_relay.eml"
-SPOOF = "spoof_forged_authres_untrusted.eml"
-NEWSLETTER = "not_linkedin_newsletter.eml"
-CONTACT = "https://counsel.example.edu/secure or 555-0100"
-DIRECTORY = """name,email,linkedin_url
-Jordan Rivera,jrivera@students.example.edu,https://www.linkedin.com/in/jordan-rivera-42
-Sam Okafor,sokafor@students.example.edu,
-"""
-
-
-def fixture(name: str) -> bytes:
-    return (DATA / name).read_bytes()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+import rows
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select
@@ -50,21 +51,7 @@ def db(url: str) -> Iterator[Store]:
 
 
 def message_row(key: str, **overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {
-        "account": ACCOUNT, "message_key": key, "folder": "INBOX", "uidvalidity": 1,
-        "uid": 1, "seen_at": NOW, "kind": "connection_invitation", "authentic": True,
-        "classify_rule": "template-key", "person_name": "Jordan Rivera", "profile_url": None,
-        "invitation_id": "701", "address_source": "directory-csv:name", "action": "reply",
-        "policy_rule": "reply", "reasons": ["because"], "error": None,
-    }
-    row.update(overrides)
-    return row
-
-
-def reply_row(message_id: str, status: str = store.QUEUED) -> dict[str, object]:
-    return {"message_id": message_id, "template": "connection_invitation",
-            "recipient_name": "Jordan Rivera", "recipient_email": "JRivera@students.example.edu",
-            "redirected_to": None, "status": status, "created_at": NOW}
+    return rows.message_row(key, ACCOUNT, **overrides)
 
 
 def test_open_migrates_an_empty_database(empty_url: str) -> None:
@@ -123,7 +110,7 @@ def test_cursor_keeps_the_largest_imap_uid(db: Store, request: pytest.FixtureReq
 
 def test_record_and_dedup_facts(db: Store) -> None:
     """A recorded reply counts for the person, the invitation and the caps."""
-    db.record(message_row("k1"), reply_row("<m1@counsel.example.edu>"))
+    db.record(message_row("k1"), rows.reply_row("<m1@counsel.example.edu>"))
     assert db.known_keys(ACCOUNT, ["k1", "k2"]) == {"k1"}
     assert db.known_keys("someone-else", ["k1"]) == set()
     assert db.replied_to_person("jrivera@students.example.edu", NOW - timedelta(days=1))
@@ -154,15 +141,15 @@ def test_same_message_twice_is_refused(db: Store) -> None:
 
 def test_failed_reply_rolls_back_its_message(db: Store) -> None:
     """A message and its reply are one transaction: a refused reply leaves no message row."""
-    db.record(message_row("k1"), reply_row("<m1@x>"))
+    db.record(message_row("k1"), rows.reply_row("<m1@x>"))
     with pytest.raises(StoreError):
-        db.record(message_row("k2", uid=2), reply_row("<m1@x>"))  # Message-ID taken
+        db.record(message_row("k2", uid=2), rows.reply_row("<m1@x>"))  # Message-ID taken
     assert db.known_keys(ACCOUNT, ["k2"]) == set()
 
 
 def test_outbox_state_machine(db: Store) -> None:
     """Queued replies are due; a row left sending is in flight; sent rows are neither."""
-    item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
+    item_id = db.record(message_row("k1"), rows.reply_row("<m1@x>"))
     assert item_id is not None
     assert [i.id for i in db.due(NOW)] == [item_id]
     db.mark(item_id, store.SENDING, now=NOW, count_attempt=True)
@@ -175,7 +162,7 @@ def test_outbox_state_machine(db: Store) -> None:
 
 def test_retry_waits_for_backoff(db: Store) -> None:
     """A temporarily failed reply is due only after its next attempt time."""
-    item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
+    item_id = db.record(message_row("k1"), rows.reply_row("<m1@x>"))
     assert item_id is not None
     db.mark(item_id, store.RETRY, now=NOW, next_attempt_at=NOW + timedelta(minutes=4))
     assert db.due(NOW) == []

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import stat
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from rows import NOW, message_row, reply_row
 
 from modbot import store
 from modbot.store import Store
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -21,24 +20,6 @@ def db(tmp_path: Path) -> Store:
     opened = Store.open(f"sqlite:///{tmp_path / 'modbot.db'}")
     yield opened
     opened.close()
-
-
-def message_row(key: str, **overrides: object) -> dict[str, object]:
-    row: dict[str, object] = {
-        "account": "counselor@imap", "message_key": key, "folder": "INBOX", "uidvalidity": 1,
-        "uid": 1, "seen_at": NOW, "kind": "connection_invitation", "authentic": True,
-        "classify_rule": "template-key", "person_name": "Jordan Rivera", "profile_url": None,
-        "invitation_id": "701", "address_source": "directory-csv:name", "action": "reply",
-        "policy_rule": "reply", "reasons": ["because"], "error": None,
-    }
-    row.update(overrides)
-    return row
-
-
-def reply_row(message_id: str, status: str = store.QUEUED) -> dict[str, object]:
-    return {"message_id": message_id, "template": "connection_invitation",
-            "recipient_name": "Jordan Rivera", "recipient_email": "JRivera@students.example.edu",
-            "redirected_to": None, "status": status, "created_at": NOW}
 
 
 def test_migrations_match_models(db: Store) -> None:
