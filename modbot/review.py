@@ -160,6 +160,9 @@ def _message_ids(values: Sequence[str]) -> list[str]:
 
 def is_review_answer(raw_headers: bytes, store: Store) -> bool:
     """Whether a header block answers or refers to a review email (one indexed query)."""
+    lowered = raw_headers.lower()
+    if b"in-reply-to:" not in lowered and b"references:" not in lowered:
+        return False  # most notifications: no header to parse and no query to make
     try:
         headers = BytesHeaderParser(policy=compat32).parsebytes(raw_headers)
         values = [str(v) for name in ("in-reply-to", "references")
