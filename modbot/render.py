@@ -8,6 +8,8 @@ is a client.
 
 This module is pure: it reads only the template directory, and never touches the network, the
 database, the environment or the clock (the caller passes the ``date`` and the ``Message-ID``).
+Jinja2 is imported, and each template compiled, only when a text is first rendered, so a poll
+with nothing to send pays for neither; ``Templates.compile_all`` (run by ``lint``) checks them all.
 It never builds a header by joining strings: every header goes through ``EmailMessage``. Names
 from mail are cleaned before they reach a header or a text, so a hostile name is tidied, never
 raised on.
@@ -26,17 +28,18 @@ from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, meta
-from jinja2 import TemplateError as JinjaError
-from jinja2.sandbox import SandboxedEnvironment
-from markupsafe import Markup, escape
-
-from modbot.config import CounselorSettings
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
+
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+    from markupsafe import Markup
+
+    from modbot.config import CounselorSettings
 
 REPLY_TEMPLATES = (
     "connection_invitation", "group_join_request", "linkedin_message", "recommendation_request",
@@ -122,6 +125,8 @@ def to_html(text: str, unlinked: Collection[str] = ()) -> str:
 
     A URL or address found inside one of the ``unlinked`` strings stays plain text.
     """
+    from markupsafe import Markup
+
     paragraphs = (
         Markup("<br>\n").join(_html_line(line, unlinked) for line in paragraph.split("\n"))
         for paragraph in text.split("\n\n")
@@ -132,6 +137,8 @@ def to_html(text: str, unlinked: Collection[str] = ()) -> str:
 
 
 def _html_line(line: str, unlinked: Collection[str]) -> Markup:
+    from markupsafe import Markup, escape
+
     parts: list[Markup] = []
     position = 0
     for match in _LINK.finditer(line):
@@ -152,18 +159,20 @@ def _tidy(text: str) -> str:
 
 
 class Templates:
-    """A directory of ``<name>.j2`` templates in a sandboxed, strict Jinja2 environment."""
+    """A directory of ``<name>.j2`` templates in a sandboxed, strict Jinja2 environment.
 
-    def __init__(self, environment: SandboxedEnvironment, directory: Path) -> None:
-        self.environment = environment
+    Each template is compiled when it is first rendered; ``compile_all`` compiles them all now.
+    """
+
+    def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     @classmethod
-    def load(cls, directory: Path | None = None) -> Templates:
-        """Load and compile every template in ``directory`` (None: the defaults).
+    def load(cls, directory: Path | None = None, *, compile_all: bool = False) -> Templates:
+        """The templates in ``directory`` (None: the defaults), compiled at first use.
 
-        Raises ``TemplateError`` if the directory or one of ``TEMPLATE_NAMES`` is missing, or if a
-        template has a syntax error.
+        Raises ``TemplateError`` if the directory or one of ``TEMPLATE_NAMES`` is missing, and with
+        ``compile_all`` if a template has a syntax error.
         """
         directory = directory if directory is not None else default_templates_dir()
         if not directory.is_dir():
@@ -171,23 +180,41 @@ class Templates:
         missing = [n for n in TEMPLATE_NAMES if not (directory / f"{n}{SUFFIX}").is_file()]
         if missing:
             raise TemplateError(f"{directory} lacks the templates: {', '.join(missing)}")
+        templates = cls(directory)
+        if compile_all:
+            templates.compile_all()
+        return templates
+
+    @cached_property
+    def environment(self) -> SandboxedEnvironment:
+        """The sandboxed, strict Jinja2 environment over the directory (made at first use)."""
+        from jinja2 import FileSystemLoader, StrictUndefined
+        from jinja2.sandbox import SandboxedEnvironment
+
         # No autoescaping: templates write plain text, and to_html escapes all of it.
-        environment = SandboxedEnvironment(
-            loader=FileSystemLoader(directory), undefined=StrictUndefined, autoescape=False,
+        return SandboxedEnvironment(
+            loader=FileSystemLoader(self.directory), undefined=StrictUndefined, autoescape=False,
             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         )
-        for filename in environment.list_templates(extensions=[SUFFIX.lstrip(".")]):
-            try:  # compile every file now, partials too, so a syntax error shows at start
-                environment.get_template(filename)
+
+    def compile_all(self) -> None:
+        """Compile every file of the directory, partials too; ``TemplateError`` names a broken
+        one."""
+        from jinja2 import TemplateError as JinjaError
+
+        for filename in self.environment.list_templates(extensions=[SUFFIX.lstrip(".")]):
+            try:
+                self.environment.get_template(filename)
             except JinjaError as exc:
                 raise TemplateError(f"template {filename} cannot be loaded: {exc}") from None
-        return cls(environment, directory)
 
     def render_text(self, name: str, **context: Any) -> RenderedText:
         """Render template ``name``; its ``{% set subject = ... %}`` becomes the subject.
 
         Raises ``TemplateError`` if it is missing, fails to render or sets no subject.
         """
+        from jinja2 import TemplateError as JinjaError
+
         if not _NAME.match(name):
             raise TemplateError(f"{name!r} is not a template name")
         try:
@@ -204,6 +231,8 @@ class Templates:
 
     def undeclared(self, name: str) -> set[str]:
         """Variables template ``name`` itself uses that are neither context nor Jinja globals."""
+        from jinja2 import meta
+
         source = (self.directory / f"{name}{SUFFIX}").read_text(encoding="utf-8")
         used = meta.find_undeclared_variables(self.environment.parse(source))
         return used - CONTEXT_NAMES - set(self.environment.globals)
@@ -311,9 +340,14 @@ def lint(templates: Templates, counselor: CounselorSettings,
          markers: Mapping[str, str] = BOUNDARY_MARKERS) -> list[str]:
     """Problems with the templates, one sentence each; an empty list means they are fit to send.
 
-    Each template is rendered for a sample person, for one about whom nothing is known, and for
-    one whose name is markup; the replies must carry every boundary in ``markers``.
+    Every file must compile; then each template is rendered for a sample person, for one about
+    whom nothing is known, and for one whose name is markup; the replies must carry every
+    boundary in ``markers``.
     """
+    try:
+        templates.compile_all()
+    except TemplateError as exc:
+        return [f"{exc}."]
     problems: list[str] = []
     hostile = Person(name=_HOSTILE, headline=_HOSTILE, group=_HOSTILE)
     contact = _flat(counselor.confidential_contact)
