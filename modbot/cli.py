@@ -7,8 +7,6 @@ stderr, never a traceback, and never a secret or a message body.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import sys
@@ -35,8 +33,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: "[schedule]" stays text, and rich is not imported
 )
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[
@@ -106,6 +105,8 @@ def _print_report(report: PollReport) -> None:
 @app.command("run-once")
 def run_once(ctx: typer.Context) -> None:
     """Poll every inbox once: handle new notifications, send due replies, then exit."""
+    import asyncio
+
     settings = _settings(ctx)
     accounts = settings.accounts()
     if len(accounts) == 1:
@@ -183,6 +184,8 @@ def _progress_bar(least: int = 200) -> Callable[[int, int], None] | None:
 @app.command()
 def run(ctx: typer.Context) -> None:
     """Run the daemon: poll on an interval, send the weekly digest; stop on SIGTERM/SIGINT."""
+    import asyncio
+
     from modbot.daemon import run_daemon
 
     settings = _settings(ctx)
@@ -237,6 +240,8 @@ def classify_cmd(
         help="Also trust Authentication-Results from this server (repeatable).")] = None,
 ) -> None:
     """Classify email files offline and say what modbot would do with each, and why."""
+    import json
+
     settings = None
     if ctx.obj and ctx.obj.get("config"):
         settings = _settings(ctx, resolve_secrets=False)
@@ -303,6 +308,8 @@ def check(ctx: typer.Context) -> None:
 
 def _check_account(settings: Settings) -> bool:
     """Check one account and print what was found; True when something is wrong."""
+    import asyncio
+
     from modbot.mailbox import Mailbox
     from modbot.outbox import Sender
     from modbot.poll import Context
@@ -358,6 +365,8 @@ def demo(
         help="Keep the demo's database and config in this directory.")] = None,
 ) -> None:
     """Run one real poll against embedded IMAP and SMTP servers seeded with sample mail."""
+    import asyncio
+
     from modbot.demo import run_demo
 
     try:
@@ -376,6 +385,8 @@ def digest(
     send: Annotated[bool, typer.Option("--send", help="Send the digest now.")] = False,
 ) -> None:
     """Write the weekly digest for the last seven days to a file, or send it now."""
+    import asyncio
+
     from modbot import digest as weekly
     from modbot.daemon import send_digest_if_due
     from modbot.poll import Context
@@ -442,7 +453,7 @@ def resolve(
     typer.echo(f"{count} item{'s' if count != 1 else ''} resolved")
 
 
-review_app = typer.Typer(invoke_without_command=True)
+review_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(review_app, name="review")
 ReviewIds = Annotated[list[int] | None, typer.Argument(
     metavar="ID...", help="Numbers from `modbot review`.", show_default=False)]
@@ -535,7 +546,7 @@ def review_show(ctx: typer.Context, item: ReviewId) -> None:
 @review_app.command("edit")
 def review_edit(ctx: typer.Context, item: ReviewId, to: Annotated[str, typer.Option(
         "--to", metavar="ADDRESS", help="Where the reply should go instead.")]) -> None:
-    """Send the waiting reply ID to another address, e.g. a corrected one (--to ADDRESS).
+    """Send the waiting reply ID to another address, such as a corrected one (--to ADDRESS).
 
     Only the address can change, not the words: every person gets the same reply by design.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -187,3 +189,26 @@ def test_unknown_account_is_named_with_the_known_ones(tmp_path: Path,
     result = runner.invoke(app, ["--config", str(path), "--account", "carl", "texts"])
     assert result.exit_code == 2
     assert "ada@imap.counsel.example.edu, ben@imap.counsel.example.edu" in result.output
+
+
+def test_help_imports_no_heavy_library() -> None:
+    """`modbot --help` answers without importing asyncio, pydantic, rich or the stages."""
+    code = ("import sys\n"
+            "sys.argv = ['modbot', '--help']\n"
+            "from modbot.cli import main\n"
+            "try:\n    main()\n"
+            "except SystemExit:\n    pass\n"
+            "heavy = ('asyncio', 'pydantic', 'rich', 'sqlalchemy', 'jinja2', 'modbot.config',\n"
+            "         'modbot.poll', 'modbot.store')\n"
+            "print(*[name for name in heavy if name in sys.modules], file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    assert "run-once" in done.stdout
+    assert done.stderr.strip() == ""
+
+
+def test_help_keeps_brackets_as_text() -> None:
+    """Help texts are plain: a TOML table name in brackets is printed, not read as markup."""
+    result = runner.invoke(app, ["health", "--help"])
+    assert result.exit_code == 0
+    assert "[schedule] poll_seconds" in result.output
