@@ -27,11 +27,9 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jinja2 import BaseLoader, ChoiceLoader, Environment, FileSystemLoader
-from jinja2 import TemplateError as JinjaError
 from sqlalchemy import func, select
 
 from modbot import render
@@ -39,9 +37,11 @@ from modbot import store as db
 from modbot.config import CounselorSettings, PolicySettings, Settings
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
-from modbot.oauth import expiry_warnings
 from modbot.render import Templates, clean_text
 from modbot.store import Store
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 PERIOD, WEEKS = timedelta(days=7), 8
 TEMPLATE = "digest.j2"
@@ -112,6 +112,15 @@ def _count(pairs: Iterable[tuple[str, int]]) -> Counter[str]:
     return counter
 
 
+def _sign_in_warnings(settings: Settings, now: datetime) -> list[str]:
+    """Sentences about OAuth2 sign-ins that end soon; none (and no import) for passwords."""
+    if "oauth2" not in (settings.imap.auth, settings.smtp.auth):
+        return []
+    from modbot.oauth import expiry_warnings
+
+    return expiry_warnings(settings, now)
+
+
 def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
     """Read what the digest for the week ending ``now`` needs; raises ``StoreError``."""
     start, first = now - PERIOD, now - WEEKS * PERIOD
@@ -159,7 +168,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
             if not p["ok"] and (p["finished_at"] is not None or p["started_at"] < stuck)),
         last_good_poll=store.last_good_poll(settings.account),
         poll_seconds=settings.schedule.poll_seconds,
-        weeks=tuple(weeks), warnings=tuple(expiry_warnings(settings, now)),
+        weeks=tuple(weeks), warnings=tuple(_sign_in_warnings(settings, now)),
     )
 
 
@@ -303,6 +312,8 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
 @lru_cache(maxsize=8)  # keeps the compiled template for the next digest
 def _environment(templates: Templates, html: bool) -> Environment:
     """The templates' sandbox, autoescaping for HTML, falling back to the shipped digest."""
+    from jinja2 import BaseLoader, ChoiceLoader, FileSystemLoader
+
     fallback: BaseLoader = FileSystemLoader(render.default_templates_dir())
     loader = templates.environment.loader
     return templates.environment.overlay(
@@ -312,6 +323,8 @@ def _environment(templates: Templates, html: bool) -> Environment:
 
 def _render(templates: Templates, context: dict[str, Any], *, html: bool) -> tuple[str, str]:
     """The template rendered as text or HTML, and the subject it sets."""
+    from jinja2 import TemplateError as JinjaError
+
     try:
         template = _environment(templates, html).get_template(TEMPLATE)
         module = template.make_module({**context, "html": html})

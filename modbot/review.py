@@ -32,12 +32,11 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import format_datetime, getaddresses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
-from modbot import parse, render
-from modbot.authenticity import DnsLookup, own_domain_verdict
+from modbot import render
 from modbot.config import Settings
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
@@ -53,6 +52,9 @@ from modbot.review_queue import (
     waiting,
 )
 from modbot.store import Store, review_mails
+
+if TYPE_CHECKING:
+    from modbot.authenticity import DnsLookup
 
 __all__ = [
     "MAX_LISTED",
@@ -204,6 +206,9 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
 
     Bad or forged mail never raises: it comes back ignored, with findings. ``StoreError`` can.
     """
+    from modbot import parse  # the stages, only for an answer to judge
+    from modbot.authenticity import own_domain_verdict
+
     n = parse.parse(raw)
     problems: list[str] = []
     # Raw values, not decoded ones: an encoded-word in a display name must not add an address.

@@ -19,7 +19,7 @@ import pytest
 import servers
 from typer.testing import CliRunner
 
-from modbot import config, signin
+from modbot import config, digest, signin
 from modbot.cli import app
 from modbot.config import OAuth2Settings
 from modbot.errors import (
@@ -31,6 +31,7 @@ from modbot.errors import (
 from modbot.mailbox import Mailbox
 from modbot.oauth import TokenFile, Tokens, TokenSource, TokenUnavailableError, expiry_warnings
 from modbot.outbox import Sender
+from modbot.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -251,6 +252,21 @@ def test_expiry_warnings_cover_each_token_file_once(
     warnings = expiry_warnings(settings, datetime.now(UTC))
     assert len(warnings) == 1
     assert "not signed in with Google yet" in warnings[0]
+
+
+def test_the_digest_tells_of_a_missing_sign_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weekly digest carries the sign-in warnings of an oauth2 account."""
+    monkeypatch.setenv("MODBOT_TEST_CLIENT_SECRET", "s3cret")
+    settings = parsed(GOOGLE, tmp_path)
+    (tmp_path / "data").mkdir()
+    store = Store.open(settings.database.url)
+    try:
+        data = digest.gather(store, settings, datetime.now(UTC))
+    finally:
+        store.close()
+    assert len(data.warnings) == 1
+    assert "not signed in with Google yet" in data.warnings[0]
 
 
 # --------------------------------------------------------------------------------------------
