@@ -132,7 +132,7 @@ class _Inbox:
     def __init__(self, ctx: Context, lock: AccountLock, label: str) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.poller = Poller(ctx)
+        self.poller = Poller(ctx, keep_open=True)
         self.lock = lock
         self.label = label  # "user@host: " when the daemon handles several accounts, else ""
         self.stopping = False
@@ -197,6 +197,9 @@ class _Inbox:
         for task in list(self._requests):
             task.cancel()
         await asyncio.gather(*self._requests, return_exceptions=True)
+        if not self._running.locked():  # a poll cancelled mid-way has dropped it already
+            with contextlib.suppress(ModbotError):
+                await self.poller.close()
 
 
 async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -227,6 +230,8 @@ async def _run_locked(accounts: Sequence[Settings], locks: Sequence[AccountLock]
     several = len(accounts) > 1
     inboxes = [_Inbox(Context.build(a, store_=store), lock, f"{a.account}: " if several else "")
                for a, lock in zip(accounts, locks, strict=True)]
+    for inbox in inboxes:  # a broken template or directory stops the start, not a later poll
+        inbox.ctx.load_all()
     loop = asyncio.get_running_loop()
     # Each account's poll holds at most one worker thread at a time; a silent server holds its
     # thread up to its timeout, so there must be one for every account and a few to spare.

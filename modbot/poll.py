@@ -14,7 +14,13 @@ The order is the safety argument (see README, "How a message is handled"):
    marking it); the cursor advances only past recorded messages;
 5. due replies are marked ``sending``, sent, copied to the Sent folder, then marked ``sent`` (or
    retried with a bounded backoff kept in the row, or held); a row left in ``sending`` by a crash
-   is resolved from the Sent folder or held as "uncertain", never sent again.
+   is resolved from the Sent folder or held as "uncertain", never sent again
+   (``modbot.delivery``).
+
+The stages of 2 and 5 live in ``modbot.judging`` and ``modbot.delivery`` and are imported only
+when there is mail to judge or a reply to send, so that a poll with nothing new starts and runs
+fast. The daemon's poller keeps its IMAP connection open between polls and remembers the cursor
+it wrote; after any failure it forgets both and looks again for replies a crash left half-sent.
 
 ``Poller.checkpoint`` names each of these steps as the poll passes it; it does nothing in a real
 poll, and the crash tests kill the process there.
@@ -27,27 +33,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.headerregistry import Address
-from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
-from email.utils import format_datetime
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
-from modbot import authenticity, classify, parse, render, review, store
-from modbot.config import PolicySettings, Settings
-from modbot.errors import (
-    MaybeSentError,
-    ModbotError,
-    SendError,
-    StoreError,
-    TemporarySendError,
-)
-from modbot.mailbox import HEADER_LIMIT, Mailbox, Summary
+from modbot import store
+from modbot.config import Settings
+from modbot.errors import MailboxError, ModbotError, StoreError
+from modbot.mailbox import Mailbox
 from modbot.model import (
     Action,
     Authenticity,
@@ -58,37 +55,35 @@ from modbot.model import (
     Mode,
     Person,
     Recipient,
-    Unresolved,
     Verdict,
 )
-from modbot.outbox import Sender
-from modbot.policy import REPLY_KINDS, Facts, decide
-from modbot.recipients import Directory, normalize_profile_url, open_directory, resolve
+from modbot.policy import REPLY_KINDS
+from modbot.recipients import normalize_profile_url
 from modbot.store import Store
 from modbot.tls import client_context
+
+if TYPE_CHECKING:
+    import ssl
+
+    from modbot.judging import Judgement
+    from modbot.recipients import Directory
+    from modbot.render import Templates
 
 log = logging.getLogger(__name__)
 
 DnsLookup = Callable[[bytes], bytes | None]
 Checkpoint = Callable[[str], None]
 BATCH = 200
-MAX_SEND_ATTEMPTS = 6  # then the reply is held as failed for the counselor
-MAX_BACKOFF = timedelta(hours=1)
 CAP_RULES = frozenset({"hourly-cap", "daily-cap"})
+PURGE_EVERY = timedelta(hours=1)
+# A kept connection unused for longer is replaced rather than trusted: servers end idle
+# sessions after 30 minutes at the earliest (RFC 9051), NAT boxes often much sooner and silently.
+KEEP_OPEN_FOR = timedelta(minutes=10)
 # The steps a poll passes, in order, as named to ``Poller.checkpoint``: bodies fetched; one
 # message judged; its decision and reply intent recorded; keywords set; cursor advanced; a reply
 # marked "sending"; the server confirmed it; its copy is in the Sent folder; the poll finished.
 STEPS = ("fetched", "judged", "recorded", "marked", "advanced", "sending", "sent", "copied",
          "done")
-
-
-def backoff(attempts: int) -> timedelta:
-    """How long a temporarily refused reply waits before attempt ``attempts + 1``.
-
-    2, 4, 8, 16, 32 minutes, never more than an hour: kept in the outbox row, so it holds
-    across polls and restarts.
-    """
-    return min(timedelta(minutes=2 ** attempts), MAX_BACKOFF)
 
 
 def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
@@ -107,43 +102,48 @@ def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
     return None
 
 
-@dataclass
 class Context:
-    """Everything a poll needs, built once when the daemon or a command starts."""
+    """Everything a poll needs, built once when the daemon or a command starts.
 
-    settings: Settings
-    store: Store
-    templates: render.Templates
-    imap_tls: ssl.SSLContext
-    smtp_tls: ssl.SSLContext
-    directory: Directory | None
-    dkim_lookup: DnsLookup | None = dns_txt_lookup
+    The templates, the directory and the SMTP TLS context are loaded at first use, so that a
+    poll with nothing new never pays for them; ``load_all`` loads them at once, for a daemon
+    that should refuse to start with a broken template or directory rather than fail at the
+    first mail.
+    """
+
+    def __init__(self, settings: Settings, store_: Store, imap_tls: ssl.SSLContext, *,
+                 dkim_lookup: DnsLookup | None = dns_txt_lookup) -> None:
+        self.settings = settings
+        self.store = store_
+        self.imap_tls = imap_tls
+        self.dkim_lookup = dkim_lookup
 
     @classmethod
     def build(cls, settings: Settings, *, store_: Store | None = None,
               dkim_lookup: DnsLookup | None = dns_txt_lookup) -> Context:
-        directory = open_directory(settings.directory)
-        return cls(
-            settings=settings,
-            store=store_ or Store.open(settings.database.url),
-            templates=render.Templates.load(settings.templates.dir),
-            imap_tls=client_context(settings.imap.ca_file),
-            smtp_tls=client_context(settings.smtp.ca_file),
-            directory=directory,
-            dkim_lookup=dkim_lookup,
-        )
+        return cls(settings, store_ or Store.open(settings.database.url),
+                   client_context(settings.imap.ca_file), dkim_lookup=dkim_lookup)
 
+    @cached_property
+    def templates(self) -> Templates:
+        from modbot.render import Templates
 
-@dataclass(frozen=True)
-class Judgement:
-    """What the pure stages made of one message."""
+        return Templates.load(self.settings.templates.dir)
 
-    message_id: str | None
-    authenticity: Authenticity
-    classification: Classification
-    decision: Decision
-    address_source: str | None
-    error: str | None = None
+    @cached_property
+    def directory(self) -> Directory | None:
+        from modbot.recipients import open_directory
+
+        return open_directory(self.settings.directory)
+
+    @cached_property
+    def smtp_tls(self) -> ssl.SSLContext:
+        return client_context(self.settings.smtp.ca_file)
+
+    def load_all(self) -> None:
+        """Load what is otherwise loaded at first use, so that a problem shows now."""
+        for name in ("templates", "directory", "smtp_tls"):
+            getattr(self, name)
 
 
 @dataclass
@@ -168,40 +168,6 @@ class PollReport:
     errors: list[str] = field(default_factory=list)
 
 
-def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
-          history_for: Callable[[Classification, Recipient | None, Sequence[str]], History],
-          dkim_lookup: DnsLookup | None, rules: Sequence[classify.Rule] = ()) -> Judgement:
-    """Run the pure stages on one message; a failure becomes a held judgement, never a crash."""
-    try:
-        notification = parse.parse(raw)
-        found = authenticity.check(
-            notification,
-            trusted_authserv_ids=policy.trusted_authserv_ids,
-            dkim_lookup=dkim_lookup,
-        )
-        classification = classify.classify(notification, found, rules)
-        if classification.kind in REPLY_KINDS:
-            resolution = resolve(classification, found, directory)
-        else:
-            resolution = Unresolved("no reply is needed for this kind")
-        references = [
-            *notification.headers.get("in-reply-to", ()),
-            *" ".join(notification.headers.get("references", ())).split(),
-        ]
-        recipient = resolution if isinstance(resolution, Recipient) else None
-        history = history_for(classification, recipient, references)
-        decision = decide(Facts(classification, found, resolution, history,
-                                notification.header("auto-submitted"), policy))
-        source = resolution.source if isinstance(resolution, Recipient) else None
-        return Judgement(notification.message_id, found, classification, decision, source)
-    except Exception as exc:  # one bad message must never stop the loop
-        reason = f"could not be processed ({type(exc).__name__}); held for the counselor"
-        unknown = Authenticity(False, Verdict.UNKNOWN, ())
-        classification = Classification(Kind.UNKNOWN_LINKEDIN, "error", Person(), None, ())
-        decision = Decision(Action.HOLD, "processing-error", (reason,))
-        return Judgement(None, unknown, classification, decision, None, error=reason)
-
-
 def _header_message_id(header_bytes: bytes) -> str | None:
     try:
         headers = BytesHeaderParser(policy=default_policy).parsebytes(header_bytes)
@@ -219,20 +185,6 @@ def no_checkpoint(step: str) -> None:
     """The checkpoint of every real poll: it does nothing."""
 
 
-def too_large(summary: Summary, limit: int) -> Judgement:
-    """The held judgement of a candidate whose body is never fetched because of its size."""
-    if summary.header_truncated:
-        reason = (f"its header block is longer than {HEADER_LIMIT // 1024} KB, which no "
-                  "LinkedIn notification has; held for the counselor without reading it")
-    else:
-        reason = (f"it is {summary.size / 1e6:.1f} MB, over the {limit / 1e6:g} MB limit "
-                  "(imap.max_message_bytes); held for the counselor without reading it")
-    unknown = Authenticity(False, Verdict.UNKNOWN, ())
-    classification = Classification(Kind.UNKNOWN_LINKEDIN, "too-large", Person(), None, ())
-    return Judgement(None, unknown, classification,
-                     Decision(Action.HOLD, "too-large", (reason,)), None, error=reason)
-
-
 def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> Iterator[list[int]]:
     """Split ``uids`` into runs whose sizes add up to at most ``budget`` (or one message)."""
     chunk: list[int] = []
@@ -247,31 +199,6 @@ def _by_size(uids: Sequence[int], sizes: dict[int, int], budget: int) -> Iterato
         yield chunk
 
 
-def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> EmailMessage:
-    """The one email that tells the counselor that replies are paused, and how to resume."""
-    counselor = settings.counselor
-    message = EmailMessage()
-    message["From"] = Address(counselor.name, addr_spec=counselor.email)
-    message["To"] = Address(counselor.name, addr_spec=counselor.email)
-    message["Subject"] = "modbot has paused its replies"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = pause.alert_message_id
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
-    message.set_content(
-        f"modbot stopped sending automatic replies at {pause.started_at:%Y-%m-%d %H:%M} UTC.\n\n"
-        f"Why: {pause.reason}\n\n"
-        "Reaching a cap usually means a burst of mail that deserves a look: a flood of "
-        "invitations, a forwarding loop, or a class that all wrote at once. Until you resume, "
-        "every notification that would have been answered is recorded and held for you; "
-        "nothing is lost and nothing is sent. `modbot held` lists what waits, and the weekly "
-        "digest shows it too.\n\n"
-        "To start automatic replies again, run:\n\n    modbot resume\n\n"
-        "This is the only message about this pause.\n"
-    )
-    return message
-
-
 class Poller:
     """Polls one inbox with the stages wired together.
 
@@ -284,14 +211,22 @@ class Poller:
     """
 
     def __init__(self, ctx: Context, *, checkpoint: Checkpoint = no_checkpoint,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, keep_open: bool = False) -> None:
         self.ctx = ctx
         self.progress = progress
         self.settings = ctx.settings
         self.store = ctx.store
         self.account = ctx.settings.account
         self.checkpoint = checkpoint
-        self._copies = True  # whether to keep copies in the Sent folder during this send run
+        self.keep_open = keep_open
+        self._mailbox: Mailbox | None = None
+        self._used_at: datetime | None = None
+        # What this poller knows without asking the store; forgotten after any failure.
+        self._cursor: tuple[int, int] | None = None  # (uidvalidity, last UID) of the folder
+        self._recheck = True  # look for half-sent replies and an unsent alert
+        self._alert_due = False
+        self._purged_at: datetime | None = None
+        self._poll_id: int | None = None
 
     # --- history facts for the policy ----------------------------------------------------
 
@@ -339,31 +274,63 @@ class Poller:
     # --- the poll ------------------------------------------------------------------------
 
     async def poll(self, now: datetime) -> PollReport:
-        """One full cycle. Raises ``ModbotError`` when the inbox or the store fails."""
+        """One full cycle. Raises ``ModbotError`` when the inbox or the store fails.
+
+        A poll that finds nothing new and nothing due costs one IMAP round trip on a kept
+        connection and two small statements; only a poll with work records its start first, so
+        that one which dies midway shows in the digest as unfinished.
+        """
         report = PollReport()
-        poll_id = self.store.poll_started(self.account, now)
+        self._poll_id = None
         try:
-            retention = timedelta(days=self.settings.policy.retention_days)
-            self.store.purge(self.account, now - retention, now)
-            mailbox = Mailbox(self.settings.imap, self.ctx.imap_tls)
-            await asyncio.to_thread(mailbox.__enter__)
-            try:
-                await self._reconcile(mailbox, now)
-                await self._fetch_and_judge(mailbox, now, report)
-                await self._send_due(mailbox, now, report)
-                self._final_statuses(report)
-            finally:
-                await asyncio.to_thread(mailbox.__exit__, None, None, None)
-        except ModbotError as exc:
-            report.errors.append(str(exc))
-            # The store may be what failed (locked, disk full): the original error is the news.
-            with contextlib.suppress(StoreError):
-                self.store.poll_finished(poll_id, now, ok=False,
-                                         new_messages=report.new_messages, error=str(exc))
+            uidvalidity, uids = await self._look(now)
+            report.new_messages = len(uids)
+            if self._recheck:  # at start and after a failure: what a crash may have left
+                await self._reconcile(now)
+            if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+                retention = timedelta(days=self.settings.policy.retention_days)
+                self.store.purge(self.account, now - retention, now)
+                self._purged_at = now
+            if uids:
+                await self._fetch_and_judge(uidvalidity, uids, now, report)
+            await self._send_due(now, report)
+            self._final_statuses(report)
+        except BaseException as exc:
+            self._recheck, self._cursor = True, None
+            await self._disconnect()
+            if isinstance(exc, ModbotError):
+                report.errors.append(str(exc))
+                # The store may be what failed (locked, disk full): the original error is news.
+                with contextlib.suppress(StoreError):
+                    self._finished(now, report, error=str(exc))
             raise
-        self.store.poll_finished(poll_id, now, ok=True, new_messages=report.new_messages)
+        if not self.keep_open:
+            await self._disconnect()
+        self._finished(now, report)
         self.checkpoint("done")
         return report
+
+    async def close(self) -> None:
+        """Log out of a kept connection."""
+        await self._disconnect()
+
+    @property
+    def connection(self) -> Mailbox | None:
+        """The IMAP connection kept open between polls, if any."""
+        return self._mailbox
+
+    def _started(self, now: datetime) -> None:
+        """Record that a poll with work began (once per poll)."""
+        if self._poll_id is None:
+            self._poll_id = self.store.poll_started(self.account, now)
+
+    def _finished(self, now: datetime, report: PollReport, error: str | None = None) -> None:
+        if self._poll_id is None:
+            self.store.record_poll(self.account, now, ok=error is None,
+                                   new_messages=report.new_messages, error=error)
+        else:
+            self.store.poll_finished(self._poll_id, now, ok=error is None,
+                                     new_messages=report.new_messages, error=error)
 
     def _final_statuses(self, report: PollReport) -> None:
         """Tell each handled reply's status after sending, not the "queued" of its intent."""
@@ -375,31 +342,86 @@ class Poller:
             if handled.outbox_id in statuses:
                 handled.status = statuses[handled.outbox_id]
 
+    # --- the connection and the cursor ---------------------------------------------------
+
+    async def _connect(self, now: datetime) -> Mailbox:
+        if self._used_at is not None and now - self._used_at > KEEP_OPEN_FOR:
+            await self._disconnect()
+        if self._mailbox is None:
+            mailbox = Mailbox(self.settings.imap, self.ctx.imap_tls)
+            await asyncio.to_thread(mailbox.__enter__)
+            self._mailbox = mailbox
+        self._used_at = now
+        return self._mailbox
+
+    async def _disconnect(self) -> None:
+        mailbox, self._mailbox = self._mailbox, None
+        if mailbox is not None:
+            await asyncio.to_thread(mailbox.__exit__, None, None, None)
+
+    async def _look(self, now: datetime) -> tuple[int, list[int]]:
+        """The folder's UIDVALIDITY and the UIDs after the cursor.
+
+        A kept connection the server has ended meanwhile is replaced once, silently: that is
+        how idle IMAP sessions end, not a failure.
+        """
+        kept = self._mailbox is not None
+        mailbox = await self._connect(now)
+        try:
+            return await self._new_uids(mailbox, now)
+        except MailboxError:
+            if not kept:
+                raise
+        await self._disconnect()
+        return await self._new_uids(await self._connect(now), now)
+
     async def _new_uids(self, mailbox: Mailbox, now: datetime) -> tuple[int, list[int]]:
         folder = self.settings.imap.folder
-        state = await asyncio.to_thread(mailbox.select, folder)
-        last = self.store.cursor(self.account, folder, state.uidvalidity)
+        known = self._cursor
+
+        def select_and_search() -> tuple[int, int | None, list[int] | None]:
+            state = mailbox.select(folder)
+            if known is not None and known[0] == state.uidvalidity:
+                return state.uidvalidity, state.uidnext, mailbox.uids_after(known[1])
+            return state.uidvalidity, state.uidnext, None
+
+        # One worker-thread hop in the steady state, where this poller knows the cursor.
+        uidvalidity, uidnext, uids = await asyncio.to_thread(select_and_search)
+        if uids is not None:
+            return uidvalidity, uids
+        last = self.store.cursor(self.account, folder, uidvalidity)
         if last is not None:
-            return state.uidvalidity, await asyncio.to_thread(mailbox.uids_after, last)
+            self._cursor = (uidvalidity, last)
+            return uidvalidity, await asyncio.to_thread(mailbox.uids_after, last)
         if self.store.has_any_cursor(self.account, folder):
             # UIDVALIDITY changed: every UID may now name another message. Re-scan the folder;
             # Message-ID keys in the store keep anything handled from being handled twice.
             log.warning("UIDVALIDITY of %s changed; re-scanning by Message-ID", folder)
-            return state.uidvalidity, await asyncio.to_thread(mailbox.uids_after, 0)
+            return uidvalidity, await asyncio.to_thread(mailbox.uids_after, 0)
         look_back = self.settings.policy.look_back_days
         if look_back > 0:
             since = (now - timedelta(days=look_back)).date()
-            return state.uidvalidity, await asyncio.to_thread(mailbox.uids_since, since)
-        top = (state.uidnext or 1) - 1
-        self.store.set_cursor(self.account, folder, state.uidvalidity, top, now)
-        return state.uidvalidity, []
+            return uidvalidity, await asyncio.to_thread(mailbox.uids_since, since)
+        self._advance(uidvalidity, (uidnext or 1) - 1, now)
+        return uidvalidity, []
 
-    async def _fetch_and_judge(self, mailbox: Mailbox, now: datetime,
+    def _advance(self, uidvalidity: int, last_uid: int, now: datetime) -> None:
+        """Move the cursor, in the store and in this poller's memory of it."""
+        self._cursor = None  # unknown until the store has it
+        self.store.set_cursor(self.account, self.settings.imap.folder, uidvalidity, last_uid,
+                              now)
+        self._cursor = (uidvalidity, last_uid)
+
+    # --- judging and recording -----------------------------------------------------------
+
+    async def _fetch_and_judge(self, uidvalidity: int, uids: list[int], now: datetime,
                                report: PollReport) -> None:
-        folder = self.settings.imap.folder
+        from modbot import parse, review
+        from modbot.judging import judge, too_large
+
+        self._started(now)
+        mailbox = await self._connect(now)
         limit = self.settings.imap.max_message_bytes
-        uidvalidity, uids = await self._new_uids(mailbox, now)
-        report.new_messages = len(uids)
         if self.progress is not None:
             self.progress(0, len(uids))
         history_for = self._history_at(now)
@@ -450,13 +472,16 @@ class Poller:
             if marked:
                 await asyncio.to_thread(mailbox.add_keyword, marked, self.settings.imap.keyword)
                 self.checkpoint("marked")
-            self.store.set_cursor(self.account, folder, uidvalidity, batch[-1], now)
+            self._advance(uidvalidity, batch[-1], now)
             self.checkpoint("advanced")
             if self.progress is not None:
                 self.progress(min(start + BATCH, len(uids)), len(uids))
 
     def _review_answer(self, raw: bytes, now: datetime) -> Judgement:
         """Act on the counselor's answer to a review email; record it as handled mail."""
+        from modbot import review
+        from modbot.judging import Judgement
+
         outcome = review.handle_answer(self.store, self.settings, raw, now,
                                        self.ctx.dkim_lookup)
         if outcome.acted:
@@ -481,13 +506,18 @@ class Poller:
                 return replace(j, decision=Decision(Action.HOLD, "replies-paused",
                                                     (reason, *d.reasons)))
         elif d.rule in CAP_RULES and self.store.active_pause(self.account) is None:
+            from modbot.render import make_message_id
+
             self.store.start_pause(self.account, d.reasons[0], now,
-                                   render.make_message_id(self.settings.counselor.domain))
+                                   make_message_id(self.settings.counselor.domain))
+            self._alert_due = True
             log.warning("a reply cap was reached; automatic replies are paused")
         return j
 
     def _record(self, uid: int, uidvalidity: int, key: str, j: Judgement,
                 now: datetime) -> Handled | None:
+        from modbot.render import make_message_id
+
         c, d = j.classification, j.decision
         person = c.person
         row: dict[str, Any] = {
@@ -506,7 +536,7 @@ class Poller:
                       Mode.SHADOW: store.SHADOW}[d.mode]
             redirect = self.settings.policy.redirect_all_to
             reply = {
-                "message_id": render.make_message_id(self.settings.counselor.domain),
+                "message_id": make_message_id(self.settings.counselor.domain),
                 "template": d.template or c.kind.value, "recipient_name": d.recipient.name,
                 "recipient_email": d.recipient.email, "redirected_to": redirect,
                 "status": status, "created_at": now,
@@ -524,100 +554,46 @@ class Poller:
 
     # --- sending -------------------------------------------------------------------------
 
-    async def _reconcile(self, mailbox: Mailbox, now: datetime) -> None:
-        """Resolve replies a crash left between "sending" and "sent"."""
-        sent_folder = self.settings.imap.sent_folder
-        for item in self.store.in_flight(self.account):
-            found = sent_folder is not None and await asyncio.to_thread(
-                mailbox.find_message_id, sent_folder, item.message_id)
-            if found:
-                self.store.mark(item.id, store.SENT, now=now)
-            else:
-                self.store.mark(item.id, store.UNCERTAIN, now=now, error=(
-                    "the reply may have been sent: the connection ended before the server "
-                    "confirmed it; held so it is never sent twice"))
+    async def _reconcile(self, now: datetime) -> None:
+        """Resolve replies a crash left half-sent; note whether an alert waits to be sent."""
+        if self.store.in_flight(self.account):
+            from modbot.delivery import reconcile
 
-    async def _send_due(self, mailbox: Mailbox, now: datetime, report: PollReport) -> None:
-        alert = self.store.alert_due(self.account)
+            self._started(now)
+            await reconcile(self.store, self.account, await self._connect(now),
+                            self.settings.imap.sent_folder, now)
+        self._alert_due = self.store.alert_due(self.account) is not None
+        self._recheck = False
+
+    async def _send_due(self, now: datetime, report: PollReport) -> None:
+        alert = self.store.alert_due(self.account) if self._alert_due else None
         due = self.store.due(now, self.account)
+        self._alert_due = False
         if not due and alert is None:
             return
-        self._copies = True
-        try:
-            async with Sender(self.settings.smtp, self.ctx.smtp_tls) as sender:
-                if alert is not None:
-                    await self._send_alert(sender, alert, now, report)
-                for item in due:
-                    await self._send_one(sender, mailbox, item, now, report)
-        except SendError as exc:  # could not connect at all: nothing was marked "sending"
-            report.errors.append(str(exc))
-            log.warning("sending postponed: %s", exc)
+        from modbot.delivery import Delivery
 
-    async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime,
-                          report: PollReport) -> None:
-        # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
-        self.store.mark_alert(alert.id, now=now, attempted=True)
+        self._started(now)
+        delivery = Delivery(self.settings, self.store, self.ctx.templates,
+                            await self._connect(now), self.checkpoint)
         try:
-            await sender.send(alert_message(self.settings, alert, now))
-        except MaybeSentError as exc:
-            report.errors.append(str(exc))
-        except SendError as exc:
-            self.store.mark_alert(alert.id, now=now, released=True)  # surely not sent: retry
-            report.errors.append(str(exc))
-        else:
-            self.store.mark_alert(alert.id, now=now, sent=True)
-
-    async def _send_one(self, sender: Sender, mailbox: Mailbox, item: store.OutboxItem,
-                        now: datetime, report: PollReport) -> None:
-        counselor = self.settings.counselor
-        recipient = Recipient(item.recipient_name or "", item.recipient_email, "outbox")
-        try:
-            message = render.reply_message(
-                self.ctx.templates, template=item.template, counselor=counselor,
-                recipient=recipient, person=Person(name=item.person_name),
-                message_id=item.message_id, date=now, redirect_to=item.redirected_to)
-        except (ModbotError, ValueError) as exc:  # a broken template or unusable address
-            self.store.mark(item.id, store.FAILED, now=now,
-                            error=f"the reply could not be built: {exc}")
-            report.errors.append(str(exc))
-            return
-        self.store.mark(item.id, store.SENDING, now=now, count_attempt=True)
-        self.checkpoint("sending")
-        try:
-            await sender.send(message)
-        except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly
-            self.store.mark(item.id, store.UNCERTAIN, now=now, error=str(exc))
-            report.errors.append(str(exc))
-            return
-        except TemporarySendError as exc:
-            attempts = item.attempts + 1
-            if attempts >= MAX_SEND_ATTEMPTS:
-                self.store.mark(item.id, store.FAILED, now=now, error=(
-                    f"gave up after {attempts} attempts: {exc}"))
-            else:
-                self.store.mark(item.id, store.RETRY, now=now, error=str(exc),
-                                next_attempt_at=now + backoff(attempts))
-            report.errors.append(str(exc))
-            return
-        except SendError as exc:
-            self.store.mark(item.id, store.FAILED, now=now, error=str(exc))
-            report.errors.append(str(exc))
-            return
-        self.checkpoint("sent")
-        # The copy goes to the Sent folder before "sent" is recorded: a crash in between is then
-        # resolved by finding the copy there, and a copy exists only for a confirmed send.
-        sent_folder = self.settings.imap.sent_folder
-        if sent_folder and self._copies:
-            try:
-                await asyncio.to_thread(mailbox.append, sent_folder, bytes(message))
-            except ModbotError as exc:
-                self._copies = False  # the connection is gone; do not wait on it per reply
-                log.warning("could not keep a copy in %s: %s", sent_folder, exc)
-            self.checkpoint("copied")
-        self.store.mark(item.id, store.SENT, now=now)
-        report.sent.append(item.message_id)
+            await delivery.run(self.ctx.smtp_tls, alert, due, now)
+        finally:
+            report.sent.extend(delivery.sent)
+            report.errors.extend(delivery.errors)
+            # An alert given back for a retry is looked for again at the next poll.
+            self._alert_due = alert is not None and bool(delivery.errors)
 
 
 async def poll_once(ctx: Context, now: datetime, progress: Progress | None = None) -> PollReport:
     """One poll at ``now``, which the caller read from its clock."""
     return await Poller(ctx, progress=progress).poll(now)
+
+
+def __getattr__(name: str) -> Any:
+    """``judge`` and ``dns_txt_lookup`` moved; importing them from here still works."""
+    if name == "judge":
+        from modbot.judging import judge
+
+        return judge
+    raise AttributeError(name)

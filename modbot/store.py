@@ -35,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    bindparam,
     case,
     create_engine,
     event,
@@ -279,6 +280,22 @@ def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
 # it lets a start-up with a current schema skip importing alembic (a quarter second).
 HEAD_REVISION = "0005"
 
+# Statements run at every poll, built once.
+_OUTBOX_ITEMS = (
+    select(
+        outbox.c.id, outbox.c.message_row, outbox.c.message_id, outbox.c.template,
+        outbox.c.recipient_name, outbox.c.recipient_email, outbox.c.redirected_to,
+        outbox.c.status, outbox.c.attempts, messages.c.person_name, messages.c.profile_url,
+    )
+    .join(messages, messages.c.id == outbox.c.message_row)
+    .order_by(outbox.c.id)
+)
+_DUE = _OUTBOX_ITEMS.where(
+    (outbox.c.status == QUEUED)
+    | ((outbox.c.status == RETRY) & (outbox.c.next_attempt_at <= bindparam("now"))))
+_DUE_FOR_ACCOUNT = _DUE.where(messages.c.account == bindparam("account"))
+_INSERT_POLL = polls.insert()
+
 
 def current_revision(engine: Engine) -> str | None:
     """The schema's alembic revision, or None for a new database."""
@@ -505,30 +522,22 @@ class Store:
 
     # --- outbox --------------------------------------------------------------------------
 
-    def _items(self, condition: Any) -> list[OutboxItem]:
-        query = (
-            select(
-                outbox.c.id, outbox.c.message_row, outbox.c.message_id, outbox.c.template,
-                outbox.c.recipient_name, outbox.c.recipient_email, outbox.c.redirected_to,
-                outbox.c.status, outbox.c.attempts, messages.c.person_name,
-                messages.c.profile_url,
-            )
-            .join(messages, messages.c.id == outbox.c.message_row)
-            .where(condition)
-            .order_by(outbox.c.id)
-        )
+    def _items(self, condition: Any, params: dict[str, Any] | None = None) -> list[OutboxItem]:
         with self.transaction() as c:
-            return [OutboxItem(**row._mapping) for row in c.execute(query)]
+            return [OutboxItem(**row._mapping)
+                    for row in c.execute(_OUTBOX_ITEMS.where(condition), params or {})]
 
     def due(self, now: datetime, account: str | None = None) -> list[OutboxItem]:
         """Replies ready to send: queued, or temporarily failed and past their backoff.
 
         With ``account``, only replies to that account's messages: each account sends its own
-        replies, from its own counselor, over its own SMTP server.
+        replies, from its own counselor, over its own SMTP server. Asked at every poll, so the
+        statement is built once.
         """
-        ready = ((outbox.c.status == QUEUED)
-                 | ((outbox.c.status == RETRY) & (outbox.c.next_attempt_at <= now)))
-        return self._items(ready if account is None else ready & (messages.c.account == account))
+        query = _DUE if account is None else _DUE_FOR_ACCOUNT
+        with self.transaction() as c:
+            return [OutboxItem(**row._mapping)
+                    for row in c.execute(query, {"now": now, "account": account})]
 
     def in_flight(self, account: str | None = None) -> list[OutboxItem]:
         """Rows left in "sending" by a crash between send and record (of ``account``)."""
@@ -570,6 +579,13 @@ class Store:
         with self.transaction() as c:
             c.execute(update(polls).where(polls.c.id == poll_id).values(
                 finished_at=now, ok=ok, new_messages=new_messages, error=error))
+
+    def record_poll(self, account: str, now: datetime, *, ok: bool, new_messages: int,
+                    error: str | None = None) -> None:
+        """Record a poll that started and finished at ``now``, in one statement."""
+        with self.transaction() as c:
+            c.execute(_INSERT_POLL, {"account": account, "started_at": now, "finished_at": now,
+                                     "ok": ok, "new_messages": new_messages, "error": error})
 
     # --- reading for reports -------------------------------------------------------------
 

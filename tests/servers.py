@@ -319,6 +319,14 @@ class Dovecot:
         return ImapUser(self.host, self.imaps_port, self.imap_port, username, password,
                         self.client_context)
 
+    def kick(self, user: ImapUser) -> None:
+        """Close every connection of ``user`` from the server's side (``doveadm kick``)."""
+        result = subprocess.run(["doveadm", "-c", str(self.root / "dovecot.conf"), "kick",
+                                 user.username], capture_output=True, text=True, timeout=30,
+                                check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"doveadm kick failed: {result.stderr.strip()}")
+
     def log_tail(self, lines: int = 20) -> str:
         """The last lines Dovecot wrote, for failure messages."""
         text = ""

@@ -39,15 +39,6 @@ ANSWERED_WITHIN = 3.0  # seconds from a notification's arrival to its reply at t
 ARRIVALS = 10
 
 
-def kick(dovecot: servers.Dovecot, user: servers.ImapUser) -> None:
-    """Close every connection of ``user`` from the server's side (``doveadm kick``)."""
-    result = subprocess.run(["doveadm", "-c", str(dovecot.root / "dovecot.conf"), "kick",
-                             user.username], capture_output=True, text=True, timeout=30,
-                            check=False)
-    if result.returncode != 0:
-        pytest.skip(f"doveadm kick failed: {result.stderr.strip()}")
-
-
 def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -185,7 +176,7 @@ def test_idle_wait_raises_when_the_server_hangs_up(
     with Mailbox(watched, client_ssl_context) as mailbox:
         mailbox.select("INBOX", readonly=True)
         mailbox.idle_start()
-        kick(dovecot, imap_user)
+        dovecot.kick(imap_user)
         with pytest.raises(MailboxError, match=r"closed|ended"):
             for _ in range(10):
                 mailbox.idle_wait(0.5)
@@ -255,12 +246,12 @@ async def test_watcher_reconnects_after_a_kick(
     caplog.set_level(logging.WARNING, logger="modbot")
     watch = Watch(watched, client_ssl_context)
     assert await async_wait_for(lambda: watch.news == 1, 10)
-    await asyncio.to_thread(kick, dovecot, imap_user)
+    await asyncio.to_thread(dovecot.kick, imap_user)
     assert await async_wait_for(lambda: watch.watcher.connections == 2, 10)
     assert watch.news == 2  # the reconnection asks for a poll: mail may have come meanwhile
     await asyncio.to_thread(imap_user.append, "INBOX", faults.fixture(faults.JORDAN))
     assert await async_wait_for(lambda: watch.news == 3, 3)
-    await asyncio.to_thread(kick, dovecot, imap_user)
+    await asyncio.to_thread(dovecot.kick, imap_user)
     assert await async_wait_for(lambda: watch.watcher.connections == 3, 10)
     await watch.stop()
     assert caplog.text.count("connecting again in 1 s") == 2
@@ -375,7 +366,7 @@ def test_daemon_answers_within_seconds_over_idle(
               f"max {max(latencies):.2f} s")
         assert max(latencies) < ANSWERED_WITHIN, latencies
 
-        kick(dovecot, imap_user)
+        dovecot.kick(imap_user)
         assert wait_for(lambda: daemon.said("over IDLE") == 2, 15), "".join(daemon.lines)
         imap_user.append("INBOX", crowd.messages()[ARRIVALS])
         arrived = time.monotonic()

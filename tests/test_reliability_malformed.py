@@ -22,8 +22,9 @@ from trials import NOW
 
 from modbot import store
 from modbot.config import PolicySettings
+from modbot.judging import judge
 from modbot.model import History, Mode
-from modbot.poll import Context, Poller, _header_message_id, judge
+from modbot.poll import Context, Poller, _header_message_id
 
 pytestmark = pytest.mark.integration
 

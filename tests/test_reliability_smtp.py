@@ -14,7 +14,8 @@ import trustme
 from trials import NOW
 
 from modbot import store
-from modbot.poll import MAX_SEND_ATTEMPTS, Context, Poller, backoff
+from modbot.delivery import MAX_SEND_ATTEMPTS, backoff
+from modbot.poll import Context, Poller
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,184 @@
+"""Sending one account's due replies and its pause alert, and resolving replies a crash left
+half-sent.
+
+The order per reply is the safety argument: the reply is built; its row is marked ``sending``;
+the SMTP server confirms it; a copy goes to the Sent folder; the row is marked ``sent``. A
+temporary refusal is retried with a bounded backoff kept in the row; a permanent one, or too many
+attempts, is held for the counselor. A line that drops after DATA is held as "may have been
+sent", and a row a crash left in ``sending`` is resolved from the Sent folder or held the same
+way: never sent twice. ``modbot.poll`` imports this module only when something is due.
+
+This module never reads the clock (``now`` comes in) and never logs message content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from modbot import render, store
+from modbot.config import Settings
+from modbot.errors import MaybeSentError, ModbotError, SendError, TemporarySendError
+from modbot.mailbox import Mailbox
+from modbot.model import Person, Recipient
+from modbot.outbox import Sender
+from modbot.store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_SEND_ATTEMPTS = 6  # then the reply is held as failed for the counselor
+MAX_BACKOFF = timedelta(hours=1)
+UNCONFIRMED = ("the reply may have been sent: the connection ended before the server "
+               "confirmed it; held so it is never sent twice")
+
+
+def backoff(attempts: int) -> timedelta:
+    """How long a temporarily refused reply waits before attempt ``attempts + 1``.
+
+    2, 4, 8, 16, 32 minutes, never more than an hour: kept in the outbox row, so it holds
+    across polls and restarts.
+    """
+    return min(timedelta(minutes=2 ** attempts), MAX_BACKOFF)
+
+
+def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> EmailMessage:
+    """The one email that tells the counselor that replies are paused, and how to resume."""
+    counselor = settings.counselor
+    message = EmailMessage()
+    message["From"] = Address(counselor.name, addr_spec=counselor.email)
+    message["To"] = Address(counselor.name, addr_spec=counselor.email)
+    message["Subject"] = "modbot has paused its replies"
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = pause.alert_message_id
+    message["Auto-Submitted"] = "auto-generated"
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(
+        f"modbot stopped sending automatic replies at {pause.started_at:%Y-%m-%d %H:%M} UTC.\n\n"
+        f"Why: {pause.reason}\n\n"
+        "Reaching a cap usually means a burst of mail that deserves a look: a flood of "
+        "invitations, a forwarding loop, or a class that all wrote at once. Until you resume, "
+        "every notification that would have been answered is recorded and held for you; "
+        "nothing is lost and nothing is sent. `modbot held` lists what waits, and the weekly "
+        "digest shows it too.\n\n"
+        "To start automatic replies again, run:\n\n    modbot resume\n\n"
+        "This is the only message about this pause.\n"
+    )
+    return message
+
+
+async def reconcile(store_: Store, account: str, mailbox: Mailbox, sent_folder: str | None,
+                    now: datetime) -> None:
+    """Resolve replies a crash left between "sending" and "sent": sent if their copy is in the
+    Sent folder, otherwise held as "may have been sent"."""
+    for item in store_.in_flight(account):
+        found = sent_folder is not None and await asyncio.to_thread(
+            mailbox.find_message_id, sent_folder, item.message_id)
+        if found:
+            store_.mark(item.id, store.SENT, now=now)
+        else:
+            store_.mark(item.id, store.UNCERTAIN, now=now, error=UNCONFIRMED)
+
+
+class Delivery:
+    """One send run: the alert, then each due reply, over one SMTP connection.
+
+    ``sent`` and ``errors`` tell what happened; ``checkpoint`` is the poll's (see
+    ``modbot.poll.STEPS``).
+    """
+
+    def __init__(self, settings: Settings, store_: Store, templates: render.Templates,
+                 mailbox: Mailbox, checkpoint: Callable[[str], None]) -> None:
+        self.settings = settings
+        self.store = store_
+        self.templates = templates
+        self.mailbox = mailbox
+        self.checkpoint = checkpoint
+        self.sent: list[str] = []
+        self.errors: list[str] = []
+        self._copies = True  # whether to keep copies in the Sent folder during this run
+
+    async def run(self, smtp_tls: ssl.SSLContext, alert: store.Pause | None,
+                  due: Sequence[store.OutboxItem], now: datetime) -> None:
+        """Send the alert (if any), then each reply in ``due``, over one connection."""
+        try:
+            async with Sender(self.settings.smtp, smtp_tls) as sender:
+                if alert is not None:
+                    await self._send_alert(sender, alert, now)
+                for item in due:
+                    await self._send_one(sender, item, now)
+        except SendError as exc:  # could not connect at all: nothing was marked "sending"
+            self.errors.append(str(exc))
+            log.warning("sending postponed: %s", exc)
+
+    async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime) -> None:
+        # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
+        self.store.mark_alert(alert.id, now=now, attempted=True)
+        try:
+            await sender.send(alert_message(self.settings, alert, now))
+        except MaybeSentError as exc:
+            self.errors.append(str(exc))
+        except SendError as exc:
+            self.store.mark_alert(alert.id, now=now, released=True)  # surely not sent: retry
+            self.errors.append(str(exc))
+        else:
+            self.store.mark_alert(alert.id, now=now, sent=True)
+
+    def _build(self, item: store.OutboxItem, now: datetime) -> EmailMessage | None:
+        try:
+            return render.reply_message(
+                self.templates, template=item.template, counselor=self.settings.counselor,
+                recipient=Recipient(item.recipient_name or "", item.recipient_email, "outbox"),
+                person=Person(name=item.person_name), message_id=item.message_id, date=now,
+                redirect_to=item.redirected_to)
+        except (ModbotError, ValueError) as exc:  # a broken template or unusable address
+            self.store.mark(item.id, store.FAILED, now=now,
+                            error=f"the reply could not be built: {exc}")
+            self.errors.append(str(exc))
+            return None
+
+    async def _send_one(self, sender: Sender, item: store.OutboxItem, now: datetime) -> None:
+        message = self._build(item, now)
+        if message is None:
+            return
+        self.store.mark(item.id, store.SENDING, now=now, count_attempt=True)
+        self.checkpoint("sending")
+        try:
+            await sender.send(message)
+        except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly
+            self.store.mark(item.id, store.UNCERTAIN, now=now, error=str(exc))
+            self.errors.append(str(exc))
+            return
+        except TemporarySendError as exc:
+            attempts = item.attempts + 1
+            if attempts >= MAX_SEND_ATTEMPTS:
+                self.store.mark(item.id, store.FAILED, now=now, error=(
+                    f"gave up after {attempts} attempts: {exc}"))
+            else:
+                self.store.mark(item.id, store.RETRY, now=now, error=str(exc),
+                                next_attempt_at=now + backoff(attempts))
+            self.errors.append(str(exc))
+            return
+        except SendError as exc:
+            self.store.mark(item.id, store.FAILED, now=now, error=str(exc))
+            self.errors.append(str(exc))
+            return
+        self.checkpoint("sent")
+        # The copy goes to the Sent folder before "sent" is recorded: a crash in between is then
+        # resolved by finding the copy there, and a copy exists only for a confirmed send.
+        sent_folder = self.settings.imap.sent_folder
+        if sent_folder and self._copies:
+            try:
+                await asyncio.to_thread(self.mailbox.append, sent_folder, bytes(message))
+            except ModbotError as exc:
+                self._copies = False  # the connection is gone; do not wait on it per reply
+                log.warning("could not keep a copy in %s: %s", sent_folder, exc)
+            self.checkpoint("copied")
+        self.store.mark(item.id, store.SENT, now=now)
+        self.sent.append(item.message_id)
+
