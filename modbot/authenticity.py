@@ -23,13 +23,12 @@ message content.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-
-import authres
-import dkim
+from typing import Any
 
 from modbot.brand import (
     claims_linkedin_name,
@@ -49,6 +48,8 @@ NOT_LINKEDIN = Authenticity(False, Verdict.UNKNOWN, ("does not claim to be Linke
 
 _TAG = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.IGNORECASE)
 _COMMENT = re.compile(r"\([^()]*\)")
+# An RFC 5322 comment without nesting, quoted pairs or line breaks: ctext and blanks only.
+_PLAIN_COMMENT = re.compile(r"\([\t \x21-\x27\x2a-\x5b\x5d-\x7e]*\)")
 
 
 def _domain(address: str | None) -> str:
@@ -87,10 +88,52 @@ class _Result:
     props: dict[str, str]
 
 
+@functools.cache
+def _authres_parser() -> Callable[[str], Any]:
+    """authres's parser of one header value, built on first use so authres loads only then.
+
+    It is authres's own grammar; only the primitive it is written in changes. authres matches
+    every token with ``re.compile(...).sub`` on the rest of the text (its own TODO says so);
+    here each pattern is compiled once, matched with ``search``, which finds the same first
+    match ``sub`` replaces; white space that cannot start is not looked for, and a comment of
+    plain text and blanks, which authres reads word by word to the same end, is read at once.
+    """
+    import authres
+    import authres.core
+
+    anchored = functools.cache(lambda pattern: re.compile("^" + pattern, re.IGNORECASE))
+
+    class Header(authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
+        _parse_text: str
+
+        def _parse_pattern(self, pattern: str | re.Pattern[str]) -> re.Match[str] | None:
+            rx = pattern if isinstance(pattern, re.Pattern) else anchored(pattern)
+            text = self._parse_text
+            match = rx.search(text)
+            if match is not None:
+                self._parse_text = text[:match.start()] + text[match.end():]
+            return match
+
+        def _parse_rfc5322_cfws(self) -> Any:
+            if self._parse_text[:1] not in (" ", "\t", "\r", "\n", "("):
+                return None  # neither folding white space nor a comment starts here
+            return super()._parse_rfc5322_cfws()
+
+        def _parse_rfc5322_comment(self) -> Any:
+            plain = _PLAIN_COMMENT.match(self._parse_text)
+            if plain is None:
+                return super()._parse_rfc5322_comment()
+            self._parse_text = self._parse_text[plain.end():]
+            return True
+
+    features = authres.core_features()
+    return lambda value: Header.parse_value(features, value)
+
+
 def _parse_results(value: str) -> tuple[str, list[_Result]] | None:
     """(authserv-id, results) of one header value; authres first, a tolerant reading second."""
     try:
-        header = authres.AuthenticationResultsHeader.parse_value(value)
+        header = _authres_parser()(value)
         return str(header.authserv_id).lower(), [
             _Result(str(r.method).lower(), str(r.result).lower(),
                     {f"{p.type}.{p.name}".lower(): str(p.value) for p in r.properties})
@@ -151,11 +194,37 @@ def _judge_results(server: str, results: list[_Result], from_domain: str) -> tup
     return Verdict.SPOOF, f"{server} reports no dkim=pass for linkedin.com ({seen})."
 
 
+@functools.lru_cache(maxsize=64)
+def _needles(trusted: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Text every header written by one of ``trusted`` contains, lower-cased; None if unknown.
+
+    An authserv-id is read from the header's own text, so a trusted one appears in the
+    lower-cased value: the whole id, or the ``.suffix`` of a ``*.suffix`` pattern. Only ASCII
+    patterns are used; lower-casing other letters can depend on their neighbours.
+    """
+    needles = []
+    for pattern in (p.strip().lower() for p in trusted):
+        needle = pattern[1:] if pattern.startswith("*.") else pattern
+        if not needle.isascii():
+            return None
+        if needle:
+            needles.append(needle)
+    return tuple(needles)
+
+
 def _topmost_trusted(n: Notification,
                      trusted: Sequence[str]) -> tuple[str, list[_Result]] | None:
-    """(authserv-id, results) of the topmost Authentication-Results a trusted server wrote."""
+    """(authserv-id, results) of the topmost Authentication-Results a trusted server wrote.
+
+    A header that does not even mention a trusted server is passed over without parsing it.
+    """
+    needles = _needles(tuple(trusted))
     for value in n.headers.get("authentication-results", ())[:50]:
-        parsed = _parse_results(value[:8192])
+        value = value[:8192]
+        lowered = value.lower()
+        if needles is not None and not any(needle in lowered for needle in needles):
+            continue
+        parsed = _parse_results(value)
         if parsed and _trusted(parsed[0], trusted):
             return parsed
     return None
@@ -199,6 +268,8 @@ def _verify_each(n: Notification, lookup: DnsLookup, missing: set[str],
         if not answer:
             missing.add(name.decode("ascii", "replace").rstrip("."))
         return answer
+
+    import dkim  # only where no trusted Authentication-Results decided
 
     try:
         verifier = dkim.DKIM(n.raw, logger=_quiet_logger())

@@ -8,6 +8,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
@@ -167,6 +168,77 @@ def test_trusted_authserv_id_patterns(authserv_id: str, trusted: str, verdict: V
         b"Authentication-Results: mx.counsel.example.edu;",
         f"Authentication-Results: {authserv_id};".encode())
     assert check(parse(data), trusted_authserv_ids=[trusted]).verdict is verdict
+
+
+def test_headers_that_do_not_name_a_trusted_server_are_passed_over() -> None:
+    """Results above the trusted server's that never name it do not hide or replace it."""
+    data = message(
+        "Authentication-Results: relay.example.org; dkim=fail header.d=linkedin.com",
+        "Authentication-Results: (mx.counsel.example.edu) evil.example; dkim=pass header.d=x.com",
+        "Authentication-Results: MX.COUNSEL.EXAMPLE.EDU; dkim=fail header.d=linkedin.com",
+        "Authentication-Results: mx.counsel.example.edu; dkim=pass header.d=linkedin.com")
+    result = judge(data)
+    assert result.verdict is Verdict.SPOOF
+    assert "mx.counsel.example.edu reports no dkim=pass for linkedin.com (dkim=fail for " \
+        "linkedin.com)." in result.reasons
+
+
+@pytest.mark.parametrize(("authserv_id", "trusted", "verdict"), [
+    ("m\u0445.counsel.example.edu", "m\u0445.counsel.example.edu", Verdict.AUTHENTIC),
+    ("mx.ex\u0430mple.edu", "*.ex\u0430mple.edu", Verdict.AUTHENTIC),
+    ("mx.counsel.example.edu", "m\u0445.counsel.example.edu", Verdict.UNKNOWN),
+    ("mx.counsel.example.edu", "", Verdict.UNKNOWN),
+])
+def test_trust_patterns_beyond_ascii(authserv_id: str, trusted: str, verdict: Verdict) -> None:
+    """A pattern with letters beyond ASCII is compared with what the tolerant reading finds."""
+    data = message(f"Authentication-Results: {authserv_id}; dkim=pass header.d=linkedin.com")
+    assert judge(data, trusted=(trusted,)).verdict is verdict
+
+
+_AUTHRES_PIECES = ["mx.counsel.example.edu", "MX.Example", "1", ";", " ", "\t", "\r\n ", "\n",
+                   "(", ")", "(comment)", "((nested) c)", "(a\\) b)", "\\", '"', '"q s"', "dkim",
+                   "spf", "/1", "=", "pass", "fail", "none", "reason=", '"why"', "header.d",
+                   "header.i", "smtp.mailfrom", "policy.x", "bogus.x", ".", "@", "linkedin.com",
+                   "a@b.example", "header.b=Fx1a+/=", "\u00e9", "\x00"]
+
+
+_RESINFO = st.tuples(
+    st.sampled_from([";", "; ", ";\r\n\t", " ; (c) "]),
+    st.sampled_from(["dkim", "spf", "dmarc", "dkim/1", "x-y", "none"]),
+    st.sampled_from(["=", " = "]),
+    st.sampled_from(["pass", "fail", "neutral (why (not))", "pass (a\\) b)"]),
+    st.lists(st.sampled_from([" header.d=linkedin.com", " smtp.mailfrom=a@b.example",
+                              ' header.b="q"', " policy.x=@d.example", " bogus.x=1",
+                              ' header.i = "a b"@c.d', " (p=REJECT sp=REJECT)", ' reason="x"',
+                              " header.s=(c)s1", " (mx: domain of a@b designates 1.2.3.4)"]),
+             max_size=4),
+).map(lambda parts: "".join((*parts[:4], *parts[4])))
+_AUTHRES_VALUES = st.one_of(
+    st.lists(st.sampled_from(_AUTHRES_PIECES), max_size=24).map("".join),
+    st.tuples(st.sampled_from(["mx.counsel.example.edu", "mx (c) ", "x.y (v) 1 (c)", " a.b"]),
+              st.lists(_RESINFO, max_size=4)).map(lambda v: v[0] + "".join(v[1])),
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_AUTHRES_VALUES)
+def test_authres_is_read_exactly_as_authres_reads_it(value: str) -> None:
+    """The quicker matching inside authres's parser finds what authres itself finds, or fails."""
+    import authres
+
+    from modbot.authenticity import _authres_parser
+
+    def outcome(parse_value: Callable[[str], object], value: str) -> object:
+        try:
+            header: Any = parse_value(value)
+        except Exception as exc:
+            return type(exc), str(exc)
+        return str(header), [(r.method, r.result, r.reason,
+                              [(p.type, p.name, p.value) for p in r.properties])
+                             for r in header.results]
+
+    assert outcome(_authres_parser(), value) == outcome(
+        authres.AuthenticationResultsHeader.parse_value, value)
 
 
 @pytest.mark.parametrize(("results", "verdict"), [
