@@ -27,7 +27,7 @@ from modbot.config import Settings
 from modbot.errors import MaybeSentError, ModbotError, SendError, TemporarySendError
 from modbot.mailbox import Mailbox
 from modbot.model import Person, Recipient
-from modbot.outbox import Sender
+from modbot.outbox import Prepared, Sender, prepare
 from modbot.store import Store
 
 log = logging.getLogger(__name__)
@@ -102,19 +102,40 @@ class Delivery:
         self.sent: list[str] = []
         self.errors: list[str] = []
         self._copies = True  # whether to keep copies in the Sent folder during this run
+        self._confirmed: int | None = None  # confirmed by the server, not yet recorded as sent
 
     async def run(self, smtp_tls: ssl.SSLContext, alert: store.Pause | None,
                   due: Sequence[store.OutboxItem], now: datetime) -> None:
-        """Send the alert (if any), then each reply in ``due``, over one connection."""
+        """Send the alert (if any), then each reply in ``due``, over one connection.
+
+        Each reply is built in a worker thread while the one before it is on the wire, and a
+        reply's "sent" is recorded in the same transaction as the next one's "sending".
+        """
         try:
             async with Sender(self.settings.smtp, smtp_tls) as sender:
                 if alert is not None:
                     await self._send_alert(sender, alert, now)
-                for item in due:
-                    await self._send_one(sender, item, now)
+                await self._send_replies(sender, due, now)
         except SendError as exc:  # could not connect at all: nothing was marked "sending"
             self.errors.append(str(exc))
             log.warning("sending postponed: %s", exc)
+
+    async def _send_replies(self, sender: Sender, due: Sequence[store.OutboxItem],
+                            now: datetime) -> None:
+        def build_soon(item: store.OutboxItem) -> asyncio.Future[Prepared | str]:
+            return asyncio.ensure_future(asyncio.to_thread(self._build, item, now))
+
+        upcoming = build_soon(due[0]) if due else None
+        try:
+            for index, item in enumerate(due):
+                assert upcoming is not None
+                built = await upcoming
+                upcoming = build_soon(due[index + 1]) if index + 1 < len(due) else None
+                await self._send_one(sender, item, built, now)
+        finally:
+            if upcoming is not None:
+                upcoming.cancel()
+            self._record_confirmed(now)
 
     async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime) -> None:
         # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
@@ -129,27 +150,35 @@ class Delivery:
         else:
             self.store.mark_alert(alert.id, now=now, sent=True)
 
-    def _build(self, item: store.OutboxItem, now: datetime) -> EmailMessage | None:
+    def _build(self, item: store.OutboxItem, now: datetime) -> Prepared | str:
+        """The reply ready for the wire, or why it cannot be built (pure; run in a thread)."""
         try:
-            return render.reply_message(
+            return prepare(render.reply_message(
                 self.templates, template=item.template, counselor=self.settings.counselor,
                 recipient=Recipient(item.recipient_name or "", item.recipient_email, "outbox"),
                 person=Person(name=item.person_name), message_id=item.message_id, date=now,
-                redirect_to=item.redirected_to)
+                redirect_to=item.redirected_to))
         except (ModbotError, ValueError) as exc:  # a broken template or unusable address
-            self.store.mark(item.id, store.FAILED, now=now,
-                            error=f"the reply could not be built: {exc}")
-            self.errors.append(str(exc))
-            return None
+            return str(exc)
 
-    async def _send_one(self, sender: Sender, item: store.OutboxItem, now: datetime) -> None:
-        message = self._build(item, now)
-        if message is None:
+    def _record_confirmed(self, now: datetime, sending: int | None = None) -> None:
+        """Record the reply confirmed last as sent, with ``sending`` as being sent."""
+        confirmed, self._confirmed = self._confirmed, None
+        if confirmed is not None or sending is not None:
+            self.store.hand_over(sent=confirmed, sending=sending, now=now)
+
+    async def _send_one(self, sender: Sender, item: store.OutboxItem, built: Prepared | str,
+                        now: datetime) -> None:
+        if isinstance(built, str):
+            self._record_confirmed(now)
+            self.store.mark(item.id, store.FAILED, now=now,
+                            error=f"the reply could not be built: {built}")
+            self.errors.append(built)
             return
-        self.store.mark(item.id, store.SENDING, now=now, count_attempt=True)
+        self._record_confirmed(now, sending=item.id)
         self.checkpoint("sending")
         try:
-            await sender.send(message)
+            await sender.send(built)
         except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly
             self.store.mark(item.id, store.UNCERTAIN, now=now, error=str(exc))
             self.errors.append(str(exc))
@@ -174,11 +203,10 @@ class Delivery:
         sent_folder = self.settings.imap.sent_folder
         if sent_folder and self._copies:
             try:
-                await asyncio.to_thread(self.mailbox.append, sent_folder, bytes(message))
+                await asyncio.to_thread(self.mailbox.append, sent_folder, built.data)
             except ModbotError as exc:
                 self._copies = False  # the connection is gone; do not wait on it per reply
                 log.warning("could not keep a copy in %s: %s", sent_folder, exc)
             self.checkpoint("copied")
-        self.store.mark(item.id, store.SENT, now=now)
+        self._confirmed = item.id  # recorded with the next reply's "sending", or at the end
         self.sent.append(item.message_id)
-

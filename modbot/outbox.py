@@ -23,6 +23,7 @@ import email.message
 import logging
 import re
 import ssl
+from dataclasses import dataclass
 from types import TracebackType
 
 import aiosmtplib
@@ -31,7 +32,7 @@ from aiosmtplib.email import extract_recipients, extract_sender, flatten_message
 from modbot.config import SmtpSettings
 from modbot.errors import MaybeSentError, PermanentSendError, SendError, TemporarySendError
 
-__all__ = ["Sender", "send_one"]
+__all__ = ["Prepared", "Sender", "prepare", "send_one"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,39 @@ _ADDRESS = re.compile(r"[^\s<>@\"]+@[^\s<>\"]+")
 _SPACE = re.compile(r"\s+")
 # Errors in the TLS layer that mean the line broke rather than that TLS itself was refused.
 _TLS_LINE_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A message with its envelope read and its bytes written as a server with 8BITMIME takes
+    them (``Sender.send`` writes them again for one without)."""
+
+    message: email.message.EmailMessage
+    sender: str
+    recipients: tuple[str, ...]
+    names: tuple[str, ...]
+    utf8: bool
+    data: bytes
+
+
+def prepare(message: email.message.EmailMessage) -> Prepared:
+    """Everything ``Sender.send`` does to a message before talking to the server.
+
+    Pure and thread-safe, so the next message can be made ready while one is being sent.
+    Raises ``PermanentSendError`` when no envelope can be built from the headers.
+    """
+    try:
+        sender = extract_sender(message)
+        recipients = tuple(extract_recipients(message))
+    except ValueError:
+        raise PermanentSendError(
+            "The reply has conflicting Resent headers, so its envelope cannot be built."
+        ) from None
+    if not sender or not recipients:
+        raise PermanentSendError("The reply lacks a From address or any recipient.")
+    utf8 = not (sender + "".join(recipients)).isascii()
+    return Prepared(message, sender, recipients, _display_names(message), utf8,
+                    flatten_message(message, utf8=utf8, cte_type="8bit"))
 
 
 class Sender:
@@ -66,22 +100,15 @@ class Sender:
                         traceback: TracebackType | None) -> None:
         await self._disconnect()
 
-    async def send(self, message: email.message.EmailMessage) -> None:
+    async def send(self, message: email.message.EmailMessage | Prepared) -> None:
         """Hand ``message`` to the server for every address in its To, Cc and Bcc headers.
 
         Bcc headers are not transmitted. When some recipients are refused and others accepted,
         the message counts as sent (it went out) and the refusals are logged by code only.
         """
-        try:
-            sender = extract_sender(message)
-            recipients = extract_recipients(message)
-        except ValueError:
-            raise PermanentSendError(
-                "The reply has conflicting Resent headers, so its envelope cannot be built."
-            ) from None
-        if not sender or not recipients:
-            raise PermanentSendError("The reply lacks a From address or any recipient.")
-        self._names = _display_names(message)
+        prepared = message if isinstance(message, Prepared) else prepare(message)
+        sender, recipients, utf8 = prepared.sender, prepared.recipients, prepared.utf8
+        self._names = prepared.names
         smtp = self._smtp
         if smtp is None or not smtp.is_connected:
             await self._disconnect()
@@ -92,7 +119,6 @@ class Sender:
         try:
             if smtp.is_ehlo_or_helo_needed:
                 await smtp.ehlo()
-            utf8 = not (sender + "".join(recipients)).isascii()
             options: list[str] = []
             if utf8:
                 if not smtp.supports_extension("smtputf8"):
@@ -100,11 +126,11 @@ class Sender:
                         f"The {self._server} cannot take non-ASCII addresses (no SMTPUTF8)."
                     )
                 options.append("SMTPUTF8")
-            cte_type = "7bit"
             if smtp.supports_extension("8bitmime"):
                 options.append("BODY=8BITMIME")
-                cte_type = "8bit"
-            data = flatten_message(message, utf8=utf8, cte_type=cte_type)
+                data = prepared.data
+            else:
+                data = flatten_message(prepared.message, utf8=utf8, cte_type="7bit")
             if smtp.supports_extension("size"):
                 options.insert(0, f"SIZE={len(data)}")
             encoding = "utf-8" if utf8 else "ascii"

@@ -295,6 +295,10 @@ _DUE = _OUTBOX_ITEMS.where(
     | ((outbox.c.status == RETRY) & (outbox.c.next_attempt_at <= bindparam("now"))))
 _DUE_FOR_ACCOUNT = _DUE.where(messages.c.account == bindparam("account"))
 _INSERT_POLL = polls.insert()
+_MARK_SENT = update(outbox).where(outbox.c.id == bindparam("item")).values(
+    status=SENT, last_error=None, next_attempt_at=None, sent_at=bindparam("now"))
+_MARK_SENDING = update(outbox).where(outbox.c.id == bindparam("item")).values(
+    status=SENDING, last_error=None, next_attempt_at=None, attempts=outbox.c.attempts + 1)
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -564,6 +568,15 @@ class Store:
             values["attempts"] = outbox.c.attempts + 1
         with self.transaction() as c:
             c.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
+
+    def hand_over(self, *, sent: int | None, sending: int | None, now: datetime) -> None:
+        """In one transaction: record ``sent`` as sent and ``sending`` as being sent (counting
+        an attempt), what the send loop records between two replies."""
+        with self.transaction() as c:
+            if sent is not None:
+                c.execute(_MARK_SENT, {"item": sent, "now": now})
+            if sending is not None:
+                c.execute(_MARK_SENDING, {"item": sending})
 
     # --- polls ---------------------------------------------------------------------------
 
