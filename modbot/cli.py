@@ -198,8 +198,8 @@ def run(ctx: typer.Context) -> None:
 def _classify_one(path: Path, settings: Settings | None, dns: bool,
                   trust: list[str]) -> dict[str, Any]:
     from modbot.config import PolicySettings
+    from modbot.judging import judge
     from modbot.model import History
-    from modbot.poll import dns_txt_lookup, judge
     from modbot.recipients import open_directory
 
     raw = path.read_bytes()
@@ -209,8 +209,12 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
     if trust:
         trusted = (*policy.trusted_authserv_ids, *trust)
         policy = policy.model_copy(update={"trusted_authserv_ids": trusted})
-    j = judge(raw, policy, directory, lambda *_: History(),
-              dns_txt_lookup if dns else None, rules)
+    lookup: Callable[[bytes], bytes | None] | None = None
+    if dns:  # the poll module, and with it the store, only for DNS look-ups
+        from modbot.poll import dns_txt_lookup
+
+        lookup = dns_txt_lookup
+    j = judge(raw, policy, directory, lambda *_: History(), lookup, rules)
     person = j.classification.person
     return {
         "file": str(path),
@@ -569,11 +573,15 @@ def review_edit(ctx: typer.Context, item: ReviewId, to: Annotated[str, typer.Opt
 @app.command()
 def resume(ctx: typer.Context) -> None:
     """Start automatic replies again after a reached cap paused them."""
-    from modbot.daemon import resume as resume_replies
+    from modbot.store import Store
 
     settings = _settings(ctx, resolve_secrets=False)
     try:
-        resumed = resume_replies(settings, datetime.now(UTC))
+        store = Store.open(settings.database.url)
+        try:
+            resumed = store.resume(settings.account, datetime.now(UTC)) > 0
+        finally:
+            store.close()
     except ModbotError as exc:
         _fail(str(exc))
     typer.echo("replies resumed" if resumed else "replies were not paused")

@@ -116,6 +116,19 @@ def test_held_and_resolve(config_file: Path, tmp_path: Path) -> None:
     assert store.open_items() == []
 
 
+def test_resume_ends_a_pause(config_file: Path, tmp_path: Path) -> None:
+    """`resume` ends the pause a reached cap started, and says when there was none."""
+    store = Store.open(f"sqlite:///{tmp_path / 'modbot.db'}")
+    store.start_pause("counselor@127.0.0.1", "the hourly cap was reached",
+                      datetime.now(UTC), "<pause@counsel.example.edu>")
+    store.close()
+    resumed = runner.invoke(app, ["--config", str(config_file), "resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "replies resumed" in resumed.output
+    again = runner.invoke(app, ["--config", str(config_file), "resume"])
+    assert "replies were not paused" in again.output
+
+
 def test_check_reports_a_configured_forbidden_phrase(config_file: Path, tmp_path: Path) -> None:
     """`check` lints the counselor's templates against their own list of forbidden phrases."""
     import shutil
