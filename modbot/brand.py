@@ -19,9 +19,11 @@ import contextlib
 import functools
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import tldextract
+if TYPE_CHECKING:
+    import tldextract
 
 __all__ = [
     "LINKEDIN",
@@ -83,7 +85,11 @@ def looks_like_linkedin_domain(host: str) -> bool:
     It looks at every label, so ``linkedin.com.evil.net`` and ``linkedin-security.net`` count;
     whether a host really is LinkedIn's is the authenticity stage's question.
     """
-    host = host.strip().strip(".").lower()[:255]
+    return _looks_like_linkedin_domain(host.strip().strip(".").lower()[:255])
+
+
+@functools.lru_cache(maxsize=4096)  # the same few hosts come back in every message
+def _looks_like_linkedin_domain(host: str) -> bool:
     labels = [_normalise_label(label) for label in host.split(".") if label]
     tokens = set(labels)
     for label in labels:
@@ -98,7 +104,12 @@ def claims_linkedin_name(display_name: str) -> bool:
     It starts with the brand ("LinkedIn", "Linkedln Security") or ends in "via LinkedIn";
     a name that merely mentions LinkedIn ("Career Center (LinkedIn tips)") does not count.
     """
-    words = _WORD.findall(display_name.casefold()[:200])
+    return _claims_linkedin_name(display_name.casefold()[:200])
+
+
+@functools.lru_cache(maxsize=4096)
+def _claims_linkedin_name(folded: str) -> bool:
+    words = _WORD.findall(folded)
     heads = [*words[:1], "".join(words[:2])]
     for size in (1, 2):
         if len(words) > size and words[-size - 1] in _VIA_WORDS:
@@ -109,6 +120,9 @@ def claims_linkedin_name(display_name: str) -> bool:
 @functools.cache
 def _extractor() -> tldextract.TLDExtract:
     # No network and no cache files: the suffix list bundled with tldextract is enough.
+    # Imported on first use: tldextract brings in requests, which most commands never need.
+    import tldextract
+
     return tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
 
 
