@@ -13,8 +13,9 @@ never log message content.
 
 from __future__ import annotations
 
+import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link, is_lookalike
@@ -87,11 +88,29 @@ def _profile_url(n: Notification) -> str | None:
                 None)
 
 
-def _name(kind: Kind, n: Notification, words: str, counselors: set[str]) -> str | None:
+class _Counselors:
+    """The names the footer says the message was intended for, casefolded; read on first use."""
+
+    def __init__(self, words: str) -> None:
+        self._words = words
+        self._names: frozenset[str] | None = None
+
+    def __contains__(self, name: str) -> bool:
+        if self._names is None:
+            self._names = frozenset(clean_line(m.group("name")).casefold()
+                                    for m in _COUNSELOR.finditer(self._words))
+        return name in self._names
+
+
+def _names_in_text(words: str) -> Iterator[str]:
+    return (m.group("name") for rx in _NAME_IN_TEXT for m in [rx.search(words)] if m)
+
+
+def _name(kind: Kind, n: Notification, words: str, counselors: _Counselors) -> str | None:
     from_name = _VIA.sub("", n.from_.name) if n.from_ else ""
-    found = [m.group("name") for rx in _NAME_IN_TEXT for m in [rx.search(words)] if m]
-    for candidate in ([*found, from_name] if kind is Kind.GROUP_JOIN_REQUEST
-                      else [from_name, *found]):
+    found = _names_in_text(words)  # searched only as far as the candidates are tried
+    for candidate in (itertools.chain(found, [from_name]) if kind is Kind.GROUP_JOIN_REQUEST
+                      else itertools.chain([from_name], found)):
         name = clean_line(candidate).strip("\"'\u201c\u201d")[:100]
         if name and "@" not in name and not claims_linkedin_name(name) \
                 and name.casefold() not in counselors:
@@ -99,7 +118,7 @@ def _name(kind: Kind, n: Notification, words: str, counselors: set[str]) -> str 
     return None
 
 
-def _headline(lines: Sequence[str], name: str | None, counselors: set[str]) -> str | None:
+def _headline(lines: Sequence[str], name: str | None, counselors: _Counselors) -> str | None:
     for i, line in enumerate(lines[:-1]):
         if name and line.casefold() == name.casefold():
             after = lines[i + 1]
@@ -108,6 +127,11 @@ def _headline(lines: Sequence[str], name: str | None, counselors: set[str]) -> s
                     and after.casefold() not in counselors and not claims_linkedin_name(after):
                 return after
     return None
+
+
+def _group(words: str) -> str | None:
+    return next((clean_line(m.group("group")) for rx in _GROUP
+                 for m in [rx.search(words)] if m), None)
 
 
 def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
@@ -119,13 +143,11 @@ def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
     Kinds about no one person give an empty ``Person``. A personal Reply-To address is kept only
     when ``verdict`` is authentic: a spoof could otherwise choose where replies go.
     """
-    group = next((clean_line(m.group("group")) for rx in _GROUP
-                  for m in [rx.search(words)] if m), None)
     if kind is Kind.GROUP_ACTIVITY:
-        return Person(group=group)
+        return Person(group=_group(words))
     if kind not in _PERSON_KINDS:
         return Person()
-    counselors = {clean_line(m.group("name")).casefold() for m in _COUNSELOR.finditer(words)}
+    counselors = _Counselors(words)
     name = _name(kind, n, words, counselors)
     invitation = None
     if kind is Kind.CONNECTION_INVITATION:
@@ -145,5 +167,5 @@ def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
         invitation_id=invitation,
         relay_address=relay,
         reply_to_address=personal,
-        group=group if kind is Kind.GROUP_JOIN_REQUEST else None,
+        group=_group(words) if kind is Kind.GROUP_JOIN_REQUEST else None,
     )

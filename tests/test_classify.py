@@ -15,6 +15,7 @@ from modbot.authenticity import check
 from modbot.classify import RULES, Rule, classify, normalise_profile_url, template_key
 from modbot.model import Authenticity, Kind, Notification, Person, Verdict
 from modbot.parse import parse
+from modbot.person import find_person
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
@@ -110,6 +111,41 @@ def test_personal_reply_to_is_believed_only_when_authentic() -> None:
     n = parse(raw("invitation_2012_member_reply_to.eml"))
     assert classify(n, AUTHENTIC).person.reply_to_address == "taylor.brooks@example.org"
     assert classify(n, UNVERIFIED).person.reply_to_address is None
+
+
+FOOTER = "This email was intended for Morgan Lee (Career Counselor)."
+
+
+@pytest.mark.parametrize(("from_", "body", "kind", "expected"), [
+    # The From name comes first for an invitation, the text's name for a join request.
+    ("Avery Quinn <invitations@linkedin.com>", "Sam Okafor wants to join your group",
+     Kind.CONNECTION_INVITATION, Person(name="Avery Quinn")),
+    ("Avery Quinn <groups-noreply@linkedin.com>", "Sam Okafor wants to join Career Circle",
+     Kind.GROUP_JOIN_REQUEST, Person(name="Sam Okafor", group="Career Circle")),
+    # The counselor named in the footer is passed over for the next name the text gives.
+    ("Morgan Lee <invitations@linkedin.com>", f"View Riley Chen's profile\n{FOOTER}",
+     Kind.CONNECTION_INVITATION, Person(name="Riley Chen")),
+    ("morgan LEE <invitations@linkedin.com>", FOOTER, Kind.CONNECTION_INVITATION, Person()),
+    # LinkedIn itself and an address are never a name; "via LinkedIn" is dropped.
+    ("LinkedIn <invitations@linkedin.com>", "Hello.\nView Jo Park's profile",
+     Kind.CONNECTION_INVITATION, Person(name="Jo Park")),
+    ("Kai Ito via LinkedIn <invitations@linkedin.com>", "Hello.", Kind.CONNECTION_INVITATION,
+     Person(name="Kai Ito")),
+    ("jo@example.org <invitations@linkedin.com>", "Hello.", Kind.CONNECTION_INVITATION, Person()),
+    # Only group mail reads a group; mail about no one person gets an empty Person.
+    ("Kai Ito <invitations@linkedin.com>", "New posts in the group Career Circle",
+     Kind.GROUP_ACTIVITY, Person(group="Career Circle")),
+    ("Kai Ito <invitations@linkedin.com>", "Kai Ito wants to join Career Circle",
+     Kind.CONNECTION_INVITATION, Person(name="Kai Ito")),
+    ("Kai Ito <invitations@linkedin.com>", "Kai Ito wants to join Career Circle",
+     Kind.OTHER_LINKEDIN, Person()),
+])
+def test_person_of_each_kind(from_: str, body: str, kind: Kind, expected: Person) -> None:
+    """The person's name is the first acceptable candidate, in the order the kind gives."""
+    n = mail(from_=from_, body=body)
+    words = f"{n.subject}\n{n.text}"
+    lines = tuple(line for line in n.text.splitlines() if line)
+    assert find_person(kind, n, Verdict.AUTHENTIC, words, lines) == expected
 
 
 def test_spoof_wins_over_every_other_rule() -> None:
