@@ -232,44 +232,33 @@ class Poller:
 
     def _history_at(self, now: datetime) -> Callable[
             [Classification, Recipient | None, Sequence[str]], History]:
-        policy = self.settings.policy
+        window = now - timedelta(days=self.settings.policy.person_window_days)
 
         def history_for(c: Classification, recipient: Recipient | None,
                         references: Sequence[str]) -> History:
             answered = self.store.is_our_message_id(references)
             if c.kind not in REPLY_KINDS:  # the reply facts decide only for kinds with a reply
                 return History(is_reply_to_our_mail=answered)
-            window = now - timedelta(days=policy.person_window_days)
-            last_hour, last_day = self.store.replies_in_windows(
-                now - timedelta(hours=1), now - timedelta(days=1), self.account)
+            profile = normalize_profile_url(c.person.profile_url) if c.person.profile_url \
+                else None
+            earlier = self.store.reply_history(
+                self.account, email=recipient.email if recipient is not None else None,
+                profile_fragment=profile.partition("/")[2] if profile else None,
+                invitation_id=c.person.invitation_id, since=window,
+                hour_ago=now - timedelta(hours=1), day_ago=now - timedelta(days=1))
             return History(
-                replied_to_person=self._replied_to_person(c, recipient, window),
-                replied_to_invitation=bool(c.person.invitation_id)
-                and self.store.replied_to_invitation(self.account, c.person.invitation_id or ""),
-                replies_last_hour=last_hour,
-                replies_last_day=last_day,
+                # Answered at this address, or under this LinkedIn profile: LinkedIn's relay
+                # gives every message its own reply address, so a person whose auto-responder
+                # answers our reply would otherwise come back as "new" each time (a mail loop).
+                replied_to_person=earlier.replied_to_address or any(
+                    normalize_profile_url(url) == profile for url in earlier.profile_urls),
+                replied_to_invitation=earlier.replied_to_invitation,
+                replies_last_hour=earlier.last_hour,
+                replies_last_day=earlier.last_day,
                 is_reply_to_our_mail=answered,
             )
 
         return history_for
-
-    def _replied_to_person(self, c: Classification, recipient: Recipient | None,
-                           since: datetime) -> bool:
-        """Answered since ``since`` at this address, or under this LinkedIn profile.
-
-        The profile counts too because LinkedIn's relay gives every message its own reply
-        address: a person whose auto-responder answers our reply would otherwise come back as a
-        "new" person with each LinkedIn message, and be answered every time (a mail loop).
-        """
-        if recipient is not None and self.store.replied_to_person(recipient.email, since,
-                                                                  self.account):
-            return True
-        key = normalize_profile_url(c.person.profile_url) if c.person.profile_url else None
-        if key is None:
-            return False
-        fragment = key.partition("/")[2]
-        return any(normalize_profile_url(url) == key for url in
-                   self.store.replied_profile_urls(self.account, fragment, since))
 
     # --- the poll ------------------------------------------------------------------------
 

@@ -194,12 +194,78 @@ def message_key(message_id: str | None, header_bytes: bytes) -> str:
     return hashlib.sha256(basis).hexdigest()
 
 
-def _of_account(query: Select[Any], account: str | None) -> Select[Any]:
+def _of_account(query: Select[Any], account: Any) -> Select[Any]:
     """``query`` over the outbox, narrowed to replies to ``account``'s messages if given."""
     if account is None:
         return query
     return query.join(messages, messages.c.id == outbox.c.message_row).where(
         messages.c.account == account)
+
+
+# The reply history, asked for every notification that would get a reply: built once.
+_REPLIED = outbox.c.status.in_(COUNTS_AS_REPLIED)
+_ACCOUNT = bindparam("account", type_=String())
+_TO_ADDRESS = select(outbox.c.id).where(
+    func.lower(outbox.c.recipient_email) == bindparam("email"), _REPLIED,
+    outbox.c.created_at >= bindparam("since"))
+_TO_ADDRESS_ANY, _TO_ADDRESS_OF = _TO_ADDRESS.limit(1), _of_account(_TO_ADDRESS, _ACCOUNT).limit(1)
+_PROFILE_URLS = (
+    select(messages.c.profile_url).join(outbox, outbox.c.message_row == messages.c.id)
+    .where(messages.c.account == _ACCOUNT, _REPLIED,
+           messages.c.profile_url.like(bindparam("pattern"), escape="\\"),
+           outbox.c.created_at >= bindparam("since"))
+)
+_TO_INVITATION = (
+    select(outbox.c.id).join(messages, messages.c.id == outbox.c.message_row)
+    .where(messages.c.account == _ACCOUNT, messages.c.invitation_id == bindparam("invitation"),
+           _REPLIED).limit(1)
+)
+_IN_WINDOWS = select(
+    func.coalesce(func.sum(case((outbox.c.created_at >= bindparam("hour_ago"), 1), else_=0)), 0),
+    func.count(),
+).select_from(outbox).where(outbox.c.created_at >= bindparam("day_ago"), _REPLIED)
+_IN_WINDOWS_ANY, _IN_WINDOWS_OF = _IN_WINDOWS, _of_account(_IN_WINDOWS, _ACCOUNT)
+_OUR_MESSAGE_IDS = select(outbox.c.id).where(
+    outbox.c.message_id.in_(bindparam("ids", expanding=True))).limit(1)
+
+
+def _replied_to_address(c: Connection, email: str, since: datetime,
+                        account: str | None) -> bool:
+    query = _TO_ADDRESS_ANY if account is None else _TO_ADDRESS_OF
+    return c.execute(query, {"email": email.lower(), "since": since,
+                             "account": account}).first() is not None
+
+
+def _replied_profile_urls(c: Connection, account: str, fragment: str,
+                          since: datetime) -> list[str]:
+    pattern = "%" + fragment.replace("\\", "").replace("%", "").replace("_", "\\_") + "%"
+    return list(c.execute(_PROFILE_URLS, {"account": account, "pattern": pattern,
+                                          "since": since}).scalars())
+
+
+def _replied_to_invitation(c: Connection, account: str, invitation_id: str) -> bool:
+    return c.execute(_TO_INVITATION, {"account": account,
+                                      "invitation": invitation_id}).first() is not None
+
+
+def _replies_in_windows(c: Connection, hour_ago: datetime, day_ago: datetime,
+                        account: str | None) -> tuple[int, int]:
+    query = _IN_WINDOWS_ANY if account is None else _IN_WINDOWS_OF
+    hour, day = c.execute(query, {"hour_ago": hour_ago, "day_ago": day_ago,
+                                  "account": account}).one()
+    return int(hour), int(day)
+
+
+@dataclass(frozen=True)
+class ReplyHistory:
+    """Earlier replies, as far as the policy asks: to this address, to people whose profile
+    URL contains the asked fragment, to this invitation, and how many in the last hour/day."""
+
+    replied_to_address: bool
+    profile_urls: tuple[str, ...]
+    replied_to_invitation: bool
+    last_hour: int
+    last_day: int
 
 
 @dataclass(frozen=True)
@@ -453,13 +519,8 @@ class Store:
 
     def replied_to_person(self, email: str, since: datetime, account: str | None = None) -> bool:
         """Whether ``email`` was answered since ``since`` (from ``account``, or from any)."""
-        query = select(outbox.c.id).where(
-            func.lower(outbox.c.recipient_email) == email.lower(),
-            outbox.c.status.in_(COUNTS_AS_REPLIED),
-            outbox.c.created_at >= since,
-        )
         with self.transaction() as c:
-            return c.execute(_of_account(query, account).limit(1)).first() is not None
+            return _replied_to_address(c, email, since, account)
 
     def replied_profile_urls(self, account: str, fragment: str, since: datetime) -> list[str]:
         """Profile URLs containing ``fragment`` whose person was answered since ``since``.
@@ -467,30 +528,12 @@ class Store:
         For the per-person check when the address changes from one notification to the next
         (LinkedIn's relay gives each message its own ``…@reply.linkedin.com``).
         """
-        pattern = "%" + fragment.replace("\\", "").replace("%", "").replace("_", "\\_") + "%"
         with self.transaction() as c:
-            return list(c.execute(
-                select(messages.c.profile_url)
-                .join(outbox, outbox.c.message_row == messages.c.id)
-                .where(
-                    messages.c.account == account,
-                    messages.c.profile_url.like(pattern, escape="\\"),
-                    outbox.c.status.in_(COUNTS_AS_REPLIED),
-                    outbox.c.created_at >= since,
-                )
-            ).scalars())
+            return _replied_profile_urls(c, account, fragment, since)
 
     def replied_to_invitation(self, account: str, invitation_id: str) -> bool:
         with self.transaction() as c:
-            return c.execute(
-                select(outbox.c.id)
-                .join(messages, messages.c.id == outbox.c.message_row)
-                .where(
-                    messages.c.account == account,
-                    messages.c.invitation_id == invitation_id,
-                    outbox.c.status.in_(COUNTS_AS_REPLIED),
-                ).limit(1)
-            ).first() is not None
+            return _replied_to_invitation(c, account, invitation_id)
 
     def replies_since(self, since: datetime, account: str | None = None) -> int:
         """Replies queued or sent since ``since`` (for the hourly and daily caps), of
@@ -505,14 +548,22 @@ class Store:
     def replies_in_windows(self, hour_ago: datetime, day_ago: datetime,
                            account: str | None = None) -> tuple[int, int]:
         """Replies queued or sent since ``hour_ago`` and since ``day_ago``, in one query."""
-        recent = func.coalesce(func.sum(case((outbox.c.created_at >= hour_ago, 1), else_=0)), 0)
-        query = select(recent, func.count()).select_from(outbox).where(
-            outbox.c.created_at >= day_ago,
-            outbox.c.status.in_(COUNTS_AS_REPLIED),
-        )
         with self.transaction() as c:
-            hour, day = c.execute(_of_account(query, account)).one()
-        return int(hour), int(day)
+            return _replies_in_windows(c, hour_ago, day_ago, account)
+
+    def reply_history(self, account: str, *, email: str | None, profile_fragment: str | None,
+                      invitation_id: str | None, since: datetime, hour_ago: datetime,
+                      day_ago: datetime) -> ReplyHistory:
+        """What the policy needs to know of earlier replies, read in one transaction (asked
+        for every notification that would get a reply)."""
+        with self.transaction() as c:
+            to_address = email is not None and _replied_to_address(c, email, since, account)
+            urls = (_replied_profile_urls(c, account, profile_fragment, since)
+                    if profile_fragment and not to_address else [])
+            invited = bool(invitation_id) and _replied_to_invitation(c, account,
+                                                                      invitation_id or "")
+            last_hour, last_day = _replies_in_windows(c, hour_ago, day_ago, account)
+        return ReplyHistory(to_address, tuple(urls), invited, last_hour, last_day)
 
     def is_our_message_id(self, message_ids: Sequence[str]) -> bool:
         """True if any of ``message_ids`` is a reply modbot sent (for answers to the bot)."""
@@ -520,9 +571,7 @@ class Store:
         if not ids:
             return False
         with self.transaction() as c:
-            return c.execute(
-                select(outbox.c.id).where(outbox.c.message_id.in_(ids)).limit(1)
-            ).first() is not None
+            return c.execute(_OUR_MESSAGE_IDS, {"ids": ids}).first() is not None
 
     # --- outbox --------------------------------------------------------------------------
 
