@@ -8,8 +8,8 @@ is a client.
 
 This module is pure: it reads only the template directory, and never touches the network, the
 database, the environment or the clock (the caller passes the ``date`` and the ``Message-ID``).
-Jinja2 is imported, and each template compiled, only when a text is first rendered, so a poll
-with nothing to send pays for neither; ``Templates.compile_all`` (run by ``lint``) checks them all.
+Jinja2 is imported when templates are loaded, and each template is compiled only when it is
+first rendered; ``Templates.compile_all`` (run by ``lint``) compiles them all.
 It never builds a header by joining strings: every header goes through ``EmailMessage``. Names
 from mail are cleaned before they reach a header or a text, so a hostile name is tidied, never
 raised on.
@@ -161,18 +161,19 @@ def _tidy(text: str) -> str:
 class Templates:
     """A directory of ``<name>.j2`` templates in a sandboxed, strict Jinja2 environment.
 
-    Each template is compiled when it is first rendered; ``compile_all`` compiles them all now.
+    Every file is parsed when the directory is loaded, so a syntax error shows at start; each
+    template is compiled when it is first rendered, and ``compile_all`` compiles them all now.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     @classmethod
-    def load(cls, directory: Path | None = None, *, compile_all: bool = False) -> Templates:
-        """The templates in ``directory`` (None: the defaults), compiled at first use.
+    def load(cls, directory: Path | None = None) -> Templates:
+        """The templates in ``directory`` (None: the defaults), checked for syntax.
 
-        Raises ``TemplateError`` if the directory or one of ``TEMPLATE_NAMES`` is missing, and with
-        ``compile_all`` if a template has a syntax error.
+        Raises ``TemplateError`` if the directory or one of ``TEMPLATE_NAMES`` is missing, or if a
+        file, partials too, has a syntax error.
         """
         directory = directory if directory is not None else default_templates_dir()
         if not directory.is_dir():
@@ -181,8 +182,7 @@ class Templates:
         if missing:
             raise TemplateError(f"{directory} lacks the templates: {', '.join(missing)}")
         templates = cls(directory)
-        if compile_all:
-            templates.compile_all()
+        templates._check(compile_them=False)
         return templates
 
     @cached_property
@@ -198,13 +198,21 @@ class Templates:
         )
 
     def compile_all(self) -> None:
-        """Compile every file of the directory, partials too; ``TemplateError`` names a broken
-        one."""
+        """Compile every file now, partials too, which also finds an unknown filter or test;
+        ``TemplateError`` names a broken one."""
+        self._check(compile_them=True)
+
+    def _check(self, *, compile_them: bool) -> None:
         from jinja2 import TemplateError as JinjaError
 
-        for filename in self.environment.list_templates(extensions=[SUFFIX.lstrip(".")]):
+        environment = self.environment
+        for filename in environment.list_templates(extensions=[SUFFIX.lstrip(".")]):
             try:
-                self.environment.get_template(filename)
+                if compile_them:
+                    environment.get_template(filename)
+                else:
+                    path = self.directory / filename
+                    environment.parse(path.read_text(encoding="utf-8"), filename, str(path))
             except JinjaError as exc:
                 raise TemplateError(f"template {filename} cannot be loaded: {exc}") from None
 

@@ -367,30 +367,36 @@ def test_load_refuses_a_directory_missing_a_template(tmp_path: Path) -> None:
         Templates.load(directory)
 
 
-def test_compile_all_refuses_a_syntax_error_in_a_partial(tmp_path: Path) -> None:
-    """A syntax error in a shared piece is reported when every template is compiled."""
+def test_load_refuses_a_syntax_error_in_a_partial(tmp_path: Path) -> None:
+    """A syntax error in a shared piece is reported when the templates are loaded."""
     directory = copy_defaults(tmp_path)
     rewrite(directory, "_signature", "{{ counselor.name }}", "{{ counselor.name ")
-    templates = Templates.load(directory)  # compiles nothing yet
+    with pytest.raises(TemplateError, match="_signature"):
+        Templates.load(directory)
+
+
+def test_compile_all_refuses_an_unknown_filter(tmp_path: Path) -> None:
+    """A filter Jinja2 does not know passes the syntax check and fails to compile."""
+    directory = copy_defaults(tmp_path)
+    rewrite(directory, "_signature", "{{ counselor.name }}", "{{ counselor.name | shout }}")
+    templates = Templates.load(directory)
     with pytest.raises(TemplateError, match="_signature"):
         templates.compile_all()
-    with pytest.raises(TemplateError, match="_signature"):
-        Templates.load(directory, compile_all=True)
 
 
 def test_lint_reports_a_template_that_does_not_compile(tmp_path: Path) -> None:
     """`modbot check` names the broken file rather than failing on it."""
     directory = copy_defaults(tmp_path)
-    rewrite(directory, "_signature", "{{ counselor.name }}", "{{ counselor.name ")
+    rewrite(directory, "_signature", "{{ counselor.name }}", "{{ counselor.name | shout }}")
     problems = lint(Templates.load(directory), COUNSELOR)
     assert len(problems) == 1
-    assert "_signature" in problems[0]
+    assert "_signature" in problems[0] and "shout" in problems[0]
 
 
 def test_templates_are_compiled_at_first_use() -> None:
     """Loading compiles nothing; rendering one text compiles that text and its partials."""
     templates = Templates.load()
-    assert "environment" not in vars(templates)
+    assert not templates.environment.cache
     templates.render_text("connection_invitation", counselor=COUNSELOR, person=ANA,
                           recipient_name=None)
     compiled = {name for _loader, name in templates.environment.cache or {}}
