@@ -389,10 +389,7 @@ def digest(
     send: Annotated[bool, typer.Option("--send", help="Send the digest now.")] = False,
 ) -> None:
     """Write the weekly digest for the last seven days to a file, or send it now."""
-    import asyncio
-
     from modbot import digest as weekly
-    from modbot.daemon import send_digest_if_due
     from modbot.poll import Context
 
     if preview is None and not send:
@@ -407,6 +404,10 @@ def digest(
             preview.write_text(html, encoding="utf-8")
             typer.echo(f"digest written to {preview}")
         if send:
+            import asyncio
+
+            from modbot.daemon import send_digest_if_due
+
             asyncio.run(send_digest_if_due(context, now, force=True))
             typer.echo(f"digest sent to {settings.counselor.email}")
     except (ModbotError, OSError) as exc:
