@@ -39,11 +39,13 @@ MAX_SCAN_CHARS = 2_000_000  # characters of each body part searched for links
 MAX_LINKS = 1000
 MAX_FIELDS = 2000  # header fields read at all
 MAX_FIELD_BYTES = 32768  # bytes of one header field; RFC 5322 lines are at most 998
+MAX_REMEMBERED_ADDRESS_CHARS = 512  # address headers this short are parsed once per process
 
 _ADDRESS_HEADERS = frozenset(
     {b"from", b"to", b"cc", b"bcc", b"reply-to", b"sender", b"delivered-to",
      b"resent-from", b"resent-to", b"resent-cc", b"resent-bcc", b"resent-sender"}
 )
+_ADDRESS_FIELDS = ("from", "sender", "reply-to", "to")  # the ones a Notification keeps
 _FIELD_START = re.compile(rb"\r?\n(?![ \t])")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
@@ -61,6 +63,8 @@ _TRAILING = ".,;:!?)]}'\"*"
 
 def clean_text(value: str) -> str:
     """``value`` as valid Unicode: surrogates left by undecodable bytes become text or U+FFFD."""
+    if value.isascii():
+        return value
     try:
         value.encode("utf-8")
         return value
@@ -75,14 +79,18 @@ def clean_text(value: str) -> str:
 
 def clean_line(value: str) -> str:
     """``value`` on one line: control characters and runs of white space become one space."""
-    return _SPACES.sub(" ", _CONTROL.sub(" ", clean_text(value))).strip()
+    value = clean_text(value)
+    if not value.isprintable():  # only then can it hold a control character
+        value = _CONTROL.sub(" ", value)
+    return " ".join(value.split())
 
 
 def _decode_header_value(value: str) -> str:
     """Unfold a raw header value and decode its RFC 2047 encoded words, never raising."""
-    value = _FOLD.sub("", value)
-    with contextlib.suppress(Exception):  # bad charsets or syntax leave the raw text
-        value = str(make_header(decode_header(value)))
+    value = _unfold(value)
+    if "=?" in value:  # without one there is no encoded word, and decoding changes nothing
+        with contextlib.suppress(Exception):  # bad charsets or syntax leave the raw text
+            value = str(make_header(decode_header(value)))
     return clean_line(value)
 
 
@@ -174,26 +182,33 @@ def _header_only(raw: bytes) -> Message | None:
         return None
 
 
-def _headers(message: Message | None) -> dict[str, tuple[str, ...]]:
-    headers: dict[str, list[str]] = {}
+def _unfold(value: str) -> str:
+    return _FOLD.sub("", value) if "\n" in value else value
+
+
+def _read_headers(message: Message | None,
+                  ) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
+    """Every header's decoded values by lower-cased name, and the address headers' raw values.
+
+    Addresses are read from the raw values (unfolded, at most ``MAX_HEADER_REPEATS`` of each),
+    so an encoded word cannot add a comma or an angle bracket to an address list.
+    """
+    decoded: dict[str, list[str]] = {}
+    raw: dict[str, list[str]] = {name: [] for name in _ADDRESS_FIELDS}
     if message is None:
-        return {}
+        return {}, raw
     for name, value in message.raw_items():
-        key = clean_line(str(name)).lower()
+        name, value = str(name), str(value)
+        key = clean_line(name).lower()
         if key:
-            headers.setdefault(key, []).append(_decode_header_value(str(value)))
-    return {key: tuple(values) for key, values in headers.items()}
+            decoded.setdefault(key, []).append(_decode_header_value(value))
+        values = raw.get(name.lower())
+        if values is not None and len(values) < MAX_HEADER_REPEATS:
+            values.append(_unfold(value))
+    return {key: tuple(values) for key, values in decoded.items()}, raw
 
 
-def _raw_values(message: Message | None, name: str) -> list[str]:
-    if message is None:
-        return []
-    return [_FOLD.sub("", str(value)) for key, value in message.raw_items()
-            if str(key).lower() == name][:MAX_HEADER_REPEATS]
-
-
-def _addresses(values: Sequence[str]) -> tuple[Address, ...]:
-    """Addresses of raw header values; display names decoded and put on one line."""
+def _read_addresses(values: tuple[str, ...]) -> tuple[Address, ...]:
     result: list[Address] = []
     try:
         pairs = getaddresses(list(values))
@@ -209,6 +224,20 @@ def _addresses(values: Sequence[str]) -> tuple[Address, ...]:
     return tuple(result)
 
 
+# The counselor's To and LinkedIn's From come back in every message.
+_remembered_addresses = functools.lru_cache(maxsize=1024)(_read_addresses)
+
+
+def _addresses(values: Sequence[str]) -> tuple[Address, ...]:
+    """Addresses of raw header values; display names decoded and put on one line."""
+    if not values:
+        return ()
+    values = tuple(values)
+    if sum(map(len, values)) <= MAX_REMEMBERED_ADDRESS_CHARS:
+        return _remembered_addresses(values)
+    return _read_addresses(values)
+
+
 def _date(values: Sequence[str]) -> datetime | None:
     if not values:
         return None
@@ -220,7 +249,7 @@ def _date(values: Sequence[str]) -> datetime | None:
 
 def _unescape_entities(value: str) -> str:
     # Only terminated references: html.unescape would turn "&para=1" in a URL into "¶=1".
-    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), value)
+    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), value) if "&" in value else value
 
 
 def extract_links(text: str, html_text: str) -> tuple[str, ...]:
@@ -229,7 +258,7 @@ def extract_links(text: str, html_text: str) -> tuple[str, ...]:
     for match in _BARE_URL.finditer(text[:MAX_SCAN_CHARS]):
         found.append(match.group(0).rstrip(_TRAILING))
     for match in _HREF.finditer(html_text[:MAX_SCAN_CHARS]):
-        value = _unescape_entities(next(g for g in match.groups() if g is not None))
+        value = _unescape_entities(match.group(match.lastindex or 0))  # the alternative matched
         value = "".join(value.split())
         if value[:7].lower() == "http://" or value[:8].lower() == "https://":
             found.append(value)
@@ -266,17 +295,17 @@ def parse(raw: bytes) -> Notification:
         message = _header_only(prepared)
         defects.append("The message could not be parsed as MIME; only its headers were read."
                        if message is not None else "The message could not be parsed at all.")
-    headers = _headers(message)
-    from_ = _addresses(_raw_values(message, "from"))
-    sender = _addresses(_raw_values(message, "sender"))
+    headers, raw_addresses = _read_headers(message)
+    from_ = _addresses(raw_addresses["from"])
+    sender = _addresses(raw_addresses["sender"])
     message_id = headers.get("message-id", ("",))[0]
     return Notification(
         message_id=message_id or None,
         subject=headers.get("subject", ("",))[0],
         from_=from_[0] if from_ else None,
         sender=sender[0].email if sender else None,
-        reply_to=_addresses(_raw_values(message, "reply-to")),
-        to=_addresses(_raw_values(message, "to")),
+        reply_to=_addresses(raw_addresses["reply-to"]),
+        to=_addresses(raw_addresses["to"]),
         date=_date(headers.get("date", ())),
         headers=headers,
         text=text,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 import tomllib
+from email.header import decode_header, make_header
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modbot.model import Notification
-from modbot.parse import linkedin_candidate, parse
+from modbot.parse import _decode_header_value, clean_line, clean_text, linkedin_candidate, parse
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
@@ -219,6 +221,43 @@ def test_parse_never_raises_on_mutated_corpus(name: str,
         at = int(where * len(data))
         data[at:at + cut] = insert
     assert isinstance(parse(bytes(data)), Notification)
+
+
+def reference_clean_line(value: str) -> str:
+    return re.sub(r"\s+", " ", CONTROL.sub(" ", clean_text(value))).strip()
+
+
+LINE_PIECES = ["a", "\u00e9", " ", "  ", "\t", "\r\n", "\x00", "\x1c", "\x7f", "\x85", "\xa0",
+               "\u2028", "\u3000", "\u200b", "\udce9", "=?", "?=", "utf-8?q?", "\U0001f600"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=30).map("".join))
+def test_lines_are_cleaned_as_the_patterns_say(value: str) -> None:
+    """Control characters and runs of white space become one space, with none at either end."""
+    assert clean_line(value) == reference_clean_line(value)
+
+
+@pytest.mark.parametrize("value", [
+    "plain", "  spaced\r\n\tout  ", "=? not a word ?=", "=?utf-8?q?caf=C3=A9?=",
+    "a =?utf-8?b?w6k=?= b", "=?x-unknown?q?abc?=", "caf\udcc3\udca9", "?=?", "=?=",
+])
+def test_header_values_decode_as_rfc_2047_says(value: str) -> None:
+    """Only encoded words are decoded; everything else comes back unfolded and on one line."""
+    expected = value.replace("\r\n\t", "\t")
+    with contextlib.suppress(Exception):
+        expected = str(make_header(decode_header(expected)))
+    assert _decode_header_value(value) == reference_clean_line(expected)
+
+
+def test_repeated_address_headers_read_alike() -> None:
+    """The same To and From in message after message give the same addresses every time."""
+    first, again = parse(raw("invitation_current_jordan_rivera.eml")), parse(
+        raw("invitation_reminder_jordan_rivera.eml"))
+    assert first.to == again.to and first.to[0].email == "morgan.lee@counsel.example.edu"
+    to = ", ".join(f"=?utf-8?q?P=C3=A9rson_{i}?= <p{i}@example.org>" for i in range(40))
+    n = parse(f"From: a@example.org\nTo: {to}\n\nbody\n".encode())
+    assert [a.name for a in n.to[:2]] == ["P\u00e9rson 0", "P\u00e9rson 1"] and len(n.to) == 40
 
 
 # --- linkedin_candidate ---------------------------------------------------------------------------
