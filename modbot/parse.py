@@ -27,8 +27,7 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
-
-import mailparser
+from typing import Any
 
 from modbot.brand import claims_linkedin_name, looks_like_linkedin_domain
 from modbot.model import Address, Notification
@@ -277,6 +276,24 @@ def _silence_mailparser() -> None:
     logger.addFilter(lambda record: False)
 
 
+@functools.cache
+def _mail_parser() -> Any:
+    """mail-parser's ``MailParser``, less the two summaries of the message modbot never reads.
+
+    ``MailParser.parse`` ends by building ``mail`` and ``mail_partial``, dictionaries of every
+    header decoded once more for mail-parser's JSON output. The message, its text and HTML parts
+    and its defects are complete before that; they are all this module reads. mail-parser is
+    imported here, on first use, so the cheap pre-fetch test never loads it.
+    """
+    import mailparser
+
+    class MailParser(mailparser.MailParser):  # type: ignore[misc]
+        def _make_mail(self, complete: bool = True) -> dict[str, Any]:
+            return {}
+
+    return MailParser
+
+
 def parse(raw: bytes) -> Notification:
     """Parse raw message bytes into a ``Notification``; never raises for bad mail."""
     _silence_mailparser()
@@ -284,7 +301,7 @@ def parse(raw: bytes) -> Notification:
     text = body_html = ""
     message: Message | None
     try:
-        parsed = mailparser.parse_from_bytes(prepared)
+        parsed = _mail_parser().from_bytes(prepared)
         message = parsed.message
         text = clean_text("\n".join(parsed.text_plain))
         body_html = clean_text("\n".join(parsed.text_html))

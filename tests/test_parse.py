@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import subprocess
+import sys
 import time
 import tomllib
 from email.header import decode_header, make_header
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -223,6 +226,35 @@ def test_parse_never_raises_on_mutated_corpus(name: str,
     assert isinstance(parse(bytes(data)), Notification)
 
 
+def mail_parser_view(parser: Any, data: bytes) -> object:
+    """What modbot reads of a mail-parser result: the message, the parts and the defects."""
+    try:
+        parsed = parser.from_bytes(data)
+    except Exception as exc:
+        return type(exc)
+    items = [(str(k), str(v)) for k, v in parsed.message.raw_items()]
+    return items, parsed.text_plain, parsed.text_html, sorted(parsed.defects_categories)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(FIXTURES), st.lists(
+    st.tuples(st.floats(0, 1), st.integers(0, 40), st.sampled_from(MUTATION_ALPHABET)),
+    max_size=8))
+def test_mail_parser_is_read_as_its_own_parse_gives_it(
+        name: str, edits: list[tuple[float, int, bytes]]) -> None:
+    """Leaving out mail-parser's summary dictionaries changes nothing modbot reads."""
+    import mailparser
+
+    from modbot.parse import _mail_parser
+
+    data = bytearray(raw(name))
+    for where, cut, insert in edits:
+        at = int(where * len(data))
+        data[at:at + cut] = insert
+    assert mail_parser_view(_mail_parser(), bytes(data)) == mail_parser_view(
+        mailparser.MailParser, bytes(data))
+
+
 def reference_clean_line(value: str) -> str:
     return re.sub(r"\s+", " ", CONTROL.sub(" ", clean_text(value))).strip()
 
@@ -258,6 +290,16 @@ def test_repeated_address_headers_read_alike() -> None:
     to = ", ".join(f"=?utf-8?q?P=C3=A9rson_{i}?= <p{i}@example.org>" for i in range(40))
     n = parse(f"From: a@example.org\nTo: {to}\n\nbody\n".encode())
     assert [a.name for a in n.to[:2]] == ["P\u00e9rson 0", "P\u00e9rson 1"] and len(n.to) == 40
+
+
+def test_the_stages_load_their_libraries_only_when_used() -> None:
+    """Importing the pure stages loads neither mail-parser, authres, dkimpy nor tldextract."""
+    heavy = ("mailparser", "authres", "dkim", "dns", "tldextract", "requests")
+    code = ("import sys, modbot.parse, modbot.authenticity, modbot.classify, modbot.policy, "
+            f"modbot.recipients; print(*[m for m in {heavy!r} if m in sys.modules])")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.split()
+    assert loaded == []
 
 
 # --- linkedin_candidate ---------------------------------------------------------------------------
