@@ -7,7 +7,6 @@ stderr, never a traceback, and never a secret or a message body.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -66,6 +65,8 @@ def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:
+    import logging
+
     from modbot.logs import install
 
     install(level, fmt)
