@@ -48,7 +48,7 @@ def arrivals(serial: int, rng: random.Random) -> list[bytes]:
 async def main(path: str, polls: int, maildir: corpus.Maildir) -> dict[str, object]:
     settings = config.load(path)
     ctx = Context.build(settings, dkim_lookup=None)
-    poller = Poller(ctx)
+    poller = Poller(ctx, keep_open=True)  # as the daemon's poller
     rng = random.Random(3)
     handled = len((await poller.poll(datetime.now(UTC))).handled)
     first = rss_mb()
@@ -66,6 +66,7 @@ async def main(path: str, polls: int, maildir: corpus.Maildir) -> dict[str, obje
         if n in marks:
             checkpoints.append((n, rss_mb()))
     seconds = time.perf_counter() - start
+    await poller.close()
     ctx.store.close()
     return {"rss_first": first, "rss_last": checkpoints[-1][1], "checkpoints": checkpoints,
             "seconds": seconds, "handled": handled, "sent": sent}
