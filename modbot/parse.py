@@ -51,8 +51,10 @@ _FOLD = re.compile(r"\r?\n(?=[ \t])")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SPACES = re.compile(r"\s+")
 # Bounded repeats: an unclosed quote must not make every later href rescan the document.
-_HREF = re.compile(r"""\bhref\s*=\s*(?:"([^"]{0,8192})"|'([^']{0,8192})'|([^\s"'>]{1,8192}))""",
-                   re.IGNORECASE)
+# "href" in any case, at a word boundary; spelled out rather than re.IGNORECASE and \b so that
+# the search can skip to the next h, which is the same match (no other letter folds to these).
+_HREF = re.compile(
+    r"""[Hh](?<!\w[Hh])[Rr][Ee][Ff]\s*=\s*(?:"([^"]{0,8192})"|'([^']{0,8192})'|([^\s"'>]{1,8192}))""")
 _BARE_URL = re.compile(r"""https?://[^\s<>"'`{}|\\^\[\]]+""", re.IGNORECASE)
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _TRAILING = ".,;:!?)]}'\"*"

@@ -18,7 +18,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from modbot.model import Notification
-from modbot.parse import _decode_header_value, clean_line, clean_text, linkedin_candidate, parse
+from modbot.parse import (
+    _HREF,
+    _decode_header_value,
+    _mail_parser,
+    clean_line,
+    clean_text,
+    linkedin_candidate,
+    parse,
+)
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
@@ -245,8 +253,6 @@ def test_mail_parser_is_read_as_its_own_parse_gives_it(
     """Leaving out mail-parser's summary dictionaries changes nothing modbot reads."""
     import mailparser
 
-    from modbot.parse import _mail_parser
-
     data = bytearray(raw(name))
     for where, cut, insert in edits:
         at = int(where * len(data))
@@ -280,6 +286,20 @@ def test_header_values_decode_as_rfc_2047_says(value: str) -> None:
     with contextlib.suppress(Exception):
         expected = str(make_header(decode_header(expected)))
     assert _decode_header_value(value) == reference_clean_line(expected)
+
+
+HREF_PIECES = ["href", "HREF", "hReF", "xhref", "_href", "\u00e9href", "-href", " ", "\t", "\n",
+               "=", '"', "'", ">", "<a ", "http://a.example/", "&amp;", "\u212a", "h", "\u0125ref"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(HREF_PIECES), max_size=30).map("".join))
+def test_href_values_are_found_as_a_case_blind_pattern_finds_them(markup: str) -> None:
+    """Every href attribute, in any case and only at a word boundary, with its one value."""
+    reference = re.compile(
+        r"""\bhref\s*=\s*(?:"([^"]{0,8192})"|'([^']{0,8192})'|([^\s"'>]{1,8192}))""", re.I)
+    found = [(m.span(), m.groups()) for m in _HREF.finditer(markup)]
+    assert found == [(m.span(), m.groups()) for m in reference.finditer(markup)]
 
 
 def test_repeated_address_headers_read_alike() -> None:
