@@ -141,8 +141,9 @@ class Context:
         return client_context(self.settings.smtp.ca_file)
 
     def load_all(self) -> None:
-        """Load what is otherwise loaded at first use, so that a problem shows now."""
-        for name in ("templates", "directory", "smtp_tls"):
+        """Load and compile what is otherwise loaded at first use, so a problem shows now."""
+        self.templates.compile_all()
+        for name in ("directory", "smtp_tls"):
             getattr(self, name)
 
 
@@ -578,11 +579,3 @@ async def poll_once(ctx: Context, now: datetime, progress: Progress | None = Non
     """One poll at ``now``, which the caller read from its clock."""
     return await Poller(ctx, progress=progress).poll(now)
 
-
-def __getattr__(name: str) -> Any:
-    """``judge`` and ``dns_txt_lookup`` moved; importing them from here still works."""
-    if name == "judge":
-        from modbot.judging import judge
-
-        return judge
-    raise AttributeError(name)
