@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from modbot.config import PolicySettings
 from modbot.model import (
     Action,
     Authenticity,
@@ -24,6 +24,9 @@ from modbot.model import (
     Resolution,
     Unresolved,
 )
+
+if TYPE_CHECKING:
+    from modbot.config import PolicySettings  # pydantic only for whoever builds the settings
 
 DEFAULT_ACTIONS: dict[Kind, Action] = {
     Kind.CONNECTION_INVITATION: Action.REPLY,

@@ -313,8 +313,8 @@ def test_repeated_address_headers_read_alike() -> None:
 
 
 def test_the_stages_load_their_libraries_only_when_used() -> None:
-    """Importing the pure stages loads neither mail-parser, authres, dkimpy nor tldextract."""
-    heavy = ("mailparser", "authres", "dkim", "dns", "tldextract", "requests")
+    """Importing the pure stages loads no parsing, checking or configuration library."""
+    heavy = ("mailparser", "authres", "dkim", "dns", "tldextract", "requests", "pydantic")
     code = ("import sys, modbot.parse, modbot.authenticity, modbot.classify, modbot.policy, "
             f"modbot.recipients; print(*[m for m in {heavy!r} if m in sys.modules])")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
