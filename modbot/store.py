@@ -30,6 +30,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -40,6 +41,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
     update,
@@ -378,9 +380,24 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply every alembic migration up to head (nothing to do when the schema is current)."""
-    if current_revision(engine) == HEAD_REVISION:
+    """Bring the schema to head: nothing to do when it is current; a new, empty database gets
+    the tables as defined here, stamped with the head revision (the migrations build the same
+    schema, which a test checks, and alembic stays out of the process); an older schema is
+    migrated with alembic."""
+    revision = current_revision(engine)
+    if revision == HEAD_REVISION:
         return
+    if revision is None and not inspect(engine).get_table_names():
+        with engine.begin() as connection:
+            metadata.create_all(connection)
+            _alembic_version.create(connection)
+            connection.execute(_alembic_version.insert().values(version_num=HEAD_REVISION))
+        return
+    migrate(engine)
+
+
+def migrate(engine: Engine) -> None:
+    """Apply the alembic migrations up to head."""
     from alembic import command
     from alembic.config import Config
 
@@ -389,6 +406,14 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+# alembic's own bookkeeping table, as alembic creates it.
+_alembic_version = Table(
+    "alembic_version", MetaData(),
+    Column("version_num", String(32), nullable=False),
+    PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+)
 
 
 class Store:

@@ -6,6 +6,8 @@ Every check here runs on both backends; the PostgreSQL cluster is started once p
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +17,7 @@ import pytest
 import rows
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, select
+from sqlalchemy import create_engine, inspect, select
 
 from modbot import store
 from modbot.errors import StoreError
@@ -67,14 +69,34 @@ def test_open_migrates_an_empty_database(empty_url: str) -> None:
 
 
 def test_migrations_match_models(empty_url: str) -> None:
-    """The alembic migrations build exactly the schema the code declares."""
-    db = Store.open(empty_url)
+    """The alembic migrations build exactly the schema the code declares, which is what a new
+    database gets directly."""
+    engine = create_engine(empty_url)
     try:
-        with db.engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection),
-                                    store.metadata) == []
+        store.migrate(engine)
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            assert compare_metadata(context, store.metadata) == []
+            assert context.get_current_revision() == store.HEAD_REVISION
     finally:
-        db.close()
+        engine.dispose()
+
+
+def test_new_database_needs_no_alembic(empty_url: str) -> None:
+    """A new database is created from the table definitions, stamped at head, without loading
+    alembic (about 12 MB that a long-running daemon would otherwise keep)."""
+    program = ("import sys; from modbot.store import Store; "
+               f"Store.open({empty_url!r}).close(); print('alembic' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                            check=True, timeout=60)
+    assert result.stdout.strip() == "False"
+    engine = create_engine(empty_url)
+    try:
+        with engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() \
+                == store.HEAD_REVISION
+    finally:
+        engine.dispose()
 
 
 def test_reopening_migrates_nothing(empty_url: str) -> None:
