@@ -248,9 +248,12 @@ def _date(values: Sequence[str]) -> datetime | None:
         return None
 
 
+_unescape_entity = functools.lru_cache(maxsize=256)(html.unescape)  # "&amp;" in every link
+
+
 def _unescape_entities(value: str) -> str:
     # Only terminated references: html.unescape would turn "&para=1" in a URL into "¶=1".
-    return _ENTITY.sub(lambda m: html.unescape(m.group(0)), value) if "&" in value else value
+    return _ENTITY.sub(lambda m: _unescape_entity(m.group(0)), value) if "&" in value else value
 
 
 def extract_links(text: str, html_text: str) -> tuple[str, ...]:
