@@ -50,7 +50,7 @@ def backoff(attempts: int) -> timedelta:
 def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> EmailMessage:
     """The one email that tells the counselor that replies are paused, and how to resume."""
     counselor = settings.counselor
-    message = EmailMessage()
+    message = render.new_message()
     message["From"] = Address(counselor.name, addr_spec=counselor.email)
     message["To"] = Address(counselor.name, addr_spec=counselor.email)
     message["Subject"] = "modbot has paused its replies"

@@ -359,7 +359,7 @@ def build(data: DigestData, templates: Templates, counselor: CounselorSettings, 
         raise TemplateError(f"template {TEMPLATE} sets no subject")
     name = " ".join(_SPECIALS.sub(" ", clean_text(counselor.name) or "").split())
     name = render.header_text(name)
-    message = EmailMessage()
+    message = render.new_message()
     message["From"] = Address(name, addr_spec=counselor.email)
     message["To"] = Address(name, addr_spec=counselor.email)
     message["Subject"] = subject

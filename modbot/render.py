@@ -25,8 +25,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.errors import HeaderParseError
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
+from email.policy import default as default_policy
 from email.utils import format_datetime
 from functools import cached_property
 from pathlib import Path
@@ -289,6 +290,31 @@ def make_message_id(domain: str) -> str:
     return f"<{uuid.uuid4().hex}@{domain}>"
 
 
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, making each header class once: the stdlib's builds a new
+    class for every header it parses, a third of the time it takes to build a reply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._made: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        made = self._made.get(key)
+        if made is None:
+            made = self._made[key] = super().__getitem__(name)
+        return made
+
+
+# The policy of the mail modbot writes: the standard one, with header classes made once.
+POLICY = default_policy.clone(header_factory=_HeaderClasses())
+
+
+def new_message() -> EmailMessage:
+    """An empty email under ``POLICY``."""
+    return EmailMessage(policy=POLICY)
+
+
 def reply_message(templates: Templates, *, template: str, counselor: CounselorSettings,
                   recipient: Recipient, person: Person, message_id: str, date: datetime,
                   redirect_to: str | None = None) -> EmailMessage:
@@ -304,7 +330,7 @@ def reply_message(templates: Templates, *, template: str, counselor: CounselorSe
         raise ValueError("message_id must look like <unique@domain>")
     rendered = templates.render_text(template, **_context(counselor, person, recipient.name))
     original = _address(recipient.email, recipient.name)
-    message = EmailMessage()
+    message = new_message()
     message["From"] = _address(counselor.email, counselor.name)
     if redirect_to is None:
         message["To"] = original

@@ -137,7 +137,7 @@ def build_review_email(store: Store, settings: Settings, templates: render.Templ
         c.execute(review_mails.insert().values(
             account=settings.account, message_id=message_id, token_hash=_hash(token),
             items=json.dumps([w.id for w in items]), sent_at=now, expires_at=expires))
-    message = EmailMessage()
+    message = render.new_message()
     message["From"] = message["To"] = Address("modbot", addr_spec=settings.counselor.email)
     message["Subject"] = f"modbot: {len(items)} repl{'y' if len(items) == 1 else 'ies'} to " \
                          f"review [MR-{token}]"
