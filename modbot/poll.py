@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from modbot import store
 from modbot.config import Settings
 from modbot.errors import MailboxError, ModbotError, StoreError
+from modbot.history import Answered
 from modbot.mailbox import Mailbox
 from modbot.model import (
     Action,
@@ -58,7 +59,6 @@ from modbot.model import (
     Verdict,
 )
 from modbot.policy import REPLY_KINDS
-from modbot.recipients import normalize_profile_url
 from modbot.store import Store
 from modbot.tls import client_context
 
@@ -228,36 +228,27 @@ class Poller:
         self._alert_due = False
         self._purged_at: datetime | None = None
         self._poll_id: int | None = None
+        self._answered: Answered | None = None  # what the account answered, during a poll
 
     # --- history facts for the policy ----------------------------------------------------
 
     def _history_at(self, now: datetime) -> Callable[
             [Classification, Recipient | None, Sequence[str]], History]:
-        window = now - timedelta(days=self.settings.policy.person_window_days)
+        """The policy's history facts at ``now``: what the account answered is read from the
+        store at the first notification that would get a reply, then kept in memory, and
+        ``_record`` adds each reply this poll queues."""
+        window = timedelta(days=self.settings.policy.person_window_days)
+        self._answered = None
 
         def history_for(c: Classification, recipient: Recipient | None,
                         references: Sequence[str]) -> History:
-            answered = self.store.is_our_message_id(references)
+            ours = self.store.is_our_message_id(references)
             if c.kind not in REPLY_KINDS:  # the reply facts decide only for kinds with a reply
-                return History(is_reply_to_our_mail=answered)
-            profile = normalize_profile_url(c.person.profile_url) if c.person.profile_url \
-                else None
-            earlier = self.store.reply_history(
-                self.account, email=recipient.email if recipient is not None else None,
-                profile_fragment=profile.partition("/")[2] if profile else None,
-                invitation_id=c.person.invitation_id, since=window,
-                hour_ago=now - timedelta(hours=1), day_ago=now - timedelta(days=1))
-            return History(
-                # Answered at this address, or under this LinkedIn profile: LinkedIn's relay
-                # gives every message its own reply address, so a person whose auto-responder
-                # answers our reply would otherwise come back as "new" each time (a mail loop).
-                replied_to_person=earlier.replied_to_address or any(
-                    normalize_profile_url(url) == profile for url in earlier.profile_urls),
-                replied_to_invitation=earlier.replied_to_invitation,
-                replies_last_hour=earlier.last_hour,
-                replies_last_day=earlier.last_day,
-                is_reply_to_our_mail=answered,
-            )
+                return History(is_reply_to_our_mail=ours)
+            if self._answered is None:
+                self._answered = Answered(self.store.replied(self.account, now - window),
+                                          now, window)
+            return self._answered.history(c, recipient, is_reply_to_our_mail=ours)
 
         return history_for
 
@@ -537,6 +528,10 @@ class Poller:
             if self.store.known_keys(self.account, [key]):
                 return None  # recorded meanwhile by another poll: it is handled
             raise
+        if reply is not None and status in store.COUNTS_AS_REPLIED \
+                and self._answered is not None:
+            self._answered.add(store.Replied(reply["recipient_email"], person.profile_url,
+                                             person.invitation_id, now))
         log.info("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
         recipient = d.recipient.email if d.recipient else None
         return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, person.name,

@@ -37,7 +37,6 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     bindparam,
-    case,
     create_engine,
     event,
     func,
@@ -48,7 +47,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.sql import Select
 
 from modbot.errors import StoreError
 
@@ -196,78 +194,28 @@ def message_key(message_id: str | None, header_bytes: bytes) -> str:
     return hashlib.sha256(basis).hexdigest()
 
 
-def _of_account(query: Select[Any], account: Any) -> Select[Any]:
-    """``query`` over the outbox, narrowed to replies to ``account``'s messages if given."""
-    if account is None:
-        return query
-    return query.join(messages, messages.c.id == outbox.c.message_row).where(
-        messages.c.account == account)
-
-
-# The reply history, asked for every notification that would get a reply: built once.
+# Statements of the reply history, read at every poll with new mail: built once.
 _REPLIED = outbox.c.status.in_(COUNTS_AS_REPLIED)
 _ACCOUNT = bindparam("account", type_=String())
-_TO_ADDRESS = select(outbox.c.id).where(
-    func.lower(outbox.c.recipient_email) == bindparam("email"), _REPLIED,
-    outbox.c.created_at >= bindparam("since"))
-_TO_ADDRESS_ANY, _TO_ADDRESS_OF = _TO_ADDRESS.limit(1), _of_account(_TO_ADDRESS, _ACCOUNT).limit(1)
-_PROFILE_URLS = (
-    select(messages.c.profile_url).join(outbox, outbox.c.message_row == messages.c.id)
+_REPLIED_ROWS = (
+    select(outbox.c.recipient_email, messages.c.profile_url, messages.c.invitation_id,
+           outbox.c.created_at)
+    .join(messages, messages.c.id == outbox.c.message_row)
     .where(messages.c.account == _ACCOUNT, _REPLIED,
-           messages.c.profile_url.like(bindparam("pattern"), escape="\\"),
-           outbox.c.created_at >= bindparam("since"))
+           (outbox.c.created_at >= bindparam("since")) | messages.c.invitation_id.is_not(None))
 )
-_TO_INVITATION = (
-    select(outbox.c.id).join(messages, messages.c.id == outbox.c.message_row)
-    .where(messages.c.account == _ACCOUNT, messages.c.invitation_id == bindparam("invitation"),
-           _REPLIED).limit(1)
-)
-_IN_WINDOWS = select(
-    func.coalesce(func.sum(case((outbox.c.created_at >= bindparam("hour_ago"), 1), else_=0)), 0),
-    func.count(),
-).select_from(outbox).where(outbox.c.created_at >= bindparam("day_ago"), _REPLIED)
-_IN_WINDOWS_ANY, _IN_WINDOWS_OF = _IN_WINDOWS, _of_account(_IN_WINDOWS, _ACCOUNT)
 _OUR_MESSAGE_IDS = select(outbox.c.id).where(
     outbox.c.message_id.in_(bindparam("ids", expanding=True))).limit(1)
 
 
-def _replied_to_address(c: Connection, email: str, since: datetime,
-                        account: str | None) -> bool:
-    query = _TO_ADDRESS_ANY if account is None else _TO_ADDRESS_OF
-    return c.execute(query, {"email": email.lower(), "since": since,
-                             "account": account}).first() is not None
-
-
-def _replied_profile_urls(c: Connection, account: str, fragment: str,
-                          since: datetime) -> list[str]:
-    pattern = "%" + fragment.replace("\\", "").replace("%", "").replace("_", "\\_") + "%"
-    return list(c.execute(_PROFILE_URLS, {"account": account, "pattern": pattern,
-                                          "since": since}).scalars())
-
-
-def _replied_to_invitation(c: Connection, account: str, invitation_id: str) -> bool:
-    return c.execute(_TO_INVITATION, {"account": account,
-                                      "invitation": invitation_id}).first() is not None
-
-
-def _replies_in_windows(c: Connection, hour_ago: datetime, day_ago: datetime,
-                        account: str | None) -> tuple[int, int]:
-    query = _IN_WINDOWS_ANY if account is None else _IN_WINDOWS_OF
-    hour, day = c.execute(query, {"hour_ago": hour_ago, "day_ago": day_ago,
-                                  "account": account}).one()
-    return int(hour), int(day)
-
-
 @dataclass(frozen=True)
-class ReplyHistory:
-    """Earlier replies, as far as the policy asks: to this address, to people whose profile
-    URL contains the asked fragment, to this invitation, and how many in the last hour/day."""
+class Replied:
+    """One reply that counts as answered, as the policy's history facts need it."""
 
-    replied_to_address: bool
-    profile_urls: tuple[str, ...]
-    replied_to_invitation: bool
-    last_hour: int
-    last_day: int
+    email: str
+    profile_url: str | None
+    invitation_id: str | None
+    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -542,53 +490,13 @@ class Store:
             assert key is not None
             return int(key[0])
 
-    def replied_to_person(self, email: str, since: datetime, account: str | None = None) -> bool:
-        """Whether ``email`` was answered since ``since`` (from ``account``, or from any)."""
+    def replied(self, account: str, since: datetime) -> list[Replied]:
+        """``account``'s replies that count as answered and were made since ``since``, or that
+        answer an invitation (which is answered once, however long ago): what the policy's
+        history facts are made from, read once per poll."""
         with self.transaction() as c:
-            return _replied_to_address(c, email, since, account)
-
-    def replied_profile_urls(self, account: str, fragment: str, since: datetime) -> list[str]:
-        """Profile URLs containing ``fragment`` whose person was answered since ``since``.
-
-        For the per-person check when the address changes from one notification to the next
-        (LinkedIn's relay gives each message its own ``…@reply.linkedin.com``).
-        """
-        with self.transaction() as c:
-            return _replied_profile_urls(c, account, fragment, since)
-
-    def replied_to_invitation(self, account: str, invitation_id: str) -> bool:
-        with self.transaction() as c:
-            return _replied_to_invitation(c, account, invitation_id)
-
-    def replies_since(self, since: datetime, account: str | None = None) -> int:
-        """Replies queued or sent since ``since`` (for the hourly and daily caps), of
-        ``account`` or of every account."""
-        query = select(func.count()).select_from(outbox).where(
-            outbox.c.created_at >= since,
-            outbox.c.status.in_(COUNTS_AS_REPLIED),
-        )
-        with self.transaction() as c:
-            return int(c.execute(_of_account(query, account)).scalar_one())
-
-    def replies_in_windows(self, hour_ago: datetime, day_ago: datetime,
-                           account: str | None = None) -> tuple[int, int]:
-        """Replies queued or sent since ``hour_ago`` and since ``day_ago``, in one query."""
-        with self.transaction() as c:
-            return _replies_in_windows(c, hour_ago, day_ago, account)
-
-    def reply_history(self, account: str, *, email: str | None, profile_fragment: str | None,
-                      invitation_id: str | None, since: datetime, hour_ago: datetime,
-                      day_ago: datetime) -> ReplyHistory:
-        """What the policy needs to know of earlier replies, read in one transaction (asked
-        for every notification that would get a reply)."""
-        with self.transaction() as c:
-            to_address = email is not None and _replied_to_address(c, email, since, account)
-            urls = (_replied_profile_urls(c, account, profile_fragment, since)
-                    if profile_fragment and not to_address else [])
-            invited = bool(invitation_id) and _replied_to_invitation(c, account,
-                                                                      invitation_id or "")
-            last_hour, last_day = _replies_in_windows(c, hour_ago, day_ago, account)
-        return ReplyHistory(to_address, tuple(urls), invited, last_hour, last_day)
+            return [Replied(*row) for row in c.execute(_REPLIED_ROWS, {"account": account,
+                                                                      "since": since})]
 
     def is_our_message_id(self, message_ids: Sequence[str]) -> bool:
         """True if any of ``message_ids`` is a reply modbot sent (for answers to the bot)."""

@@ -150,6 +150,16 @@ async def test_reminder_not_answered_again(context: Context, imap_user: servers.
     assert len(smtp_server.messages) == 1
 
 
+async def test_invitation_and_reminder_in_one_poll_answered_once(
+        context: Context, imap_user: servers.ImapUser,
+        smtp_server: servers.SmtpServer) -> None:
+    """The reply a poll queues counts for the next notification of the same poll."""
+    imap_user.append("INBOX", fixture(JORDAN))
+    imap_user.append("INBOX", fixture(REMINDER))
+    await poll(context)
+    assert len(smtp_server.messages) == 1
+
+
 async def test_linkedin_message_answered_through_relay(
         context: Context, imap_user: servers.ImapUser,
         smtp_server: servers.SmtpServer) -> None:

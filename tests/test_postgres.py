@@ -135,11 +135,9 @@ def test_record_and_dedup_facts(db: Store) -> None:
     db.record(message_row("k1"), rows.reply_row("<m1@counsel.example.edu>"))
     assert db.known_keys(ACCOUNT, ["k1", "k2"]) == {"k1"}
     assert db.known_keys("someone-else", ["k1"]) == set()
-    assert db.replied_to_person("jrivera@students.example.edu", NOW - timedelta(days=1))
-    assert not db.replied_to_person("jrivera@students.example.edu", NOW + timedelta(days=1))
-    assert db.replied_to_invitation(ACCOUNT, "701")
-    assert not db.replied_to_invitation(ACCOUNT, "702")
-    assert db.replies_since(NOW - timedelta(hours=1)) == 1
+    (replied,) = db.replied(ACCOUNT, NOW - timedelta(days=1))
+    assert (replied.email, replied.invitation_id) == ("JRivera@students.example.edu", "701")
+    assert replied.created_at == NOW
     assert db.is_our_message_id(["<m1@counsel.example.edu>"])
     assert not db.is_our_message_id(["<other@counsel.example.edu>"])
 

@@ -52,12 +52,19 @@ def test_record_and_dedup_facts(db: Store) -> None:
     """A recorded reply counts for the person, the invitation and the caps."""
     db.record(message_row("k1"), reply_row("<m1@counsel.example.edu>"))
     assert db.known_keys("counselor@imap", ["k1", "k2"]) == {"k1"}
-    assert db.replied_to_person("jrivera@students.example.edu", NOW - timedelta(days=1))
-    assert db.replied_to_invitation("counselor@imap", "701")
-    assert db.replies_since(NOW - timedelta(hours=1)) == 1
-    assert db.replies_in_windows(NOW - timedelta(hours=1), NOW - timedelta(days=1)) == (1, 1)
-    assert db.replies_in_windows(NOW + timedelta(minutes=1), NOW - timedelta(days=1)) == (0, 1)
+    (replied,) = db.replied("counselor@imap", NOW - timedelta(days=1))
+    assert (replied.email, replied.invitation_id) == ("JRivera@students.example.edu", "701")
+    assert replied.created_at == NOW
+    assert db.replied("someone@imap", NOW - timedelta(days=1)) == []
     assert db.is_our_message_id(["<m1@counsel.example.edu>"])
+
+
+def test_replied_keeps_invitations_beyond_the_window(db: Store) -> None:
+    """An answered invitation is answered for good; an address only within the window."""
+    db.record(message_row("k1"), reply_row("<m1@counsel.example.edu>"))
+    db.record(message_row("k2", invitation_id=None), reply_row("<m2@counsel.example.edu>"))
+    later = NOW + timedelta(days=1)
+    assert [r.invitation_id for r in db.replied("counselor@imap", later)] == ["701"]
 
 
 def test_same_message_twice_is_refused(db: Store) -> None:

@@ -1,0 +1,74 @@
+"""The account's earlier replies as the policy sees them, from rows and the poll's clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from modbot.history import Answered
+from modbot.model import Classification, Kind, Person, Recipient
+from modbot.store import Replied
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+WINDOW = timedelta(days=180)
+PROFILE = "https://www.linkedin.com/in/jordan-rivera-12345"
+
+
+def invitation(profile: str | None = None, invitation_id: str | None = None) -> Classification:
+    person = Person(name="Jordan Rivera", profile_url=profile, invitation_id=invitation_id)
+    return Classification(Kind.CONNECTION_INVITATION, "test", person, None, ())
+
+
+def to(email: str) -> Recipient:
+    return Recipient("Jordan Rivera", email, "directory-csv")
+
+
+def facts(answered: Answered, c: Classification, recipient: Recipient | None = None
+          ) -> tuple[bool, bool, int, int]:
+    h = answered.history(c, recipient, is_reply_to_our_mail=False)
+    return h.replied_to_person, h.replied_to_invitation, h.replies_last_hour, h.replies_last_day
+
+
+def test_nothing_answered() -> None:
+    assert facts(Answered([], NOW, WINDOW), invitation(PROFILE, "7"), to("a@b.edu")) == \
+        (False, False, 0, 0)
+
+
+def test_address_matches_in_any_case() -> None:
+    answered = Answered([Replied("JRivera@Students.example.edu", None, None, NOW)], NOW, WINDOW)
+    assert facts(answered, invitation(), to("jrivera@students.example.edu"))[0]
+
+
+def test_profile_matches_however_written() -> None:
+    """A new relay address each message, but the same profile, is the same person."""
+    answered = Answered([Replied("x@reply.linkedin.com", PROFILE + "?trk=abc", None,
+                                 NOW - timedelta(days=3))], NOW, WINDOW)
+    other_spelling = "http://linkedin.com/in/jordan-rivera-12345/"
+    assert facts(answered, invitation(other_spelling), to("y@reply.linkedin.com"))[0]
+    assert not facts(answered, invitation("https://www.linkedin.com/in/someone-else"))[0]
+
+
+def test_person_window_ends() -> None:
+    old = Replied("jrivera@students.example.edu", PROFILE, None, NOW - WINDOW - timedelta(1))
+    answered = Answered([old], NOW, WINDOW)
+    assert facts(answered, invitation(PROFILE), to("jrivera@students.example.edu")) == \
+        (False, False, 0, 0)
+
+
+def test_invitation_is_answered_once_however_long_ago() -> None:
+    old = Replied("", None, "701", NOW - timedelta(days=900))  # address purged since
+    assert facts(Answered([old], NOW, WINDOW), invitation(invitation_id="701"))[1]
+    assert not facts(Answered([old], NOW, WINDOW), invitation(invitation_id="702"))[1]
+
+
+def test_counts_in_the_last_hour_and_day() -> None:
+    times = [NOW - timedelta(minutes=10), NOW - timedelta(hours=2), NOW - timedelta(days=2)]
+    answered = Answered([Replied(f"p{i}@b.edu", None, None, t) for i, t in enumerate(times)],
+                        NOW, WINDOW)
+    assert facts(answered, invitation())[2:] == (1, 2)
+
+
+def test_a_reply_added_during_the_poll_counts_at_once() -> None:
+    answered = Answered([], NOW, WINDOW)
+    answered.add(Replied("jrivera@students.example.edu", PROFILE, "701", NOW))
+    assert facts(answered, invitation(PROFILE, "701"), to("JRIVERA@students.example.edu")) == \
+        (True, True, 1, 1)
