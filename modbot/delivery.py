@@ -106,11 +106,8 @@ class Delivery:
 
     async def run(self, smtp_tls: ssl.SSLContext, alert: store.Pause | None,
                   due: Sequence[store.OutboxItem], now: datetime) -> None:
-        """Send the alert (if any), then each reply in ``due``, over one connection.
-
-        Each reply is built in a worker thread while the one before it is on the wire, and a
-        reply's "sent" is recorded in the same transaction as the next one's "sending".
-        """
+        """Send the alert (if any), then each reply in ``due``, over one connection; a reply's
+        "sent" is recorded in the same transaction as the next one's "sending"."""
         try:
             async with Sender(self.settings.smtp, smtp_tls) as sender:
                 if alert is not None:
@@ -122,19 +119,10 @@ class Delivery:
 
     async def _send_replies(self, sender: Sender, due: Sequence[store.OutboxItem],
                             now: datetime) -> None:
-        def build_soon(item: store.OutboxItem) -> asyncio.Future[Prepared | str]:
-            return asyncio.ensure_future(asyncio.to_thread(self._build, item, now))
-
-        upcoming = build_soon(due[0]) if due else None
         try:
-            for index, item in enumerate(due):
-                assert upcoming is not None
-                built = await upcoming
-                upcoming = build_soon(due[index + 1]) if index + 1 < len(due) else None
-                await self._send_one(sender, item, built, now)
+            for item in due:
+                await self._send_one(sender, item, self._build(item, now), now)
         finally:
-            if upcoming is not None:
-                upcoming.cancel()
             self._record_confirmed(now)
 
     async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime) -> None:
@@ -151,7 +139,7 @@ class Delivery:
             self.store.mark_alert(alert.id, now=now, sent=True)
 
     def _build(self, item: store.OutboxItem, now: datetime) -> Prepared | str:
-        """The reply ready for the wire, or why it cannot be built (pure; run in a thread)."""
+        """The reply ready for the wire, or why it cannot be built."""
         try:
             return prepare(render.reply_message(
                 self.templates, template=item.template, counselor=self.settings.counselor,
