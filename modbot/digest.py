@@ -369,4 +369,5 @@ def build(data: DigestData, templates: Templates, counselor: CounselorSettings, 
     message["X-Auto-Response-Suppress"] = "All"  # asks Exchange not to answer it
     message.set_content(text, charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
+    render.set_boundary(message)
     return message

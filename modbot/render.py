@@ -346,7 +346,17 @@ def reply_message(templates: Templates, *, template: str, counselor: CounselorSe
     message["X-Modbot-Kind"] = template
     message.set_content(rendered.text, charset="utf-8")
     message.add_alternative(rendered.html, subtype="html", charset="utf-8")
+    set_boundary(message)
     return message
+
+
+def set_boundary(message: EmailMessage) -> None:
+    """Give a multipart ``message`` a random boundary now.
+
+    Left to the generator, each boundary costs a regular expression compiled for that message
+    alone, to check the parts against it; 128 random bits cannot occur in them by chance.
+    """
+    message.set_boundary(f"=_modbot_{uuid.uuid4().hex}")
 
 
 def reply_text(templates: Templates, *, template: str, counselor: CounselorSettings,
