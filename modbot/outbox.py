@@ -24,6 +24,9 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
+from email.utils import getaddresses
 from types import TracebackType
 
 import aiosmtplib
@@ -47,7 +50,7 @@ class Prepared:
     """A message with its envelope read and its bytes written as a server with 8BITMIME takes
     them (``Sender.send`` writes them again for one without)."""
 
-    message: email.message.EmailMessage
+    message: email.message.Message
     sender: str
     recipients: tuple[str, ...]
     names: tuple[str, ...]
@@ -55,7 +58,7 @@ class Prepared:
     data: bytes
 
 
-def prepare(message: email.message.EmailMessage) -> Prepared:
+def prepare(message: email.message.Message) -> Prepared:
     """Everything ``Sender.send`` does to a message before talking to the server.
 
     Pure and thread-safe, so the next message can be made ready while one is being sent.
@@ -100,7 +103,7 @@ class Sender:
                         traceback: TracebackType | None) -> None:
         await self._disconnect()
 
-    async def send(self, message: email.message.EmailMessage | Prepared) -> None:
+    async def send(self, message: email.message.Message | Prepared) -> None:
         """Hand ``message`` to the server for every address in its To, Cc and Bcc headers.
 
         Bcc headers are not transmitted. When some recipients are refused and others accepted,
@@ -317,16 +320,18 @@ async def send_one(message: email.message.EmailMessage, settings: SmtpSettings,
         await sender.send(message)
 
 
-def _display_names(message: email.message.EmailMessage) -> tuple[str, ...]:
+def _display_names(message: email.message.Message) -> tuple[str, ...]:
     """The recipients' display names and their words of three letters or more, longest first."""
     names: set[str] = set()
-    for field in ("To", "Cc", "Bcc"):
-        for value in message.get_all(field, ()):
-            for address in getattr(value, "addresses", ()):
-                name = str(address.display_name or "").strip()
-                if name:
-                    names.add(name)
-                    names.update(word for word in re.split(r"[\s,]+", name) if len(word) >= 3)
+    values = [str(v) for field in ("To", "Cc", "Bcc") for v in message.get_all(field, ())]
+    for encoded, _ in getaddresses(values):
+        try:
+            name = str(make_header(decode_header(encoded))).strip()
+        except (HeaderParseError, LookupError, ValueError):
+            name = encoded.strip()
+        if name:
+            names.add(name)
+            names.update(word for word in re.split(r"[\s,]+", name) if len(word) >= 3)
     return tuple(sorted(names, key=len, reverse=True))
 
 

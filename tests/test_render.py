@@ -8,10 +8,11 @@ import html
 import re
 import shutil
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from pathlib import Path
 
 import pytest
+from aiosmtplib.email import flatten_message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -60,14 +61,15 @@ def reply(templates: Templates, *, template: str = "connection_invitation",
           person: Person = ANA, recipient: Recipient = STUDENT,
           counselor: CounselorSettings = COUNSELOR, redirect_to: str | None = None
           ) -> EmailMessage:
-    return reply_message(
+    """The reply as its recipient reads it: written to bytes, parsed back."""
+    return reparse(reply_message(
         templates, template=template, counselor=counselor, recipient=recipient, person=person,
         message_id="<fixed@careers.example.edu>", date=NOW, redirect_to=redirect_to,
-    )
+    ))
 
 
-def reparse(message: EmailMessage) -> EmailMessage:
-    parsed = email.message_from_bytes(message.as_bytes(), policy=email.policy.default)
+def reparse(message: Message) -> EmailMessage:
+    parsed = email.message_from_bytes(flatten_message(message), policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
 
@@ -220,6 +222,19 @@ def test_an_encoded_word_in_a_group_name_adds_no_header(templates: Templates) ->
     message = reparse(reply(templates, template="group_join_request", person=Person(group=group)))
     assert message.keys() == HEADERS
     assert "evil@attacker.example" in message["Subject"]
+
+
+@pytest.mark.parametrize("group", [
+    "Associação dos Antigos Alunos – Carreiras",
+    "Alumni " * 15,  # longer than a header line
+    "Café\r\nBcc: evil@attacker.example",
+])
+def test_group_names_in_the_subject_read_back_as_written(templates: Templates,
+                                                         group: str) -> None:
+    """Whatever the group is called, the Subject says it on one line and adds no header."""
+    message = reparse(reply(templates, template="group_join_request", person=Person(group=group)))
+    assert message.keys() == HEADERS
+    assert message["Subject"] == "Thank you for your interest in " + " ".join(group.split())
 
 
 def test_a_url_in_a_name_is_not_a_link(templates: Templates) -> None:

@@ -217,7 +217,9 @@ def test_preview_is_the_text_that_would_be_sent(db: Store, settings: Settings,
         templates, template="connection_invitation", counselor=settings.counselor,
         recipient=Recipient("Jordan Rivera", "person1@students.example.edu", "outbox"),
         person=Person(name="Jordan Rivera"), message_id=f"<reply1@{DOMAIN}>", date=NOW)
-    body = sent.get_body(preferencelist=("plain",))
+    parsed = email.message_from_bytes(sent.as_bytes(), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    body = parsed.get_body(preferencelist=("plain",))
     assert isinstance(body, EmailMessage)
     assert found == ("person1@students.example.edu", body.get_content().rstrip("\n"))
 
