@@ -541,13 +541,12 @@ class Store:
         return self._items(outbox.c.status == status)
 
     def mark(self, item_id: int, status: str, *, now: datetime, error: str | None = None,
-             next_attempt_at: datetime | None = None, count_attempt: bool = False) -> None:
+             next_attempt_at: datetime | None = None) -> None:
+        """Set a reply's status outside the send loop's hand-overs (see ``hand_over``)."""
         values: dict[str, Any] = {"status": status, "last_error": error,
                                   "next_attempt_at": next_attempt_at}
         if status == SENT:
             values["sent_at"] = now
-        if count_attempt:
-            values["attempts"] = outbox.c.attempts + 1
         with self.transaction() as c:
             c.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
 

@@ -79,10 +79,10 @@ def test_outbox_state_machine(db: Store) -> None:
     item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
     assert item_id is not None
     assert [i.id for i in db.due(NOW)] == [item_id]
-    db.mark(item_id, store.SENDING, now=NOW, count_attempt=True)
+    db.hand_over(sent=None, sending=item_id, now=NOW)
     assert db.due(NOW) == []
     assert [i.attempts for i in db.in_flight()] == [1]
-    db.mark(item_id, store.SENT, now=NOW)
+    db.hand_over(sent=item_id, sending=None, now=NOW)
     assert db.in_flight() == []
 
 
