@@ -229,6 +229,7 @@ class SmtpSettings(_ServerSettings):
 
 
 class DatabaseSettings(_Section):
+    # Loaded from a file, a relative SQLite path is relative to that file (``parse``).
     url: str = Field(default="sqlite:///modbot.db", min_length=1)
 
 
@@ -466,18 +467,15 @@ class Settings(_Section):
         return alone
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in loc) or "(top level)"
+class ConfigProblems(ConfigError):
+    """Everything wrong with one configuration file, one sentence per problem in ``problems``."""
 
-
-def _describe(error: Any) -> str:
-    loc = _location(tuple(error["loc"]))
-    if error["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
-    if error["type"] == "missing":
-        return f"{loc}: required key is missing"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{loc}: {message}"
+    def __init__(self, source: str, problems: list[str]) -> None:
+        count = len(problems)
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {count} problem{'s' if count != 1 else ''}:\n{listing}")
+        self.source = source
+        self.problems = tuple(problems)
 
 
 def _read_secret(section: str, raw: dict[str, Any], base: Path,
@@ -621,7 +619,9 @@ def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[str]]:
     try:
         return Settings.model_validate(data), []
     except ValidationError as exc:
-        return None, [_describe(error) for error in exc.errors()]
+        from modbot.config_words import describe
+
+        return None, [describe(error, Settings) for error in exc.errors()]
 
 
 # What each [[accounts]] table holds. counselor, imap and smtp are its own; a directory, policy
@@ -676,7 +676,10 @@ def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
                 problems.append(f"{where}.{key}: [{key}] is shared by every account; set it at "
                                 "the top level")
             else:
-                problems.append(f"{where}.{key}: unknown key")
+                from modbot.config_words import suggestion
+
+                problems.append(f"{where}.{key}: unknown key"
+                                f"{suggestion(key, ACCOUNT_TABLES)}")
         found = _prepare(own, base, resolve_secrets, token_dir, _token_tag(own, number))
         view, invalid = _validate({**shared, **own})
         for problem in (*found, *invalid):
@@ -697,6 +700,31 @@ def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
     return views, list(dict.fromkeys(problems))
 
 
+_SQLITE_URL = re.compile(r"^(sqlite(?:\+\w+)?:///)([^?]*)(.*)$", re.DOTALL)
+
+
+def _anchor_database(data: dict[str, Any], base: Path) -> None:
+    """Make a relative SQLite file (the default ``modbot.db`` too) relative to ``base``, the
+    configuration file's folder, like every other path in the file, in place.
+
+    Relative to the working directory, the same file would open another database depending
+    on where modbot was started from: a new, empty one under systemd, whose working
+    directory is ``/``.
+    """
+    table = data.get("database", {})
+    if not isinstance(table, dict):
+        return
+    url = table.get("url", DatabaseSettings().url)
+    match = _SQLITE_URL.match(url) if isinstance(url, str) else None
+    if match is None:
+        return
+    path = match.group(2)
+    if not path or path == ":memory:" or path.startswith(("file:", "/")):
+        return
+    data["database"] = {**table, "url": f"{match.group(1)}{base / Path(path).expanduser()}"
+                                        f"{match.group(3)}"}
+
+
 def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
           resolve_secrets: bool = True) -> Settings:
     """Validate a configuration mapping; raise ``ConfigError`` listing every problem.
@@ -706,6 +734,7 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
     """
     base = base or Path.cwd()
     data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
+    _anchor_database(data, base)
     settings: Settings | None = None
     if "accounts" in data:
         views, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
@@ -718,9 +747,7 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
         settings, invalid = _validate(data)
         problems.extend(invalid)
     if problems or settings is None:
-        count = len(problems)
-        listing = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"{source}: {count} problem{'s' if count != 1 else ''}:\n{listing}")
+        raise ConfigProblems(source, problems)
     return settings
 
 

@@ -137,3 +137,60 @@ def test_not_toml(tmp_path: Path) -> None:
     """A file that is not TOML gets a one-line error naming the file."""
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(write(tmp_path, "[counselor\n"))
+
+
+def test_example_config_is_safe_to_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example runs in shadow mode, names no file that may not exist, and keeps its
+    database beside itself."""
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "s3cret")
+    example = ROOT / "config" / "modbot.example.toml"
+    settings = config.load(example)
+    assert settings.policy.mode is Mode.SHADOW
+    assert settings.imap.ca_file is None and settings.smtp.ca_file is None
+    assert settings.directory.csv is None and settings.templates.dir is None
+    assert settings.database.url == f"sqlite:///{example.parent.resolve() / 'modbot.db'}"
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database, the directory and the templates are found beside the file, wherever
+    modbot starts."""
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
+    monkeypatch.chdir("/")
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    text = ISSUE_CONFIG.replace("sqlite:////var/lib/modbot/modbot.db", "sqlite:///data/m.db")
+    text = text.replace('csv = "/etc/modbot/directory.csv"', 'csv = "directory.csv"')
+    settings = config.load(write(folder, text + '\n[templates]\ndir = "templates"\n'))
+    assert settings.database.url == f"sqlite:///{folder.resolve() / 'data' / 'm.db'}"
+    assert settings.directory.csv == folder.resolve() / "directory.csv"
+    assert settings.templates.dir == folder.resolve() / "templates"
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (('username = "counselor"', 'usernme = "counselor"'),
+     "imap.usernme: unknown key — did you mean username?"),
+    (("[schedule]", "[schedul]"), "schedul: unknown key — did you mean schedule?"),
+    (('mode = "auto"', 'mode = "shadw"'),
+     'policy.mode = "shadw": must be "shadow", "review" or "auto" — did you mean shadow?'),
+    (('trusted_authserv_ids = ["mx.counsel.example.edu"]',
+      'trusted_authserv_ids = "mx.counsel.example.edu"'),
+     'policy.trusted_authserv_ids = "mx.counsel.example.edu": must be an array'),
+    (("poll_seconds = 300", 'poll_seconds = "often"'),
+     'schedule.poll_seconds = "often": must be a whole number'),
+    (("poll_seconds = 300", "poll_seconds = 5"), "schedule.poll_seconds = 5: must be at least 10"),
+    (('folder = "INBOX"', "folder = []"), "imap.folder = []: must be a string"),
+], ids=["key-typo", "table-typo", "choice-typo", "array", "number", "minimum", "string"])
+def test_problems_say_what_was_given_in_toml_words(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   change: tuple[str, str],
+                                                   expected: str) -> None:
+    """A problem repeats what was written, says what TOML value is expected and suggests the
+    key or choice probably meant, with no Python words."""
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
+    with pytest.raises(ConfigError) as caught:
+        config.load(write(tmp_path, ISSUE_CONFIG.replace(*change)))
+    message = str(caught.value)
+    assert expected in message
+    for python in ("tuple", "Input should", "<class", "dict", "str "):
+        assert python not in message

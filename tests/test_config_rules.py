@@ -158,11 +158,11 @@ colour = "blue"
     message = str(caught.value)
     assert "6 problems" in message
     assert "schedule.poll_seconds" in message
-    assert "classify.rules.0: rule bad_kind: unknown kind 'friend_request'" in message
-    assert "classify.rules.1: rule bad_regex: invalid regular expression" in message
-    assert "classify.rules.2: rule two_tests: give exactly one of" in message
-    assert "classify.rules.3.template: Input should be a valid string" in message
-    assert "classify.rules.4: unknown rule keys: colour" in message
+    assert "classify.rules[1]: rule bad_kind: unknown kind 'friend_request'" in message
+    assert "classify.rules[2]: rule bad_regex: invalid regular expression" in message
+    assert "classify.rules[3]: rule two_tests: give exactly one of" in message
+    assert "classify.rules[4].template = 7: must be a string, in double quotes" in message
+    assert "classify.rules[5]: unknown rule keys: colour" in message
 
 
 @pytest.mark.parametrize(("names", "problem"), [

@@ -376,7 +376,7 @@ ldap_password_env = "MODBOT_LDAP_UNSET"
     ('ldap_url = "ldaps://ldap.example.edu:99999"\nldap_base_dn = "dc=x"', "must look like"),
     ('ldap_base_dn = "dc=x"', "ldap_base_dn given without ldap_url"),
     ('ldap_url = "ldaps://h"\nldap_base_dn = "dc=x"\nemail_attribute = "mail)(x"',
-     "directory.email_attribute: String should match pattern"),
+     'directory.email_attribute = "mail.*x": must be an LDAP attribute name'),
     ('ldap_url = "ldaps://h"\nldap_base_dn = "dc=x"\nldap_bind_dn = "cn=m"',
      "ldap_bind_dn needs ldap_password_env or ldap_password_file"),
     ('ldap_url = "ldaps://h"\nldap_base_dn = "dc=x"\nldap_password_file = "p"',
