@@ -224,7 +224,11 @@ class Templates:
                     path = self.directory / filename
                     environment.parse(path.read_text(encoding="utf-8"), filename, str(path))
             except JinjaError as exc:
-                raise TemplateError(f"template {filename} cannot be loaded: {exc}") from None
+                # A syntax error knows its line; an admin fixing the file needs it.
+                line = getattr(exc, "lineno", None)
+                where = f"{filename}, line {line}," if line else filename
+                message = getattr(exc, "message", None) or str(exc)
+                raise TemplateError(f"template {where} cannot be loaded: {message}") from None
 
     def render_text(self, name: str, **context: Any) -> RenderedText:
         """Render template ``name``; its ``{% set subject = ... %}`` becomes the subject.
