@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from modbot import words
 from modbot.model import (
     Action,
     Authenticity,
@@ -40,6 +41,15 @@ DEFAULT_ACTIONS: dict[Kind, Action] = {
     Kind.NOT_LINKEDIN: Action.IGNORE,
 }
 REPLY_KINDS = frozenset(kind for kind, action in DEFAULT_ACTIONS.items() if action is Action.REPLY)
+CAP_RULES = ("hourly-cap", "daily-cap")
+# How a configured action other than reply reads in a reason.
+_CONFIGURED = {Action.HOLD: "held for you", Action.LOG: "only noted: it needs no answer",
+               Action.IGNORE: "left alone"}
+
+
+def mode_for(settings: PolicySettings, kind: Kind) -> Mode:
+    """The mode replies of ``kind`` are made in: the kind's own, else the global one."""
+    return Mode(settings.modes.get(kind, settings.mode))
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ class Facts:
     @property
     def kind(self) -> Kind:
         return self.classification.kind
+
+    @property
+    def shadow(self) -> bool:
+        """Whether a reply would only be recorded: then the history counts shadow replies too,
+        so the shadow week decides exactly as automatic mode would."""
+        return mode_for(self.settings, self.kind) is Mode.SHADOW
 
     def configured_action(self) -> Action:
         action = self.settings.actions.get(self.kind, DEFAULT_ACTIONS[self.kind])
@@ -98,7 +114,7 @@ def _configured(f: Facts) -> Outcome | None:
     action = f.configured_action()
     if action is Action.REPLY:
         return None
-    return action, f"the configured action for {f.kind.value} is {action.value}"
+    return action, f"as configured, {words.kind_phrase(f.kind.value)} is {_CONFIGURED[action]}"
 
 
 def _unverified(f: Facts) -> Outcome | None:
@@ -126,22 +142,25 @@ def _person_answered(f: Facts) -> Outcome | None:
     return None
 
 
+def _cap(f: Facts, period: str, cap: int) -> Outcome:
+    if f.shadow:  # shadow mode starts no pause: it tells when automatic mode would
+        return Action.HOLD, (f"in automatic mode the {period} cap of {cap} replies would be "
+                             "reached here, and replies would pause")
+    return Action.HOLD, f"the {period} cap of {cap} replies is reached; replies are paused"
+
+
 def _hourly_cap(f: Facts) -> Outcome | None:
     cap = f.settings.max_replies_per_hour
-    if f.history.replies_last_hour >= cap:
-        return Action.HOLD, f"the hourly cap of {cap} replies is reached; replies are paused"
-    return None
+    return _cap(f, "hourly", cap) if f.history.replies_last_hour >= cap else None
 
 
 def _daily_cap(f: Facts) -> Outcome | None:
     cap = f.settings.max_replies_per_day
-    if f.history.replies_last_day >= cap:
-        return Action.HOLD, f"the daily cap of {cap} replies is reached; replies are paused"
-    return None
+    return _cap(f, "daily", cap) if f.history.replies_last_day >= cap else None
 
 
 def _reply(f: Facts) -> Outcome | None:
-    return Action.REPLY, f"answer the {f.kind.value.replace('_', ' ')} with its template"
+    return Action.REPLY, f"{words.kind_phrase(f.kind.value)} gets the standard reply"
 
 
 RULES: tuple[tuple[str, RuleTest], ...] = (
@@ -168,11 +187,13 @@ def decide(facts: Facts) -> Decision:
         if outcome is None:
             continue
         action, reason = outcome
+        mode = mode_for(facts.settings, facts.kind)
         if action is not Action.REPLY:
-            return Decision(action, name, (reason, *evidence))
+            # A cap's hold carries the mode, so that a shadow-mode one starts no pause.
+            return Decision(action, name, (reason, *evidence),
+                            mode=mode if name in CAP_RULES else Mode.AUTO)
         assert isinstance(facts.resolution, Recipient)
-        mode = facts.settings.modes.get(facts.kind, facts.settings.mode)
         source = f"address from {facts.resolution.source}"
         return Decision(action, name, (reason, source, *evidence), template=facts.kind.value,
-                        recipient=facts.resolution, mode=Mode(mode))
+                        recipient=facts.resolution, mode=mode)
     raise AssertionError("the last policy rule always decides")

@@ -58,7 +58,7 @@ from modbot.model import (
     Recipient,
     Verdict,
 )
-from modbot.policy import REPLY_KINDS
+from modbot.policy import REPLY_KINDS, mode_for
 from modbot.store import Store
 from modbot.tls import client_context
 
@@ -248,7 +248,9 @@ class Poller:
             if self._answered is None:
                 self._answered = Answered(self.store.replied(self.account, now - window),
                                           now, window)
-            return self._answered.history(c, recipient, is_reply_to_our_mail=ours)
+            return self._answered.history(
+                c, recipient, is_reply_to_our_mail=ours,
+                shadow=mode_for(self.settings.policy, c.kind) is Mode.SHADOW)
 
         return history_for
 
@@ -486,7 +488,8 @@ class Poller:
                           "because a cap was reached; `modbot resume` starts them again")
                 return replace(j, decision=Decision(Action.HOLD, "replies-paused",
                                                     (reason, *d.reasons)))
-        elif d.rule in CAP_RULES and self.store.active_pause(self.account) is None:
+        elif d.rule in CAP_RULES and d.mode is not Mode.SHADOW \
+                and self.store.active_pause(self.account) is None:
             from modbot.render import make_message_id
 
             self.store.start_pause(self.account, d.reasons[0], now,
@@ -528,10 +531,11 @@ class Poller:
             if self.store.known_keys(self.account, [key]):
                 return None  # recorded meanwhile by another poll: it is handled
             raise
-        if reply is not None and status in store.COUNTS_AS_REPLIED \
+        if reply is not None and status in (*store.COUNTS_AS_REPLIED, store.SHADOW) \
                 and self._answered is not None:
             self._answered.add(store.Replied(reply["recipient_email"], person.profile_url,
-                                             person.invitation_id, now))
+                                             person.invitation_id, now,
+                                             shadow=status == store.SHADOW))
         log.info("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
         recipient = d.recipient.email if d.recipient else None
         return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, person.name,

@@ -197,11 +197,12 @@ def message_key(message_id: str | None, header_bytes: bytes) -> str:
 # Statements of the reply history, read at every poll with new mail: built once.
 _REPLIED = outbox.c.status.in_(COUNTS_AS_REPLIED)
 _ACCOUNT = bindparam("account", type_=String())
+# Shadow replies too: they count as answered for decisions made in shadow mode (history.py).
 _REPLIED_ROWS = (
     select(outbox.c.recipient_email, messages.c.profile_url, messages.c.invitation_id,
-           outbox.c.created_at)
+           outbox.c.created_at, (outbox.c.status == SHADOW).label("shadow"))
     .join(messages, messages.c.id == outbox.c.message_row)
-    .where(messages.c.account == _ACCOUNT, _REPLIED,
+    .where(messages.c.account == _ACCOUNT, _REPLIED | (outbox.c.status == SHADOW),
            (outbox.c.created_at >= bindparam("since")) | messages.c.invitation_id.is_not(None))
 )
 _OUR_MESSAGE_IDS = select(outbox.c.id).where(
@@ -216,6 +217,7 @@ class Replied:
     profile_url: str | None
     invitation_id: str | None
     created_at: datetime
+    shadow: bool = False  # decided in shadow mode: recorded, never sent
 
 
 @dataclass(frozen=True)

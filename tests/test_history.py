@@ -72,3 +72,22 @@ def test_a_reply_added_during_the_poll_counts_at_once() -> None:
     answered.add(Replied("jrivera@students.example.edu", PROFILE, "701", NOW))
     assert facts(answered, invitation(PROFILE, "701"), to("JRIVERA@students.example.edu")) == \
         (True, True, 1, 1)
+
+
+def test_shadow_reply_counts_only_for_shadow_decisions() -> None:
+    """A reply decided in shadow mode answers the invitation for shadow mode, not for auto."""
+    answered = Answered([Replied("jrivera@students.example.edu", PROFILE, "701",
+                                 NOW - timedelta(minutes=5), shadow=True)], NOW, WINDOW)
+    c, to_jordan = invitation(PROFILE, "701"), to("jrivera@students.example.edu")
+    shadow = answered.history(c, to_jordan, is_reply_to_our_mail=False, shadow=True)
+    assert (shadow.replied_to_person, shadow.replied_to_invitation) == (True, True)
+    assert (shadow.replies_last_hour, shadow.replies_last_day) == (1, 1)
+    assert facts(answered, c, to_jordan) == (False, False, 0, 0)
+
+
+def test_real_reply_counts_for_shadow_decisions_too() -> None:
+    """A reply sent before the switch to shadow mode still answers the person in shadow mode."""
+    answered = Answered([Replied("jrivera@students.example.edu", None, "701", NOW)], NOW, WINDOW)
+    h = answered.history(invitation(invitation_id="701"), None, is_reply_to_our_mail=False,
+                         shadow=True)
+    assert h.replied_to_invitation and h.replies_last_hour == 1

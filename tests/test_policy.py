@@ -138,3 +138,23 @@ def test_default_mode_is_shadow() -> None:
     """A configuration that says nothing about mode decides in shadow mode."""
     assert PolicySettings().mode is Mode.SHADOW
     assert decide(facts(settings=PolicySettings())).mode is Mode.SHADOW
+
+
+def test_shadow_cap_tells_what_auto_would_do_and_pauses_nothing() -> None:
+    """In shadow mode a reached cap holds as automatic mode would, marked shadow, so no pause
+    starts and the reason says it is a prediction."""
+    settings = PolicySettings(mode=Mode.SHADOW, max_replies_per_hour=3)
+    decision = decide(facts(history=History(replies_last_hour=3), settings=settings))
+    assert (decision.action, decision.rule, decision.mode) == (Action.HOLD, "hourly-cap",
+                                                               Mode.SHADOW)
+    assert decision.reasons[0].startswith("in automatic mode the hourly cap of 3 replies would")
+
+
+@pytest.mark.parametrize(("kind", "reason"), [
+    (Kind.OTHER_LINKEDIN, "as configured, a LinkedIn job alert or news is only noted: it needs "
+                          "no answer"),
+    (Kind.CONNECTION_INVITATION, "a connection invitation gets the standard reply"),
+])
+def test_reasons_speak_a_counselors_words(kind: Kind, reason: str) -> None:
+    """The policy's own reason names the kind in words, never by its identifier."""
+    assert decide(facts(kind)).reasons[0] == reason
