@@ -67,7 +67,9 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
             trusted_authserv_ids=policy.trusted_authserv_ids,
             dkim_lookup=dkim_lookup,
         )
-        classification = classify.classify(notification, found, rules)
+        # Only what LinkedIn signed may decide the kind, the person and where a reply goes.
+        classification = classify.classify(authenticity.vouched(notification, found), found,
+                                           rules)
         if classification.kind in REPLY_KINDS:
             resolution = resolve(classification, found, directory)
         else:

@@ -64,8 +64,10 @@ class Address:
 class Notification:
     """One parsed email: what the later stages may look at.
 
-    ``headers`` maps lower-cased header names to every value in message order. ``raw`` keeps the
-    original bytes for DKIM verification only; it is never logged or stored.
+    ``headers`` maps lower-cased header names to every value in message order, decoded for
+    reading. ``fields`` is the same header block as the parser split it, in order, each value
+    raw (unfolded, never decoded), for comparing with what a DKIM verifier read. ``raw`` keeps
+    the original bytes for DKIM verification only; it is never logged or stored.
     """
 
     message_id: str | None
@@ -81,6 +83,7 @@ class Notification:
     links: tuple[str, ...]
     defects: tuple[str, ...]
     raw: bytes = field(default=b"", repr=False)
+    fields: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def header(self, name: str) -> str | None:
         """The first value of header ``name`` (case-insensitive), or None."""
@@ -94,11 +97,14 @@ class Authenticity:
 
     ``looks_like_linkedin`` says whether the message claims to be LinkedIn's at all (From, Sender,
     X-LinkedIn-* headers, look-alike domains). ``verdict`` says whether that claim is proven.
+    ``signed`` names the header fields (lower-cased) the proof covers: only they, and the signed
+    body, speak for LinkedIn.
     """
 
     looks_like_linkedin: bool
     verdict: Verdict
     reasons: tuple[str, ...]
+    signed: frozenset[str] = frozenset()
 
     @property
     def authentic(self) -> bool | None:
@@ -122,7 +128,6 @@ class Person:
     profile_url: str | None = None
     invitation_id: str | None = None
     relay_address: str | None = None  # uuid@reply.linkedin.com for LinkedIn messages
-    reply_to_address: str | None = None  # a legacy personal Reply-To (only believed if authentic)
     group: str | None = None
 
 

@@ -187,26 +187,30 @@ def _unfold(value: str) -> str:
     return _FOLD.sub("", value) if "\n" in value else value
 
 
-def _read_headers(message: Message | None,
-                  ) -> tuple[dict[str, tuple[str, ...]], dict[str, list[str]]]:
-    """Every header's decoded values by lower-cased name, and the address headers' raw values.
+def _read_headers(message: Message | None) -> tuple[
+        dict[str, tuple[str, ...]], dict[str, list[str]], tuple[tuple[str, str], ...]]:
+    """Every header's decoded values by lower-cased name, the address headers' raw values, and
+    every field raw in order.
 
     Addresses are read from the raw values (unfolded, at most ``MAX_HEADER_REPEATS`` of each),
     so an encoded word cannot add a comma or an angle bracket to an address list.
     """
     decoded: dict[str, list[str]] = {}
     raw: dict[str, list[str]] = {name: [] for name in _ADDRESS_FIELDS}
+    fields: list[tuple[str, str]] = []
     if message is None:
-        return {}, raw
+        return {}, raw, ()
     for name, value in message.raw_items():
         name, value = str(name), str(value)
         key = clean_line(name).lower()
+        unfolded = _unfold(value)
+        fields.append((key, unfolded))
         if key:
             decoded.setdefault(key, []).append(_decode_header_value(value))
         values = raw.get(name.lower())
         if values is not None and len(values) < MAX_HEADER_REPEATS:
-            values.append(_unfold(value))
-    return {key: tuple(values) for key, values in decoded.items()}, raw
+            values.append(unfolded)
+    return {key: tuple(values) for key, values in decoded.items()}, raw, tuple(fields)
 
 
 def _read_addresses(values: tuple[str, ...]) -> tuple[Address, ...]:
@@ -317,7 +321,7 @@ def parse(raw: bytes) -> Notification:
         message = _header_only(prepared)
         defects.append("The message could not be parsed as MIME; only its headers were read."
                        if message is not None else "The message could not be parsed at all.")
-    headers, raw_addresses = _read_headers(message)
+    headers, raw_addresses, fields = _read_headers(message)
     from_ = _addresses(raw_addresses["from"])
     sender = _addresses(raw_addresses["sender"])
     message_id = headers.get("message-id", ("",))[0]
@@ -335,6 +339,7 @@ def parse(raw: bytes) -> Notification:
         links=extract_links(text, body_html),
         defects=tuple(defects),
         raw=raw,
+        fields=fields,
     )
 
 

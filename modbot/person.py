@@ -13,14 +13,15 @@ never log message content.
 
 from __future__ import annotations
 
+import html
 import itertools
 import re
 from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
-from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link, is_lookalike
+from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link
 from modbot.model import Kind, Notification, Person, Verdict
-from modbot.parse import clean_line
+from modbot.parse import MAX_SCAN_CHARS, clean_line, extract_links
 
 __all__ = ["APOSTROPHE", "find_person", "normalise_profile_url"]
 
@@ -47,6 +48,10 @@ _GROUP = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:conversations?|discussions?|posts?|posted|activity) in (?:the |your )?(?:group )?"
     r"[\"\u201c\u00ab]?(?P<group>[^\"\u201d\u00bb\n]{2,100}?)[\"\u201d\u00bb]?[.!]?$",
 ))
+_ANCHOR = re.compile(r"(<a\b[^>]{0,4096}>)(.{0,2000}?)</a\s*>", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(r"<[^>]{0,4096}>")
+# "View <Name>'s profile: <url>", "Lihat profil <Name>: <url>", "Profil von <Name> anzeigen: …"
+_LABELLED_LINK = re.compile(r"^([^\n:]{1,160}):[ \t]*(https?://\S+)", re.MULTILINE)
 _PROFILE_PATH = re.compile(r"(?:/comm)?/(?:profile/view|in/[^/?#\s]+)", re.IGNORECASE)
 _INVITATION_ID = re.compile(
     r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
@@ -80,12 +85,31 @@ def _profile_rank(url: str) -> int:
     return 0 if any(h in lower for h in ("hero", "invacpt", "inviter", "sender")) else 1
 
 
-def _profile_url(n: Notification) -> str | None:
-    named = re.search(rf"View [^\n]{{1,80}}?{_Q}s profile:\s*(https?://\S+)", n.text)
-    urls = [named.group(1)] if named else []
-    urls += sorted((u for u in n.links if normalise_profile_url(u)), key=_profile_rank)
-    return next((p for u in urls if _profile_rank(u) < 2 for p in [normalise_profile_url(u)] if p),
-                None)
+def _anchors(markup: str) -> Iterator[tuple[str, str]]:
+    """(link, visible text) of each HTML anchor, the link read as ``extract_links`` reads it."""
+    for match in _ANCHOR.finditer(markup[:MAX_SCAN_CHARS]):
+        for url in extract_links("", match.group(1)):
+            yield url, clean_line(html.unescape(_TAGS.sub(" ", match.group(2))))
+
+
+def _profile_url(n: Notification, name: str | None) -> str | None:
+    """The person's profile link, read from LinkedIn's own structure only.
+
+    The invitation's note is the inviter's own text and sits above LinkedIn's lines, so a
+    labelled link ("View <Name>'s profile: <url>", in any language) counts only when its label
+    names the person, and only the last such line, which is LinkedIn's; in the HTML part, where a note is text and never a link, an anchor counts when
+    its text is the person's name or LinkedIn marked it as the sender's. The directory still
+    checks that the link's owner goes by the name.
+    """
+    wanted = (name or "").casefold()
+    if not wanted:
+        return None
+    named = [m.group(2) for m in _LABELLED_LINK.finditer(n.text[:MAX_SCAN_CHARS])
+             if wanted in clean_line(m.group(1)).casefold()]
+    anchors = [(url, text) for url, text in _anchors(n.html) if normalise_profile_url(url)]
+    urls = [*named[-1:], *(url for url, text in anchors if text.casefold() == wanted),
+            *(url for url, _ in anchors if _profile_rank(url) == 0)]
+    return next((p for u in urls for p in [normalise_profile_url(u)] if p), None)
 
 
 class _Counselors:
@@ -156,16 +180,12 @@ def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
         invitation = next(ids, None)
     relay = next((a.email for a in n.reply_to
                   if a.email.rpartition("@")[2].lower() == "reply.linkedin.com"), None)
-    personal = next((a.email for a in n.reply_to
-                     if not is_linkedin(d := a.email.rpartition("@")[2]) and not is_lookalike(d)),
-                    None) if verdict is Verdict.AUTHENTIC else None
     return Person(
         name=name,
         headline=_headline(lines, name, counselors) if kind is Kind.CONNECTION_INVITATION
         else None,
-        profile_url=_profile_url(n),
+        profile_url=_profile_url(n, name),
         invitation_id=invitation,
         relay_address=relay,
-        reply_to_address=personal,
         group=_group(words) if kind is Kind.GROUP_JOIN_REQUEST else None,
     )

@@ -87,7 +87,12 @@ STEPS = ("fetched", "judged", "recorded", "marked", "advanced", "sending", "sent
 
 
 def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
-    """DKIM key lookup over DNS with a bounded wait (dkimpy's ``dnsfunc`` signature)."""
+    """DKIM key lookup over DNS with a bounded wait (dkimpy's ``dnsfunc`` signature).
+
+    None when DNS says the name has no TXT record (the key does not exist: a failed proof);
+    an exception when DNS gives no answer at all (a timeout, no reachable server), which
+    proves nothing either way.
+    """
     import dns.exception
     import dns.resolver
 
@@ -95,7 +100,7 @@ def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
     resolver.lifetime = timeout
     try:
         answer = resolver.resolve(name.decode("ascii", "replace").rstrip("."), "TXT")
-    except dns.exception.DNSException:
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
         return None
     for record in answer:
         return b"".join(record.strings)

@@ -1,11 +1,13 @@
 """Find how to reach the person a notification is about.
 
 Sources, in order: the LinkedIn message relay (``…@reply.linkedin.com``) for LinkedIn messages;
-a legacy personal ``Reply-To`` only on a message proven authentic; the counselor's directory: a
-CSV export of the campus directory (``name,email,linkedin_url``), the campus LDAP server
-(``modbot.ldap_directory``), or both asked together. Every directory matches the same way
-(``Index``): by profile URL first, then by a unique normalized name. Ambiguous or missing matches
-are ``Unresolved`` with the reason, and so is a directory that cannot be reached.
+otherwise the counselor's directory alone (a ``Reply-To`` is never an address by itself: no
+LinkedIn signature covers it): a CSV export of the campus directory
+(``name,email,linkedin_url``), the campus LDAP server (``modbot.ldap_directory``), or both
+asked together. Every directory matches the same way
+(``Index``): by a profile URL whose entry goes by the notification's name, then by a unique,
+exactly matching normalized name. Ambiguous, partial or missing matches are ``Unresolved``
+with the reason, and so is a directory that cannot be reached.
 
 The directory is everyone's, never a client list. Matching is pure; only ``CsvDirectory.from_csv``
 reads a file, and only ``modbot.ldap_directory`` talks to a server. This module must never guess
@@ -47,7 +49,7 @@ def normalize_name(name: str) -> str:
 
 
 def first_and_last(normalized: str) -> str:
-    """"maria del carmen lopez" → "maria lopez", so middle names do not block a match."""
+    """"maria del carmen lopez" → "maria lopez": where two names may be one person's."""
     parts = normalized.split()
     return f"{parts[0]} {parts[-1]}" if len(parts) > 1 else normalized
 
@@ -119,48 +121,61 @@ class Directory(ABC):
 
 @dataclass
 class Index:
-    """Entries by profile URL key and by normalized name (and first-and-last name), in memory.
+    """Entries by profile URL key, by normalized name and by first-and-last name, in memory.
 
-    The matching rules live here, once, for every kind of directory: a profile URL decides
-    when it matches exactly one address; otherwise the full normalized name, then its first and
-    last words, must match exactly one address. Entries sharing an address count once.
+    The matching rules live here, once, for every kind of directory. A profile URL decides only
+    when it matches exactly one address *and* that entry goes by the notification's name: the
+    link may come from text the person wrote, the name from LinkedIn's signed From. Otherwise
+    the full normalized name must match exactly one address. A name that matches only by its
+    first and last words ("Maria Lopez" and "Maria Elena Lopez") may be two people: it is
+    unresolved, naming the candidates for the counselor. Entries sharing an address count once.
     """
 
     source: str
     by_url: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
     by_name: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
+    by_first_last: dict[str, list[Entry]] = field(default_factory=lambda: defaultdict(list))
 
     def add(self, entry: Entry) -> None:
         for url in entry.profile_urls:
             key = normalize_profile_url(url)
             if key:
                 self.by_url[key].append(entry)
-        keys: set[str] = set()
-        for raw in entry.names:
-            name = normalize_name(raw)
-            if name:
-                keys.update((name, first_and_last(name)))
-        for key in keys:
-            self.by_name[key].append(entry)
+        names = {normalize_name(raw) for raw in entry.names} - {""}
+        for name in names:
+            self.by_name[name].append(entry)
+        for short in {first_and_last(name) for name in names}:
+            self.by_first_last[short].append(entry)
 
     def lookup(self, name: str | None, profile_url: str | None) -> Resolution:
+        normalized = normalize_name(name or "")
         if profile_url:
             key = normalize_profile_url(profile_url)
             matches = _unique(self.by_url.get(key, [])) if key else []
-            if len(matches) == 1:
-                return Recipient(matches[0].name, matches[0].email, f"{self.source}:profile-url")
             if len(matches) > 1:
                 return Unresolved("the profile URL matches several directory entries")
-        if not name:
+            if len(matches) == 1:
+                entry = matches[0]
+                if normalized and normalized in {normalize_name(n) for n in entry.names}:
+                    return Recipient(entry.name, entry.email, f"{self.source}:profile-url")
+                return Unresolved(
+                    f"the profile link belongs to {entry.name} in the directory, but the "
+                    f"notification names {name or 'no one'}: two people, or a link the "
+                    "person wrote; not answered automatically")
+        if not (name or "").strip():
             return NO_NAME
-        normalized = normalize_name(name)
+        if not normalized:
+            return NOT_FOUND
         matches = _unique(self.by_name.get(normalized, []))
-        if not matches:
-            matches = _unique(self.by_name.get(first_and_last(normalized), []))
         if len(matches) == 1:
             return Recipient(matches[0].name, matches[0].email, f"{self.source}:name")
         if len(matches) > 1:
             return Unresolved(f"{len(matches)} directory entries share this name")
+        near = _unique(self.by_first_last.get(first_and_last(normalized), []))
+        if near:
+            who = ", ".join(e.name for e in near[:3]) + (" or others" if len(near) > 3 else "")
+            return Unresolved(f"no one in the directory has exactly this name; {who} may be "
+                              "this person: check before answering")
         return NOT_FOUND
 
 
@@ -338,8 +353,6 @@ def resolve(classification: Classification, authenticity: Authenticity,
         if relay and relay.lower().endswith("@" + _RELAY_DOMAIN):
             return Recipient(display, relay, "linkedin-relay")
         return Unresolved("the LinkedIn message carries no reply relay address")
-    if person.reply_to_address and authenticity.authentic is True:
-        return Recipient(display, person.reply_to_address, "reply-to")
     if directory is None:
         return Unresolved("no directory is configured to find the person's address")
     return directory.lookup(person.name, person.profile_url)

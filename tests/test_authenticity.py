@@ -73,9 +73,15 @@ def fixture_check(name: str, key: tuple[bytes, bytes]) -> Authenticity:
     return judge(data, lookup=lookup)
 
 
+# A LinkedIn signature as a trusted server would report it (it is not verified here).
+SIGNATURE = ("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=linkedin.com; s=d2048; "
+             "bh=Zml4dHVyZQ==; h=From:Subject:To:Date:X-LinkedIn-Template; b=Fx1aQm2ZZml4dHVyZQ==")
+
+
 def message(*headers: str, from_: str = "LinkedIn <invitations@linkedin.com>",
-            body: str = "Hello.\n") -> bytes:
-    lines = [*headers, f"From: {from_}", "To: Morgan Lee <morgan.lee@counsel.example.edu>",
+            body: str = "Hello.\n", signature: str = SIGNATURE) -> bytes:
+    lines = [*headers, *([signature] if signature else []), f"From: {from_}",
+             "To: Morgan Lee <morgan.lee@counsel.example.edu>",
              "Subject: Notice", "Content-Type: text/plain; charset=utf-8"]
     return ("\n".join(lines) + "\n\n" + body).encode()
 
@@ -184,13 +190,13 @@ def test_headers_that_do_not_name_a_trusted_server_are_passed_over() -> None:
 
 
 @pytest.mark.parametrize(("authserv_id", "trusted", "verdict"), [
-    ("m\u0445.counsel.example.edu", "m\u0445.counsel.example.edu", Verdict.AUTHENTIC),
-    ("mx.ex\u0430mple.edu", "*.ex\u0430mple.edu", Verdict.AUTHENTIC),
+    ("m\u0445.counsel.example.edu", "m\u0445.counsel.example.edu", Verdict.UNKNOWN),
+    ("mx.ex\u0430mple.edu", "*.ex\u0430mple.edu", Verdict.UNKNOWN),
     ("mx.counsel.example.edu", "m\u0445.counsel.example.edu", Verdict.UNKNOWN),
     ("mx.counsel.example.edu", "", Verdict.UNKNOWN),
 ])
 def test_trust_patterns_beyond_ascii(authserv_id: str, trusted: str, verdict: Verdict) -> None:
-    """A pattern with letters beyond ASCII is compared with what the tolerant reading finds."""
+    """A verdict with letters beyond ASCII was not written by a server, and proves nothing."""
     data = message(f"Authentication-Results: {authserv_id}; dkim=pass header.d=linkedin.com")
     assert judge(data, trusted=(trusted,)).verdict is verdict
 
@@ -229,7 +235,7 @@ def test_authres_is_read_exactly_as_authres_reads_it(value: str) -> None:
     """The quicker matching inside authres's parser finds what authres itself finds, or fails."""
     import authres
 
-    from modbot.authenticity import _authres_parser
+    from modbot.verdicts import _authres_parser
 
     def outcome(parse_value: Callable[[str], object], value: str) -> object:
         try:
@@ -325,13 +331,18 @@ def test_partial_body_signature_does_not_authenticate(key: tuple[bytes, bytes]) 
     assert result.verdict is not Verdict.AUTHENTIC
 
 
-@pytest.mark.parametrize("broken", ["missing", "raises"])
-def test_unreachable_linkedin_key_is_unknown(key: tuple[bytes, bytes], broken: str) -> None:
-    """When LinkedIn's key cannot be fetched the message is neither proven nor disproven."""
+def test_linkedin_key_missing_from_dns_is_a_spoof(key: tuple[bytes, bytes]) -> None:
+    """A key DNS says does not exist is a failed proof, as OpenDKIM reports it: a spoof."""
+    data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0])
+    result = judge(data, (), lambda name: None)
+    assert result.verdict is Verdict.SPOOF
+    assert "linkedin.com has no key in DNS" in result.reasons[-1]
+
+
+def test_linkedin_key_dns_cannot_answer_is_unknown(key: tuple[bytes, bytes]) -> None:
+    """When DNS gives no answer at all the message is neither proven nor disproven."""
     def lookup(name: bytes) -> bytes | None:
-        if broken == "raises":
-            raise TimeoutError("DNS timeout")
-        return None
+        raise TimeoutError("DNS timeout")
     data = sign(raw("invitation_dkim_signed_harper_lane.eml"), "linkedin.com", key[0])
     assert judge(data, (), lookup).verdict is Verdict.UNKNOWN
 

@@ -54,10 +54,25 @@ def invitation(name: str | None, url: str | None = None) -> Classification:
 def test_profile_url_match_wins(directory: Directory) -> None:
     """A profile URL in /comm/ form with tracking matches the directory's plain URL."""
     url = "https://www.linkedin.com/comm/in/jordan-rivera-42?midToken=AQ&trk=eml-x"
-    found = resolve(invitation("Someone Else", url), AUTHENTIC, directory)
+    found = resolve(invitation("Jordan Rivera", url), AUTHENTIC, directory)
     assert isinstance(found, Recipient)
     assert found.email == "jrivera@students.example.edu"
     assert found.source == "directory-csv:profile-url"
+
+
+def test_profile_url_of_someone_else_is_held(directory: Directory) -> None:
+    """A profile link whose owner goes by another name than the notification's is never used."""
+    url = "https://www.linkedin.com/in/jordan-rivera-42?trk=hero"
+    found = resolve(invitation("Mallory Stone", url), AUTHENTIC, directory)
+    assert isinstance(found, Unresolved)
+    assert "belongs to Jordan Rivera" in found.reason
+
+
+def test_profile_url_without_a_name_is_held(directory: Directory) -> None:
+    """A link alone, with no name to agree with it, reaches nobody."""
+    found = resolve(invitation(None, "https://www.linkedin.com/in/jordan-rivera-42"), AUTHENTIC,
+                    directory)
+    assert isinstance(found, Unresolved)
 
 
 def test_name_match_ignores_case_accents_and_spaces(directory: Directory) -> None:
@@ -67,10 +82,12 @@ def test_name_match_ignores_case_accents_and_spaces(directory: Directory) -> Non
     assert found.email == "jnunez@students.example.edu"
 
 
-def test_middle_name_does_not_block_match(directory: Directory) -> None:
-    """A name with a middle name matches the first and last name in the directory."""
-    found = resolve(invitation("Jordan Alexis Rivera"), AUTHENTIC, directory)
-    assert isinstance(found, Recipient)
+@pytest.mark.parametrize("name", ["Jordan Alexis Rivera", "Jose Nunez"])
+def test_partial_name_is_held_with_the_candidate(directory: Directory, name: str) -> None:
+    """A name matching only by first and last words may be two people: held, candidate named."""
+    found = resolve(invitation(name), AUTHENTIC, directory)
+    assert isinstance(found, Unresolved)
+    assert "may be this person" in found.reason
 
 
 def test_ambiguous_name_is_unresolved(directory: Directory) -> None:
@@ -94,13 +111,10 @@ def test_message_relay_is_used_for_linkedin_messages(directory: Directory) -> No
     assert found == Recipient("Sam Okafor", "abc-123@reply.linkedin.com", "linkedin-relay")
 
 
-def test_personal_reply_to_needs_authenticity(directory: Directory) -> None:
-    """A legacy personal Reply-To is used only on a message proven authentic."""
-    person = Person(name="Jane Doe", reply_to_address="jane@example.com")
-    classification = Classification(Kind.CONNECTION_INVITATION, "t", person, None, ())
-    assert isinstance(resolve(classification, AUTHENTIC, directory), Recipient)
-    unknown = Authenticity(True, Verdict.UNKNOWN, ())
-    assert isinstance(resolve(classification, unknown, directory), Unresolved)
+def test_an_invitation_is_answered_only_through_the_directory(directory: Directory) -> None:
+    """Whatever the message carried, an inviter's address comes from the directory alone."""
+    found = resolve(invitation("Someone Unlisted"), AUTHENTIC, directory)
+    assert isinstance(found, Unresolved)
 
 
 def test_no_directory_is_unresolved() -> None:
