@@ -93,11 +93,13 @@ def main_options(
 def _print_report(report: PollReport) -> None:
     typer.echo(f"new messages: {report.new_messages}, LinkedIn candidates: "
                f"{report.candidates}, replies sent: {len(report.sent)}")
+    from modbot import words
+
     for item in report.handled:
-        who = f" {item.person}" if item.person else ""
-        to = f" -> {item.recipient}" if item.recipient else ""
-        status = f" [{item.status}]" if item.status else ""
-        typer.echo(f"  uid {item.uid}: {item.kind}{who}: {item.action}{to}{status}"
+        who = f" from {item.person}" if item.person else ""
+        to = f" to {item.recipient}" if item.recipient else ""
+        typer.echo(f"  {words.kind_label(item.kind)}{who}: "
+                   f"{words.action(item.action, item.status)}{to}"
                    f" — {item.reasons[0] if item.reasons else item.rule}")
     for error in report.errors:
         typer.echo(f"  problem: {error}")
@@ -247,6 +249,8 @@ def classify_cmd(
     """Classify email files offline and say what modbot would do with each, and why."""
     import json
 
+    from modbot import words
+
     settings = None
     if ctx.obj and ctx.obj.get("config"):
         settings = _settings(ctx, resolve_secrets=False)
@@ -263,8 +267,9 @@ def classify_cmd(
             typer.echo(json.dumps(result, ensure_ascii=False))
             continue
         who = result["person"]["name"] or "-"
-        typer.echo(f"{path}: {result['kind']} ({who}) -> {result['decision']}"
-                   f" [authentic: {result['authentic']}]")
+        typer.echo(f"{path}: {words.kind_label(result['kind'])} ({who}), "
+                   f"{words.authenticity(result['authentic'])} -> "
+                   f"{words.action(result['decision'])}")
         reasons = result["reasons"] if explain else result["reasons"][:1]
         for reason in reasons:
             typer.echo(f"    {reason}")
@@ -389,18 +394,25 @@ def resolve(
     ids: Annotated[list[int] | None, typer.Argument(help="Numbers from `modbot held`.")] = None,
     resolve_all: Annotated[bool, typer.Option("--all", help="Resolve every held item.")] = False,
 ) -> None:
-    """Mark held items as dealt with, so the digest stops listing them."""
+    """Mark held items as dealt with, so the digest stops listing them; a reply that waits for
+    review is rejected with its item. Fails when a number names no held item."""
+    from modbot.review_queue import resolve as close
     from modbot.store import Store
 
     if not ids and not resolve_all:
         _fail("give the numbers from `modbot held`, or --all", code=2)
     settings = _settings(ctx, resolve_secrets=False)
     try:
-        count = Store.open(settings.database.url).resolve(None if resolve_all else ids,
-                                                          datetime.now(UTC))
+        outcome = close(Store.open(settings.database.url), None if resolve_all else ids,
+                        datetime.now(UTC))
     except ModbotError as exc:
         _fail(str(exc))
+    count = len(outcome.resolved)
     typer.echo(f"{count} item{'s' if count != 1 else ''} resolved")
+    for finding in outcome.findings:
+        typer.echo(f"modbot: {finding} `modbot held` lists the held items.", err=True)
+    if outcome.findings:
+        raise typer.Exit(1)
 
 
 review_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None)

@@ -77,13 +77,17 @@ async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False
         return False  # another daemon is sending it
     try:
         data = digest.gather(ctx.store, settings, now)
+        # Its one-time token lets the counselor resolve the items it numbers by answering it.
+        reference = review.register_digest(ctx.store, settings, message_id,
+                                           digest.listed(data), now)
         message = digest.build(data, ctx.templates, settings.counselor, now=now,
-                               message_id=message_id)
+                               message_id=message_id, reference=reference)
         await send_one(message, settings.smtp, ctx.smtp_tls)
     except MaybeSentError:
         raise  # it may have arrived: the claim stays, so it is never sent twice
     except BaseException:
         ctx.store.digest_release(settings.account, key)
+        review.review_email_failed(ctx.store, message_id)
         raise
     log.info("weekly digest sent")
     return True

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select
 
-from modbot import render
+from modbot import render, words
 from modbot import store as db
 from modbot.config import CounselorSettings, PolicySettings, Settings
 from modbot.errors import TemplateError
@@ -74,6 +74,8 @@ class Row:
     profile_url: str | None
     status: str | None  # the reply's outbox status, if there is a reply
     error: str | None  # the reply's last error
+    id: int = 0  # the message's row: the item's number in the digest, `held` and `resolve`
+    classified_by: str | None = None  # the classifying rule, for more precise words
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> Row:
@@ -81,7 +83,8 @@ class Row:
         reasons = json.loads(reasons) if isinstance(reasons, str) else reasons
         return cls(row["kind"], row["person_name"], row["seen_at"], row["action"],
                    row["policy_rule"], reasons[0] if reasons else row["policy_rule"],
-                   row["authentic"], row["profile_url"], row["outbox_status"], row["last_error"])
+                   row["authentic"], row["profile_url"], row["outbox_status"], row["last_error"],
+                   row["id"], row["classify_rule"])
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,7 @@ class DigestData:
     poll_seconds: int
     weeks: tuple[Mapping[str, int], ...]  # LinkedIn mail per kind, oldest week first
     warnings: tuple[str, ...] = ()  # sign-ins that end soon, one sentence each
+    paused: tuple[datetime, str] | None = None  # since when and why automatic replies stop
 
 
 def _count(pairs: Iterable[tuple[str, int]]) -> Counter[str]:
@@ -155,6 +159,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
                 weeks[week][row.kind] += row.n
     this_week = per_week[-1]
     polls = store.polls_between(start, now, settings.account)
+    pause = store.active_pause(settings.account)
     stuck = now - timedelta(hours=1)  # a poll unfinished this long ago died or hung
     return DigestData(
         start=start, end=now, timezone=settings.digest.timezone, policy=settings.policy,
@@ -169,10 +174,16 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
         last_good_poll=store.last_good_poll(settings.account),
         poll_seconds=settings.schedule.poll_seconds,
         weeks=tuple(weeks), warnings=tuple(_sign_in_warnings(settings, now)),
+        paused=None if pause is None else (pause.started_at, pause.reason),
     )
 
 
-# What needs a person, most urgent first; the first test that fits names an item's category.
+def listed(data: DigestData) -> list[int]:
+    """The numbers of the held items the digest lists: what an answer to it may resolve."""
+    return [row.id for row in data.open_items]
+
+
+# An item's category: the first test that fits names it.
 NEEDS: tuple[tuple[str, Callable[[Row], bool]], ...] = (
     ("uncertain", lambda r: r.status == db.UNCERTAIN),
     ("failed", lambda r: r.status == db.FAILED),
@@ -181,12 +192,17 @@ NEEDS: tuple[tuple[str, Callable[[Row], bool]], ...] = (
     ("answer", lambda r: r.policy_rule == "answer-to-modbot"),
     ("review", lambda r: r.status == db.REVIEW),
     ("no-address", lambda r: r.policy_rule == "no-address"),
-    ("cap", lambda r: r.policy_rule in CAP_RULES),
+    ("cap", lambda r: r.policy_rule in (*CAP_RULES, "replies-paused")),
     ("unverified", lambda r: r.policy_rule == "unverified"),
     ("unknown", lambda r: r.kind == "unknown_linkedin"),
     ("held", lambda r: True),
 )
-_ORDER = {category: index for index, (category, _test) in enumerate(NEEDS)}
+# The order they are listed in: what may have gone wrong, then a reply to paste, then what to
+# read and decide; last what needs nothing but deleting. Oldest first within a category.
+ORDER = ("uncertain", "failed", "no-address", "cap", "unverified", "answer", "review", "error",
+         "unknown", "held", "spoof")
+NOTHING_TO_DO = frozenset({"spoof"})
+_ORDER = {category: index for index, category in enumerate(ORDER)}
 
 
 @dataclass(frozen=True)
@@ -194,6 +210,7 @@ class Need:
     """One item in "Needs you", ready to show."""
 
     category: str
+    number: int  # what "resolve N" names
     kind: str
     name: str | None
     date: str
@@ -227,7 +244,8 @@ def _sentence(text: str) -> str:
 
 def _paste(row: Row, templates: Templates, counselor: CounselorSettings
            ) -> tuple[tuple[str, ...], ...]:
-    held = row.action == "hold" or row.status == db.FAILED
+    # A reply that may have been sent is given too: where the Sent folder lacks it, paste it.
+    held = row.action == "hold" or row.status in (db.FAILED, db.UNCERTAIN)
     if row.kind not in render.REPLY_TEMPLATES or not held:
         return ()
     name = clean_text(row.person_name)
@@ -245,7 +263,7 @@ def _need(row: Row, templates: Templates, counselor: CounselorSettings, zone: tz
     profile = row.profile_url if row.authentic and _PROFILE.match(row.profile_url or "") else None
     # A reply's trouble is told by the outbox's error; the policy's reason was to reply.
     reason = row.error if row.status in (db.FAILED, db.UNCERTAIN, db.REVIEW) else row.reason
-    return Need(category, row.kind, clean_text(row.person_name), _day(row.seen_at, zone),
+    return Need(category, row.id, row.kind, clean_text(row.person_name), _day(row.seen_at, zone),
                 _sentence(reason) if reason else None, profile, _paste(row, templates, counselor))
 
 
@@ -277,8 +295,41 @@ def _chart(data: DigestData, zone: tzinfo) -> list[dict[str, Any]]:
     return chart
 
 
+def _problems(data: DigestData, now: datetime, zone: tzinfo) -> list[dict[str, Any]]:
+    """What is wrong with modbot itself, worst first: each goes before every held item and the
+    first one names the digest. Keys, for the template's words: ``never`` (no poll has ever
+    worked), ``cannot-read`` (the polls fail and none worked lately), ``stopped`` (no poll ran
+    lately), ``often-failed`` (a quarter or more of the week's polls failed, though the last
+    worked), ``paused`` (a reached cap stops automatic replies), ``sign-in`` (it ends soon)."""
+    problems: list[dict[str, Any]] = []
+    last, failed = data.last_good_poll, len(data.failed_polls)
+    stale = last is None or now - last > _stale_after(data)
+    error = _sentence(max(data.failed_polls)[1].split("\n")[0]) if failed else None
+    since = _time(last, zone) if last else None
+    counts = {"failed": failed, "polls": data.polls, "error": error, "since": since}
+    if stale and failed:
+        problems.append({"key": "cannot-read", **counts})
+    elif stale and last is None:
+        problems.append({"key": "never", **counts})
+    elif stale:
+        problems.append({"key": "stopped", **counts})
+    elif failed and 4 * failed >= data.polls:
+        problems.append({"key": "often-failed", **counts})
+    if data.paused is not None:
+        started, reason = data.paused
+        problems.append({"key": "paused", "since": _time(started, zone),
+                         "reason": _sentence(reason.split(";")[0])})
+    problems += [{"key": "sign-in", "text": _sentence(w)} for w in data.warnings]
+    return problems
+
+
+def _stale_after(data: DigestData) -> timedelta:
+    """How long without a good poll means modbot is not reading the inbox."""
+    return max(timedelta(seconds=3 * data.poll_seconds), timedelta(minutes=30))
+
+
 def _context(data: DigestData, templates: Templates, counselor: CounselorSettings,
-             now: datetime) -> dict[str, Any]:
+             now: datetime, reference: str | None = None) -> dict[str, Any]:
     try:
         zone: tzinfo = ZoneInfo(data.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -290,16 +341,20 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
     for started_at, error in data.failed_polls:
         failures.setdefault(_sentence(error.split("\n")[0]), []).append(started_at)
     last = data.last_good_poll
-    stale_after = max(timedelta(seconds=3 * data.poll_seconds), timedelta(minutes=30))
     return {
         "counselor": counselor.name, "period": _period(data.start, data.end, zone),
         "generated": _time(now, zone), "needs": needs,
+        "problems": _problems(data, now, zone),
+        "to_do": sum(n.category not in NOTHING_TO_DO for n in needs),
+        "to_delete": sum(n.category in NOTHING_TO_DO for n in needs),
+        "reference": reference, "counselor_email": counselor.email,
+        "kinds": {kind: label for kind, (label, _phrase) in words.KINDS.items()},
         "sent": _replies(data.replies, db.SENT), "shadow": _replies(data.replies, db.SHADOW),
         "logged": sorted(data.logged.items()),
         "mode": data.policy.mode.value, "redirect": data.policy.redirect_all_to,
         "overrides": [(kind.value, mode.value) for kind, mode in data.policy.modes.items()],
         "last_good_poll": _time(last, zone) if last else None,
-        "poll_stale": last is None or now - last > stale_after, "polls": data.polls,
+        "poll_stale": last is None or now - last > _stale_after(data), "polls": data.polls,
         "warnings": list(data.warnings),
         "failed_polls": len(data.failed_polls),
         "poll_failures": [{"error": error, "count": len(times), "last": _time(max(times), zone)}
@@ -340,18 +395,21 @@ def _render(templates: Templates, context: dict[str, Any], *, html: bool) -> tup
 
 
 def preview_html(data: DigestData, templates: Templates, counselor: CounselorSettings,
-                 now: datetime) -> str:
+                 now: datetime, reference: str | None = None) -> str:
     """The digest's HTML part, exactly as ``build`` sends it, e.g. to open in a browser."""
-    return _render(templates, _context(data, templates, counselor, now), html=True)[0]
+    return _render(templates, _context(data, templates, counselor, now, reference),
+                   html=True)[0]
 
 
 def build(data: DigestData, templates: Templates, counselor: CounselorSettings, *,
-          now: datetime, message_id: str) -> EmailMessage:
+          now: datetime, message_id: str, reference: str | None = None) -> EmailMessage:
     """The digest email from the counselor to the counselor, text and HTML from one template.
 
-    Raises ``TemplateError`` if ``digest.j2`` does not render or sets no subject.
+    ``reference`` is the one-time token ``review.register_digest`` recorded for this digest's
+    Message-ID: with it, the digest tells how to resolve its items by answering it. Raises
+    ``TemplateError`` if ``digest.j2`` does not render or sets no subject.
     """
-    context = _context(data, templates, counselor, now)
+    context = _context(data, templates, counselor, now, reference)
     text, subject = _render(templates, context, html=False)
     html, _ = _render(templates, context, html=True)
     subject = render.header_text(clean_text(subject, 998) or "")

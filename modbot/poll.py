@@ -466,21 +466,20 @@ class Poller:
                 self.progress(min(start + BATCH, len(uids)), len(uids))
 
     def _review_answer(self, raw: bytes, now: datetime) -> Judgement:
-        """Act on the counselor's answer to a review email; record it as handled mail."""
+        """Act on the counselor's answer to a review email or digest; record it as handled."""
         from modbot import review
         from modbot.judging import Judgement
 
         outcome = review.handle_answer(self.store, self.settings, raw, now,
                                        self.ctx.dkim_lookup)
-        if outcome.acted:
-            reason = (f"the counselor approved {len(outcome.approved)} and rejected "
-                      f"{len(outcome.rejected)} waiting replies by email")
+        if outcome.acted:  # the first finding says what the answer did
+            reasons = outcome.findings
         else:
-            reason = "an answer to a review email was ignored"
+            reasons = ("an answer to a review email or digest was ignored", *outcome.findings)
         unknown = Authenticity(False, Verdict.UNKNOWN, ())
         classification = Classification(Kind.NOT_LINKEDIN, "review-answer", Person(), None, ())
         action = Action.LOG if outcome.acted else Action.HOLD
-        decision = Decision(action, "review-answer", (reason, *outcome.findings))
+        decision = Decision(action, "review-answer", reasons)
         return Judgement(None, unknown, classification, decision, None)
 
     def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:

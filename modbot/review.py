@@ -1,17 +1,20 @@
-"""Review by email: the counselor approves or rejects waiting replies from the mailbox.
+"""Answers by email: the counselor decides from the mailbox, without a terminal.
 
 ``build_review_email`` lists the replies that wait for review (``modbot.review_queue``) with a
 one-time token; ``handle_answer`` acts on the counselor's answer holding lines such as
-"approve 2 5", "reject 3" or "approve all", through ``review_queue.decide``. The commands that do
-the same by hand (``approve``, ``reject``, ``readdress``, ``waiting``, ``preview``) live in
+"approve 2 5", "reject 3" or "approve all", through ``review_queue.decide``. The weekly digest
+numbers the held items and gets a one-time token the same way (``register_digest``); an answer
+to it holds lines such as "resolve 3 4", "resolve all" or "resume", acted on through
+``review_queue.resolve_in`` and the store's ``resume``. The commands that do the same by hand
+(``approve``, ``reject``, ``readdress``, ``waiting``, ``preview``, ``resolve``) live in
 ``modbot.review_queue`` and are importable from here too.
 
 An answer is acted on only if it comes from ``counselor.email``, is authenticated for the
 counselor's own domain (``authenticity.own_domain_verdict``: the topmost trusted
 Authentication-Results, else a DKIM signature verified here through the injected lookup), is
-In-Reply-To a review email and carries that email's token, unused and unexpired; it then acts
-only on the replies that email listed. Anything else is ignored, and each reason is one sentence
-the digest can show.
+In-Reply-To a review email or digest and carries that email's token, unused and unexpired; it
+then acts only on the items that email listed. Anything else is ignored, and each reason is one
+sentence the digest can show.
 
 This module must never read the clock (``now`` comes in), keep a token in clear (only its
 SHA-256), send mail itself, or put the text of a message into a finding or a log.
@@ -25,7 +28,7 @@ import json
 import re
 import secrets
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
 
-from modbot import render
+from modbot import render, words
 from modbot.config import Settings
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
@@ -49,6 +52,8 @@ from modbot.review_queue import (
     preview,
     readdress,
     reject,
+    resolve,
+    resolve_in,
     waiting,
 )
 from modbot.store import Store, review_mails
@@ -57,6 +62,7 @@ if TYPE_CHECKING:
     from modbot.authenticity import DnsLookup
 
 __all__ = [
+    "DIGEST_TOKEN",
     "MAX_LISTED",
     "SENTINEL",
     "ReviewOutcome",
@@ -65,11 +71,14 @@ __all__ = [
     "approve",
     "build_review_email",
     "commands",
+    "digest_commands",
     "handle_answer",
     "is_review_answer",
     "preview",
     "readdress",
+    "register_digest",
     "reject",
+    "resolve",
     "review_email_failed",
     "waiting",
 ]
@@ -79,6 +88,9 @@ SENTINEL = "modbot review"  # first line of every review email: where a quoted c
 _TOKEN = re.compile(r"\bMR-([0-9a-f]{32})\b")
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
 _COMMAND = re.compile(r"^(approve|reject)\s+(all|\d+(?:\s*,?\s*\d+)*)\s*\.?$", re.IGNORECASE)
+_RESOLVE = re.compile(r"^resolve\s+(all|#?\d+(?:\s*,?\s*#?\d+)*)\s*\.?$", re.IGNORECASE)
+_RESUME = re.compile(r"^resume\s*\.?$", re.IGNORECASE)
+DIGEST_TOKEN = timedelta(days=14)  # a digest may be answered until the one after next
 # Where a client starts quoting without ">": Outlook's separator or header block, Gmail's line.
 _QUOTE_START = re.compile(r"^(?:-{2,}\s*original message|_{8,}|from:\s|on\s.*\swrote:$)",
                           re.IGNORECASE)
@@ -93,7 +105,7 @@ def _email_text(items: Sequence[Waiting], token: str, expires: datetime, setting
     count = f"{len(items)} repl{'y waits' if len(items) == 1 else 'ies wait'}"
     lines = [f"{SENTINEL}: {count} for your approval.", ""]
     for w in items:
-        lines += [f"  #{w.id}  {w.kind.replace('_', ' ')}, {render.clean_text(w.person) or '-'}, "
+        lines += [f"  #{w.id}  {words.kind_label(w.kind)}, {render.clean_text(w.person) or '-'}, "
                   f"waiting {age_text(w.age)}", f"      to {w.redirected_to or w.recipient}",
                   f"      {render.clean_text(w.reason, 200) or ''}"]
     first = items[0].id
@@ -112,7 +124,8 @@ def _email_text(items: Sequence[Waiting], token: str, expires: datetime, setting
                 person=Person(name=w.person))
         except TemplateError as exc:
             text = f"(this reply cannot be written: {exc})"
-        lines += ["", f"--- The {template.replace('_', ' ')} reply, as #{w.id} gets it ---", text]
+        lines += ["", f"--- The reply to {words.kind_phrase(template)}, as #{w.id} gets it ---",
+                  text]
     return "\n".join(lines) + "\n"
 
 
@@ -150,8 +163,24 @@ def build_review_email(store: Store, settings: Settings, templates: render.Templ
     return message
 
 
+def register_digest(store: Store, settings: Settings, message_id: str, items: Sequence[int],
+                    now: datetime) -> str:
+    """Record the digest ``message_id`` and the held items it numbers; return its one-time token.
+
+    The digest shows the token; an answer carrying it may resolve those items. If the digest
+    cannot be sent, call ``review_email_failed`` with its Message-ID.
+    """
+    token = secrets.token_hex(16)
+    with store.transaction() as c:
+        c.execute(review_mails.insert().values(
+            account=settings.account, message_id=message_id, token_hash=_hash(token),
+            items=json.dumps({"resolve": list(items)}), sent_at=now,
+            expires_at=now + DIGEST_TOKEN))
+    return token
+
+
 def review_email_failed(store: Store, message_id: str) -> None:
-    """Forget a review email that could not be sent, so the next poll builds a new one."""
+    """Forget a review email or digest that could not be sent (and so its token)."""
     with store.transaction() as c:
         c.execute(delete(review_mails).where(review_mails.c.message_id == message_id))
 
@@ -179,25 +208,53 @@ def is_review_answer(raw_headers: bytes, store: Store) -> bool:
             review_mails.c.message_id.in_(ids)).limit(1)).first() is not None
 
 
+def _own_lines(text: str) -> Iterator[str]:
+    """The answer's own lines, stripped, up to where a quotation of modbot's email begins."""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(">") or SENTINEL in line.lower() or _QUOTE_START.match(line):
+            return
+        yield line
+
+
+def _numbers(words: str) -> list[int | str]:
+    return [w.lower() if w.isalpha() else int(w.lstrip("#"))
+            for w in words.replace(",", " ").split()]
+
+
+def digest_commands(text: str) -> tuple[list[int | str], bool]:
+    """(resolve numbers or "all", whether to resume) from the answer to a digest."""
+    resolve_: list[int | str] = []
+    resume = False
+    for line in _own_lines(text):
+        match = _RESOLVE.match(line)
+        if match:
+            resolve_.extend(_numbers(match.group(1)))
+        resume = resume or bool(_RESUME.match(line))
+    return resolve_, resume
+
+
 def commands(text: str) -> tuple[list[int | str], list[int | str]]:
     """(approve, reject) numbers or "all" from the answer's own lines, above any quotation."""
     approve_: list[int | str] = []
     reject_: list[int | str] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith(">") or SENTINEL in line.lower() or _QUOTE_START.match(line):
-            break
+    for line in _own_lines(text):
         match = _COMMAND.match(line)
         if match:
             target = approve_ if match.group(1).lower() == "approve" else reject_
-            words = match.group(2).replace(",", " ").split()
-            target.extend(w.lower() if w.isalpha() else int(w) for w in words)
+            target.extend(_numbers(match.group(2)))
     return approve_, reject_
 
 
-def _ignored(findings: list[str]) -> ReviewOutcome:
+def _ignored(findings: list[str], what: str = "a review email") -> ReviewOutcome:
     return ReviewOutcome(False, findings=tuple(
-        f"An answer to a review email was ignored: {f}." for f in findings))
+        f"An answer to {what} was ignored: {f}." for f in findings))
+
+
+def _digest_items(row: Any) -> list[int] | None:
+    """The held items a digest numbered, or None when ``row`` is a review email."""
+    items = json.loads(row.items)
+    return [int(i) for i in items["resolve"]] if isinstance(items, dict) else None
 
 
 def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
@@ -232,16 +289,21 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
             review_mails.c.account == settings.account,
             review_mails.c.message_id.in_(replied))).first() if replied else None
     tokens = {_hash(t) for t in _TOKEN.findall(f"{n.subject}\n{n.text}"[:200000])}
+    listed = None if row is None else _digest_items(row)
+    what = "a review email" if row is None or listed is None else "the digest"
+    that = what.replace("a ", "that ", 1).replace("the ", "that ", 1)
     if row is None:
-        problems.append("it is not In-Reply-To a review email")
+        problems.append("it is not In-Reply-To a review email or digest")
     elif not any(hmac.compare_digest(t, row.token_hash) for t in tokens):
-        problems.append("it does not carry that review email's reference")
+        problems.append(f"it does not carry {that}'s reference")
     elif row.used_at is not None:
-        problems.append("that review email's reference was already used")
+        problems.append(f"{that}'s reference was already used")
     elif row.expires_at <= now:
-        problems.append("that review email's reference has expired")
+        problems.append(f"{that}'s reference has expired")
     if problems or row is None:
-        return _ignored(problems)
+        return _ignored(problems, what)
+    if listed is not None:
+        return _act_on_digest(store, settings, row, listed, n.text, now)
     wanted_approve, wanted_reject = commands(n.text)
     if not wanted_approve and not wanted_reject:
         return ReviewOutcome(False, findings=("An answer to a review email held no approve or "
@@ -277,3 +339,32 @@ def _act(store: Store, row: Any, wanted_approve: list[int | str], wanted_reject:
     summary = (f"The counselor's answer to a review email approved {len(approved)} and "
                f"rejected {len(rejected)} of the waiting replies.")
     return ReviewOutcome(True, approved, rejected, (summary, *findings))
+
+
+def _act_on_digest(store: Store, settings: Settings, row: Any, listed: list[int], text: str,
+                   now: datetime) -> ReviewOutcome:
+    """Resolve the digest's items the answer names ("all": every one it numbered), resume."""
+    wanted, resume = digest_commands(text)
+    if not wanted and not resume:
+        return ReviewOutcome(False, findings=("An answer to the digest held no resolve or "
+                                              "resume line, so nothing was done.",))
+    named = {w for w in wanted if isinstance(w, int)}
+    chosen = set(listed) if "all" in wanted else named & set(listed)
+    findings = [f"Number {i} was not in that digest, so nothing was done with it."
+                for i in sorted(named - set(listed))]
+    with store.transaction() as c:
+        if not c.execute(update(review_mails).where(review_mails.c.id == row.id,
+                                                    review_mails.c.used_at.is_(None))
+                         .values(used_at=now)).rowcount:
+            return _ignored(["that digest's reference was already used"], "the digest")
+        resolved, missing = resolve_in(c, chosen, now) if chosen else ((), ())
+    findings += [f"Number {i} was no longer held, so the answer did not change it."
+                 for i in missing]
+    resumed = bool(resume and store.resume(settings.account, now))
+    if resume and not resumed:
+        findings.append("Automatic replies were not paused, so there was nothing to resume.")
+    summary = (f"The counselor's answer to the digest resolved {len(resolved)} held "
+               f"item{'' if len(resolved) == 1 else 's'}"
+               + (" and started automatic replies again." if resumed else "."))
+    return ReviewOutcome(True, resolved=resolved, resumed=resumed,
+                         findings=(summary, *findings))

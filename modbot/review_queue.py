@@ -1,10 +1,12 @@
-"""The replies that wait for the counselor's review, in the store, and what the counselor does.
+"""What waits for the counselor, in the store, and what the counselor does about it.
 
 Replies decided in review mode wait in the outbox with status ``review``. This module lists them
 (``waiting``), approves them (``queued``: the normal outbox sends them at the next poll, under
 the Message-ID fixed when they were decided), rejects them (``rejected``, and the notification is
 resolved), readdresses one and shows one exactly as it would go out. ``decide`` is the one place
 a status changes, for the commands here and for an answer to a review email (``modbot.review``).
+``resolve_in`` closes held items (the digest's numbers, ``modbot resolve``), for the command and
+for an answer to the digest alike.
 
 This module must never read the clock (``now`` comes in), send mail, or change a reply that no
 longer waits for review: every change is conditional on status ``review`` in the same statement.
@@ -24,7 +26,7 @@ from sqlalchemy.engine import Connection
 from modbot import render
 from modbot.config import Settings
 from modbot.model import Person, Recipient
-from modbot.store import QUEUED, REJECTED, REVIEW, Store, messages, outbox
+from modbot.store import OPEN_ITEM, QUEUED, REJECTED, REVIEW, Store, messages, outbox
 
 __all__ = [
     "ReviewOutcome",
@@ -35,6 +37,8 @@ __all__ = [
     "preview",
     "readdress",
     "reject",
+    "resolve",
+    "resolve_in",
     "waiting",
 ]
 
@@ -62,6 +66,8 @@ class ReviewOutcome:
     approved: tuple[int, ...] = ()
     rejected: tuple[int, ...] = ()
     findings: tuple[str, ...] = ()
+    resolved: tuple[int, ...] = ()  # held items closed (message rows)
+    resumed: bool = False  # a pause of automatic replies ended
 
 
 def age_text(age: timedelta) -> str:
@@ -108,6 +114,35 @@ def decide(c: Connection, approve: set[int], reject: set[int],
         c.execute(update(messages).where(messages.c.id.in_(rows),
                                          messages.c.resolved_at.is_(None)).values(resolved_at=now))
     return tuple(approved), tuple(rejected), sorted(asked - ready)
+
+
+def resolve_in(c: Connection, items: set[int] | None,
+               now: datetime) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Close the held items ``items`` (None: every one), inside ``c``.
+
+    Returns (resolved, asked for but not held), each sorted. A reply that still waits for
+    review is rejected with its item: the counselor dealt with it, so it is never sent.
+    """
+    query = select(messages.c.id).select_from(
+        messages.outerjoin(outbox, outbox.c.message_row == messages.c.id)).where(OPEN_ITEM)
+    if items is not None:
+        query = query.where(messages.c.id.in_(items))
+    held = sorted(set(c.execute(query).scalars()))
+    if held:
+        c.execute(update(outbox).where(outbox.c.message_row.in_(held), outbox.c.status == REVIEW)
+                  .values(status=REJECTED))
+        c.execute(update(messages).where(messages.c.id.in_(held),
+                                         messages.c.resolved_at.is_(None)).values(resolved_at=now))
+    return tuple(held), tuple(sorted((items or set()) - set(held)))
+
+
+def resolve(store: Store, items: Sequence[int] | None, now: datetime) -> ReviewOutcome:
+    """Close the held items ``items`` (None: all of them), as ``modbot resolve`` does; each
+    number that names no held item gets a finding."""
+    with store.transaction() as c:
+        resolved, missing = resolve_in(c, None if items is None else set(items), now)
+    return ReviewOutcome(bool(resolved), resolved=resolved, findings=tuple(
+        f"Number {i} is not a held item, so nothing was done with it." for i in missing))
 
 
 def _by_hand(store: Store, ids: Sequence[int] | None, now: datetime, *,

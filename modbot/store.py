@@ -172,7 +172,9 @@ review_mails = Table(
     Column("account", String(320), nullable=False),
     Column("message_id", String(255), nullable=False, unique=True),
     Column("token_hash", String(64), nullable=False),  # sha256 of the token, never the token
-    Column("items", Text, nullable=False),  # JSON list of the outbox ids the email listed
+    # JSON: a review email's list of the outbox ids it listed, or a digest's
+    # {"resolve": [the message rows it numbered]}; the digest's answers share these checks.
+    Column("items", Text, nullable=False),
     Column("sent_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
     Column("used_at", UTCDateTime, nullable=True),
@@ -193,6 +195,10 @@ def message_key(message_id: str | None, header_bytes: bytes) -> str:
     basis = message_id.strip().lower().encode() if message_id else header_bytes
     return hashlib.sha256(basis).hexdigest()
 
+
+# What waits for the counselor (a held item), over messages outer-joined to their reply.
+OPEN_ITEM = messages.c.resolved_at.is_(None) & (
+    (messages.c.action == "hold") | outbox.c.status.in_((REVIEW, FAILED, UNCERTAIN)))
 
 # Statements of the reply history, read at every poll with new mail: built once.
 _REPLIED = outbox.c.status.in_(COUNTS_AS_REPLIED)
@@ -608,9 +614,7 @@ class Store:
                    outbox.c.recipient_email, outbox.c.message_id.label("reply_message_id"),
                    outbox.c.last_error)
             .select_from(messages.outerjoin(outbox, outbox.c.message_row == messages.c.id))
-            .where(messages.c.resolved_at.is_(None))
-            .where((messages.c.action == "hold")
-                   | outbox.c.status.in_((REVIEW, FAILED, UNCERTAIN)))
+            .where(OPEN_ITEM)
             .order_by(messages.c.id)
         )
         if account is not None:

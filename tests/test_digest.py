@@ -83,9 +83,21 @@ def hold(db: Store, kind: str, rule: str, reason: str, **kwargs: Any) -> int:
     return add(db, kind, action="hold", rule=rule, reasons=(reason,), status=None, **kwargs)
 
 
-def make(db: Store, templates: Templates, settings_: Settings = SETTINGS) -> EmailMessage:
+def polled(db: Store, at: datetime = NOW - timedelta(minutes=5), *, ok: bool = True,
+           error: str | None = None) -> None:
+    """Record one poll of the inbox, finished at ``at``."""
+    row = db.poll_started(SETTINGS.account, at - timedelta(seconds=1))
+    db.poll_finished(row, at, ok=ok, new_messages=0, error=error)
+
+
+def make(db: Store, templates: Templates, settings_: Settings = SETTINGS, *,
+         healthy: bool = True, reference: str | None = None) -> EmailMessage:
+    """The digest at NOW; ``healthy``: after a good poll five minutes before."""
+    if healthy:
+        polled(db)
     data = digest.gather(db, settings_, NOW)
-    return digest.build(data, templates, settings_.counselor, now=NOW, message_id=MESSAGE_ID)
+    return digest.build(data, templates, settings_.counselor, now=NOW, message_id=MESSAGE_ID,
+                        reference=reference)
 
 
 def parts(message: EmailMessage) -> tuple[str, str]:
@@ -119,7 +131,7 @@ def test_spoof_is_listed_without_paste_text(db: Store, templates: Templates) -> 
     hold(db, "spoofed_linkedin", "spoofed-linkedin",
          "looks like LinkedIn but is not authentic; never answered", authentic=False)
     text, visible = parts(make(db, templates))
-    assert "Spoofed LinkedIn mail" in visible
+    assert "Fake LinkedIn mail" in visible
     assert "Looks like LinkedIn but is not authentic; never answered." in text
     assert "paste" not in text
 
@@ -140,7 +152,7 @@ def test_profile_link_only_from_authentic_linkedin(db: Store, templates: Templat
 @pytest.mark.parametrize(("status", "label"), [
     (store.UNCERTAIN, "May have been sent"),
     (store.FAILED, "Reply not sent"),
-    (store.REVIEW, "Waiting for your review"),
+    (store.REVIEW, "Waiting for your approval"),
 ])
 def test_outbox_problems_show_their_last_error(db: Store, templates: Templates, status: str,
                                                label: str) -> None:
@@ -155,8 +167,8 @@ def test_review_item_says_it_waits_for_approval(db: Store, templates: Templates)
     """A reply queued for review is listed as waiting, not with the policy's reason to reply."""
     add(db, name="Chloe Dubois", status=store.REVIEW)
     text, _ = parts(make(db, templates))
-    assert ("[Waiting for your review] Chloe Dubois (Connection invitation, Sun 22 Nov)\n"
-            "The reply is ready and waits for your approval.") in text
+    assert ("[#1 · Waiting for your approval] Chloe Dubois (Connection invitation, Sun 22 Nov)"
+            "\nThe reply is ready and waits for your approval.") in text
 
 
 def test_answer_to_modbot_is_listed(db: Store, templates: Templates) -> None:
@@ -180,12 +192,220 @@ def test_items_stay_listed_until_resolved(db: Store, templates: Templates) -> No
 
 
 def test_subject_counts_what_needs_the_counselor(db: Store, templates: Templates) -> None:
-    """The subject says how many items need the counselor."""
+    """The subject says how many items need the counselor; fake mail, needing only deleting,
+    is counted apart."""
     assert make(db, templates)["Subject"].startswith("Nothing needs you")
     hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof")
+    assert make(db, templates)["Subject"].startswith("1 fake LinkedIn email to delete")
+    hold(db, "unknown_linkedin", "configured-action", "unknown")
     assert make(db, templates)["Subject"].startswith("1 item needs you")
     hold(db, "unknown_linkedin", "configured-action", "unknown")
     assert make(db, templates)["Subject"].startswith("2 items need you")
+
+
+# --- modbot's own troubles come first ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("setup", "title"), [
+    ("fresh", "modbot has not read your inbox yet — tell IT"),
+    ("failing", "modbot could not read your inbox this week — tell IT"),
+    ("stopped", "modbot has not checked your inbox since Sun 22 Nov 08:00 — tell IT"),
+    ("flaky", "modbot often could not read your inbox this week — tell IT"),
+    ("paused", "Automatic replies are paused — a reply cap was reached"),
+], ids=lambda value: value if value.isalpha() else "")
+def test_trouble_names_the_digest_and_leads_needs_you(db: Store, templates: Templates,
+                                                      setup: str, title: str) -> None:
+    """Failed or missing polls and a paused cap go first: in the subject, the headline and
+    the top of "Needs you", never under a green "Nothing needs you"."""
+    error = "IMAP login failed: the server refused the credentials"
+    if setup == "failing":
+        polled(db, NOW - 3 * DAY)
+        for hours in (30, 2):
+            polled(db, NOW - timedelta(hours=hours), ok=False, error=error)
+    elif setup == "stopped":
+        polled(db, NOW - DAY)
+    elif setup == "flaky":
+        polled(db, NOW - timedelta(hours=2), ok=False, error=error)
+        polled(db)
+    elif setup == "paused":
+        polled(db)
+        db.start_pause(SETTINGS.account, "the hourly cap of 20 replies is reached; replies are "
+                       "paused", NOW - DAY, "<alert@careers.example.edu>")
+    message = make(db, templates, healthy=False, reference="ab" * 16)
+    assert message["Subject"] == f"{title} – modbot weekly digest, 16–23 Nov 2026"
+    text, visible = parts(message)
+    assert text.startswith(f"{title}\n")
+    assert text.split("NEEDS YOU", 1)[1].split("\n")[3] == f"[modbot itself] {title}"
+    assert "Nothing needs you" not in visible and "Nothing is waiting" not in visible
+    if setup in ("failing", "flaky"):
+        assert f"The last error: {error}." in text
+    if setup == "paused":
+        assert "answer this email with the word resume" in text
+
+
+def test_problem_and_items_share_the_subject(db: Store, templates: Templates) -> None:
+    """With a problem and held items the subject names the problem, then counts the items."""
+    hold(db, "unknown_linkedin", "configured-action", "unknown")
+    subject = make(db, templates, healthy=False)["Subject"]
+    assert subject.startswith("modbot has not read your inbox yet — tell IT · 1 item needs you")
+
+
+def test_sign_in_ending_soon_is_a_problem(db: Store, templates: Templates) -> None:
+    """A sign-in that ends soon is told first, with its own sentence, as well as under Health."""
+    polled(db)
+    data = dataclasses.replace(digest.gather(db, SETTINGS, NOW),
+                               warnings=("The IMAP sign-in ends on 1 Dec; run modbot auth.",))
+    message = digest.build(data, templates, SETTINGS.counselor, now=NOW, message_id=MESSAGE_ID)
+    assert message["Subject"].startswith("modbot's sign-in to your mailbox ends soon — tell IT")
+    text, _ = parts(message)
+    assert ("The IMAP sign-in ends on 1 Dec; run modbot auth. Forward this email to your IT "
+            "contact.") in text
+
+
+def test_a_good_week_says_so_in_green(db: Store, templates: Templates) -> None:
+    """Only a week with fresh good polls and nothing held reads "Nothing needs you"."""
+    text, _ = parts(make(db, templates))
+    assert text.startswith("Nothing needs you\n")
+    assert "Nothing is waiting for you, and modbot read your inbox all week." in text
+    markup = make(db, templates).get_body(preferencelist=("html",))
+    assert markup is not None and "#067647" in markup.get_content().split("</td>", 1)[0]
+
+
+# --- numbered items, in the order of what needs doing -----------------------------------------
+
+
+def row_of(db: Store, uid: int) -> int:
+    """The message row (the item's number) of the message recorded with ``uid``."""
+    with db.transaction() as c:
+        return int(c.execute(store.messages.select().with_only_columns(store.messages.c.id)
+                             .where(store.messages.c.uid == uid)).scalar_one())
+
+
+def test_items_are_numbered_as_held_and_resolve_name_them(db: Store,
+                                                         templates: Templates) -> None:
+    """Each item shows the number that `modbot held`, `modbot resolve` and an answer use."""
+    first = row_of(db, hold(db, "unknown_linkedin", "configured-action", "held", name="Kim Ito"))
+    text, visible = parts(make(db, templates, reference="cd" * 16))
+    assert f"[#{first} · LinkedIn mail of an unknown kind] Kim Ito" in text
+    assert f'such as "resolve {first}", or "resolve all"' in text
+    assert f"Reference MR-{'cd' * 16}" in text and f"Reference MR-{'cd' * 16}" in visible
+    assert digest.listed(digest.gather(db, SETTINGS, NOW)) == [first]
+
+
+def test_items_with_something_to_do_come_first(db: Store, templates: Templates) -> None:
+    """A reply to paste or one that may have been sent comes before reading and deciding, and a
+    fake notification, with nothing to do but delete it, comes last."""
+    hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof", name="Fake Sender",
+         at=NOW - 3 * DAY)
+    hold(db, "unknown_linkedin", "configured-action", "held", name="Unknown Kind",
+         at=NOW - 3 * DAY)
+    hold(db, "not_linkedin", "answer-to-modbot", "a person answered", name="Answer Person")
+    hold(db, "connection_invitation", "no-address", "no address", name="Paste Person")
+    add(db, name="Maybe Sent", status=store.UNCERTAIN, error="the line was lost")
+    text, _ = parts(make(db, templates))
+    order = [text.index(name) for name in
+             ("Maybe Sent", "Paste Person", "Answer Person", "Unknown Kind", "Fake Sender")]
+    assert order == sorted(order)
+    spoof = text[text.index("Fake Sender"):]
+    assert "Nothing to do — delete it." in spoof.split("\n\n")[0]
+    paste = text[text.index("Paste Person"):]
+    assert "Paste the reply below into LinkedIn, then resolve this item." in paste
+
+
+def test_a_reply_that_may_have_been_sent_can_be_pasted(db: Store, templates: Templates) -> None:
+    """Where the Sent folder lacks it, the counselor pastes the reply: the digest gives it."""
+    add(db, name="Maybe Sent", status=store.UNCERTAIN, error="the line was lost")
+    text, _ = parts(make(db, templates))
+    assert "Look in your Sent folder for this reply." in text
+    assert "Hello Maybe Sent," in text
+
+
+# --- words a counselor uses -------------------------------------------------------------------
+
+
+def test_no_identifier_or_python_reaches_the_counselor(db: Store, templates: Templates) -> None:
+    """Kinds, states and authenticity are words: no identifier, None or class name is shown."""
+    for kind in ("other_linkedin", "group_activity", "unknown_linkedin", "spoofed_linkedin",
+                 "recommendation_request", "group_join_request", "linkedin_message"):
+        hold(db, kind, "configured-action", "held", authentic=None)
+        add(db, kind, "Some One", action="log", rule="configured-action", status=None)
+    add(db, status=store.SHADOW)
+    add(db, status=store.FAILED, error="the server said no")
+    for part in parts(make(db, templates, settings(mode="shadow"))):
+        assert not re.search(r"\b[a-z]+_[a-z_]+\b", part), re.findall(r"\b[a-z]+_[a-z_]+\b", part)
+        for word in ("None", "True", "False", "\\Seen", "authentic:", "Error:", "Exception"):
+            assert word not in part
+
+
+# --- a phone's screen -------------------------------------------------------------------------
+
+
+def widths(markup: str) -> list[int]:
+    """Every fixed width in pixels the HTML sets, in attributes and in inline styles."""
+    found = re.findall(r'\bwidth="(\d+)"', markup)
+    found += re.findall(r"(?<![-\w])(?:min-)?width:\s*(\d+)px", markup)
+    return [int(value) for value in found]
+
+
+def test_html_fits_a_400_pixel_screen(db: Store, templates: Templates) -> None:
+    """Nothing in the HTML is fixed wider than a narrow column: the card is fluid, up to 640 px,
+    so it lays out on a 400 px phone; long lines and links wrap."""
+    hold(db, "connection_invitation", "no-address", "no address", name="Jordan Rivera",
+         profile_url="https://www.linkedin.com/in/" + "a" * 120)
+    add(db, name="Ana Lima")
+    markup = make(db, templates).get_body(preferencelist=("html",))
+    assert markup is not None
+    content = markup.get_content()
+    assert max(widths(content)) <= 100
+    assert "max-width:640px" in content and 'width="640"' not in content
+    assert content.count("overflow-wrap:anywhere") >= 3
+
+
+def test_chart_writes_its_numbers_out(db: Store, templates: Templates) -> None:
+    """Each week's bar is followed by its counts in words, so no colour has to be told apart."""
+    add(db, at=NOW - DAY)
+    add(db, "linkedin_message", at=NOW - DAY)
+    hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof", at=NOW - DAY)
+    _, visible = parts(make(db, templates))
+    assert "Invitations 1 · Messages 1 · Fake or unknown 1" in visible
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs chromium (not installed in CI)")
+def test_chromium_lays_the_digest_out_within_400_pixels(db: Store, templates: Templates,
+                                                        tmp_path: Path) -> None:
+    """Headless Chromium at 400 px wide lays the page out no wider than the screen."""
+    import subprocess
+
+    hold(db, "connection_invitation", "no-address", "no address", name="Jordan Rivera",
+         profile_url="https://www.linkedin.com/in/" + "a" * 120)
+    for week in range(8):
+        add(db, at=NOW - week * 7 * DAY - DAY)
+    data = digest.gather(db, SETTINGS, NOW)
+    page = tmp_path / "digest.html"
+    page.write_text(digest.preview_html(data, templates, SETTINGS.counselor, NOW),
+                    encoding="utf-8")
+    assert CHROMIUM is not None
+    # Headless Chromium keeps its window at least 500 px wide when it prints the DOM, so the
+    # body is held to 400 px and the right edge of every element laid out is measured; the
+    # printed DOM carries the result.
+    probe = page.read_text(encoding="utf-8").replace(
+        '<body style="', '<body style="width:400px;', 1).replace(
+        "</body>", '<p id="w"></p><script>document.getElementById("w").textContent = "W=" + '
+        "Math.ceil(Math.max(...Array.from(document.body.querySelectorAll('*'), "
+        "e => e.getBoundingClientRect().right)));</script></body>")
+    (tmp_path / "probe.html").write_text(probe, encoding="utf-8")
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=400,2000",
+         "--dump-dom", (tmp_path / "probe.html").as_uri()],
+        capture_output=True, text=True, timeout=120, check=False)
+    found = re.search(r"W=(\d+)", result.stdout)
+    assert found, result.stderr[-500:]
+    assert int(found.group(1)) <= 400
 
 
 def test_sent_replies_by_kind_with_names(db: Store, templates: Templates) -> None:
@@ -196,7 +416,7 @@ def test_sent_replies_by_kind_with_names(db: Store, templates: Templates) -> Non
     add(db, name="Last Week", at=NOW - 9 * DAY)
     text, _ = parts(make(db, templates))
     assert "Connection invitation (2): Ana Lima, Liam Chen" in text
-    assert "Group join request (1): Grace Park" in text
+    assert "Request to join your group (1): Grace Park" in text
     assert "Last Week" not in text
 
 
@@ -223,7 +443,7 @@ def test_logged_counts_by_kind(db: Store, templates: Templates) -> None:
         add(db, "other_linkedin", None, action="log", rule="configured-action", status=None)
     add(db, "group_activity", None, action="log", rule="configured-action", status=None)
     text, _ = parts(make(db, templates))
-    assert "Group activity: 1 message\nOther LinkedIn mail: 3 messages" in text
+    assert "LinkedIn group news: 1 message\nLinkedIn job alerts and news: 3 messages" in text
 
 
 def test_health_shows_polls_and_their_errors(db: Store, templates: Templates) -> None:
@@ -234,17 +454,17 @@ def test_health_shows_polls_and_their_errors(db: Store, templates: Templates) ->
         bad = db.poll_started(SETTINGS.account, NOW - timedelta(minutes=minutes))
         db.poll_finished(bad, NOW - timedelta(minutes=minutes), ok=False, new_messages=0,
                          error="IMAP login failed: the server refused the credentials")
-    text, _ = parts(make(db, templates))
-    assert "Last good poll: Mon 23 Nov 07:51" in text
-    assert "! Polls this week: 3, of which 2 failed" in text
-    assert ("! Poll error: IMAP login failed: the server refused the credentials. 2 times, "
+    text, _ = parts(make(db, templates, healthy=False))
+    assert "Last good check of your inbox: Mon 23 Nov 07:51" in text
+    assert "! Checks this week: 3, of which 2 failed" in text
+    assert ("! Error: IMAP login failed: the server refused the credentials. 2 times, "
             "the last on Mon 23 Nov 06:05.") in text
 
 
 def test_health_flags_a_stale_last_poll(db: Store, templates: Templates) -> None:
     """With no successful poll the digest says so as a problem."""
-    text, _ = parts(make(db, templates))
-    assert "! Last good poll: None yet." in text
+    text, _ = parts(make(db, templates, healthy=False))
+    assert "! Last good check of your inbox: None yet." in text
 
 
 def test_health_reports_caps_reached(db: Store, templates: Templates) -> None:

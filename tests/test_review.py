@@ -430,6 +430,144 @@ def test_is_review_answer_only_for_answers(db: Store, settings: Settings,
     assert not review.is_review_answer((DATA / "reply_from_student.eml").read_bytes(), db)
 
 
+# --- answers to the digest, offline -----------------------------------------------------------
+
+
+def held_item(db: Store, n: int, name: str = "Priya Natarajan") -> int:
+    """Record an invitation held for want of an address; return its number (message row)."""
+    db.record({
+        "account": "counselor@127.0.0.1", "message_key": f"held{n}", "folder": "INBOX",
+        "uidvalidity": 1, "uid": 100 + n, "seen_at": NOW, "kind": "connection_invitation",
+        "authentic": True, "classify_rule": "template-key", "person_name": name,
+        "profile_url": None, "invitation_id": None, "address_source": None,
+        "action": "hold", "policy_rule": "no-address", "reasons": ["no address to reply to"],
+        "error": None,
+    }, None)
+    return next(int(i["id"]) for i in db.open_items() if i["message_key"] == f"held{n}")
+
+
+def plain(mail: EmailMessage) -> str:
+    part = mail.get_body(preferencelist=("plain",))
+    assert isinstance(part, EmailMessage)
+    return str(part.get_content())
+
+
+def open_numbers(db: Store) -> list[int]:
+    return [int(i["id"]) for i in db.open_items()]
+
+
+def digest_mail(db: Store, settings: Settings, templates: render.Templates,
+                now: datetime = NOW) -> EmailMessage:
+    """The weekly digest as the daemon builds it, its token recorded for its numbered items."""
+    from modbot import digest
+
+    message_id = render.make_message_id(DOMAIN)
+    data = digest.gather(db, settings, now)
+    reference = review.register_digest(db, settings, message_id, digest.listed(data), now)
+    return digest.build(data, templates, settings.counselor, now=now, message_id=message_id,
+                        reference=reference)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("resolve 3 4", ([3, 4], False)),
+    ("Resolve #3, #4.", ([3, 4], False)),
+    ("resolve all\nresume", (["all"], True)),
+    ("thanks!\nresolve 3", ([3], False)),
+    ("> resolve 3", ([], False)),
+    ('Answer with "resolve 3"', ([], False)),
+])
+def test_digest_commands(text: str, expected: tuple[list[object], bool]) -> None:
+    """Only whole "resolve" and "resume" lines above any quotation count."""
+    assert review.digest_commands(text) == expected
+
+
+def test_answer_to_the_digest_resolves_the_named_items(
+        db: Store, settings: Settings, templates: render.Templates) -> None:
+    """"resolve N" closes item N, listed in that digest, and leaves the others held."""
+    first, second = held_item(db, 1), held_item(db, 2, "Kim Ito")
+    mail = digest_mail(db, settings, templates)
+    outcome = review.handle_answer(db, settings, answer_to(mail, f"resolve {first}"), LATER,
+                                   None)
+    assert outcome.acted and outcome.resolved == (first,)
+    assert outcome.findings[0] == "The counselor's answer to the digest resolved 1 held item."
+    assert open_numbers(db) == [second]
+
+
+def test_resolve_all_means_only_what_the_digest_listed(
+        db: Store, settings: Settings, templates: render.Templates) -> None:
+    """An item held after the digest went out is not closed by "resolve all"."""
+    first = held_item(db, 1)
+    mail = digest_mail(db, settings, templates)
+    newer = held_item(db, 2, "Kim Ito")
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resolve all"), LATER, None)
+    assert outcome.resolved == (first,)
+    assert open_numbers(db) == [newer]
+
+
+def test_resolving_a_reply_waiting_for_review_rejects_it(
+        db: Store, settings: Settings, templates: render.Templates) -> None:
+    """An item the counselor dealt with by hand is never sent afterwards."""
+    reply = wait(db, 1)
+    mail = digest_mail(db, settings, templates)
+    review.handle_answer(db, settings, answer_to(mail, "resolve all"), LATER, None)
+    assert status(db, reply) == store.REJECTED
+    assert open_numbers(db) == []
+
+
+def test_number_not_in_the_digest_is_reported(
+        db: Store, settings: Settings, templates: render.Templates) -> None:
+    """A number the digest did not list is named in a finding and nothing happens to it."""
+    held_item(db, 1)
+    mail = digest_mail(db, settings, templates)
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resolve 99"), LATER, None)
+    assert "Number 99 was not in that digest, so nothing was done with it." in outcome.findings
+    assert len(open_numbers(db)) == 1
+
+
+def test_resume_from_the_digest_ends_the_pause(
+        db: Store, settings: Settings, templates: render.Templates) -> None:
+    """"resume" in an answer to the digest starts automatic replies again."""
+    db.start_pause(settings.account, "the hourly cap of 20 replies is reached", NOW,
+                   f"<alert@{DOMAIN}>")
+    mail = digest_mail(db, settings, templates)
+    assert "answer this email with the word resume" in plain(mail)
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
+    assert outcome.acted and outcome.resumed
+    assert db.active_pause(settings.account) is None
+
+
+@pytest.mark.parametrize(("forgery", "finding"), [
+    ({"sender": "jrivera@students.example.edu"}, f"does not come from {COUNSELOR}"),
+    ({"authres": f"{TRUSTED}; dkim=pass header.d=students.example.edu"},
+     f"reports no DKIM pass for {DOMAIN}"),
+    ({"token": OTHER_TOKEN}, "does not carry that digest's reference"),
+    ({"in_reply_to": False}, "not In-Reply-To a review email or digest"),
+], ids=["sender", "other-domain", "token", "not-in-reply-to"])
+def test_forged_answer_to_the_digest_is_ignored(
+        db: Store, settings: Settings, templates: render.Templates,
+        forgery: dict[str, object], finding: str) -> None:
+    """An answer to the digest passes the same checks as an answer to a review email."""
+    held_item(db, 1)
+    mail = digest_mail(db, settings, templates)
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resolve all", **forgery),
+                                   LATER, None)
+    assert not outcome.acted
+    assert [f for f in outcome.findings if finding in f], outcome.findings
+    assert len(open_numbers(db)) == 1
+
+
+def test_digest_reference_is_used_once(db: Store, settings: Settings,
+                                       templates: render.Templates) -> None:
+    """A second answer to the same digest is ignored: its token decides once."""
+    first, second = held_item(db, 1), held_item(db, 2, "Kim Ito")
+    mail = digest_mail(db, settings, templates)
+    review.handle_answer(db, settings, answer_to(mail, f"resolve {first}"), LATER, None)
+    again = review.handle_answer(db, settings, answer_to(mail, f"resolve {second}"), LATER,
+                                 None)
+    assert not again.acted and "already used" in again.findings[0]
+    assert open_numbers(db) == [second]
+
+
 # --- the command line -------------------------------------------------------------------------
 
 
@@ -473,6 +611,18 @@ def test_cli_approve_all(db: Store, settings: Settings, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "2 replies approved" in result.output
     assert [i.id for i in db.due(NOW)] == [first, second]
+
+
+def test_cli_resolve_unknown_number_fails(db: Store, settings: Settings,
+                                          tmp_path: Path) -> None:
+    """`modbot resolve 99` for no such item says so and exits 1, resolving what it can."""
+    item = held_item(db, 1)
+    config = str(write_config(settings, tmp_path))
+    result = runner.invoke(app, ["--config", config, "resolve", str(item), "99"])
+    assert result.exit_code == 1
+    assert "1 item resolved" in result.output
+    assert "Number 99 is not a held item" in result.output
+    assert open_numbers(db) == []
 
 
 def test_cli_reject_unknown_number_fails(db: Store, settings: Settings, tmp_path: Path) -> None:
@@ -602,3 +752,26 @@ async def test_reused_token_is_ignored(context: Context, imap_user: servers.Imap
     assert [o.approved for o in outcomes] == [(first,), ()]
     assert "already used" in outcomes[1].findings[0]
     assert [w.id for w in review.waiting(context.store, LATER)] == [second]
+
+
+async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
+        imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, tmp_path: Path,
+        ca_file: Path) -> None:
+    """The daemon mails the digest; the counselor answers "resolve N" from the mailbox; the next
+    poll closes item N and leaves nothing held."""
+    from modbot.daemon import send_digest_if_due
+
+    settings = settings_for(imap_user.imap_settings(), smtp_server.smtp_settings(), tmp_path)
+    ctx = Context.build(settings, dkim_lookup=None)
+    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    imap_user.append("INBOX", (DATA / "invitation_current_priya_natarajan.eml").read_bytes())
+    await Poller(ctx).poll(NOW)
+    (item,) = open_numbers(ctx.store)
+    assert await send_digest_if_due(ctx, NOW, force=True)
+    (arrived,) = smtp_server.messages
+    mail = email.message_from_bytes(arrived.data, policy=default_policy)
+    assert isinstance(mail, EmailMessage)
+    assert f"[#{item} · No address found] Priya Natarajan" in plain(mail)
+    imap_user.append("INBOX", answer_to(mail, f"resolve {item}"))
+    await Poller(ctx).poll(LATER)
+    assert open_numbers(ctx.store) == []
