@@ -12,11 +12,14 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from modbot.errors import ConfigError, ModbotError
+from modbot import cli_setup
+from modbot.cli_base import _fail, _settings, _setup_logging, _version
+from modbot.cli_setup import health_problem  # noqa: F401 - where the tests and callers find it
+from modbot.errors import ModbotError
 
 if TYPE_CHECKING:
     from modbot.config import Settings
@@ -36,43 +39,33 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
+app.add_typer(cli_setup.app)  # init, health, auth
 
 ConfigOption = Annotated[
     Path | None,
-    typer.Option("--config", "-c", envvar="MODBOT_CONFIG",
+    typer.Option("--config", "-c", envvar="MODBOT_CONFIG", metavar="FILE",
                  help="Configuration file (TOML). Default: $MODBOT_CONFIG."),
 ]
 
 
-def _fail(message: str, code: int = 1) -> NoReturn:
-    typer.echo(f"modbot: {message}", err=True)
-    raise typer.Exit(code)
+def _plain_argument_help() -> None:
+    """Show an argument in --help by its metavar alone: typer adds the Python type after it
+    ("ID <int>"), which says nothing to the admin reading it."""
+    from typer.core import TyperArgument
+
+    def no_type(self: TyperArgument, ctx: object) -> None:
+        return None
+
+    TyperArgument.display_type_rich = no_type  # type: ignore[assignment,method-assign]
 
 
-def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
-    from modbot import config
-
-    path = ctx.obj.get("config") if ctx.obj else None
-    account = ctx.obj.get("account") if ctx.obj else None
-    try:
-        settings = config.load(path, resolve_secrets=resolve_secrets)
-        if account:
-            settings = settings.select(account)
-    except ConfigError as exc:
-        _fail(str(exc), code=2)
-    _setup_logging(settings.logging.level, settings.logging.format)
-    return settings
+_plain_argument_help()
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
-    import logging
-
-    from modbot.logs import install
-
-    install(level, fmt)
-    # Library loggers that print envelopes (names, addresses, subjects) or SQL parameters.
-    for noisy in ("imapclient", "sqlalchemy", "aiosmtplib", "mail", "mailparser", "alembic"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"modbot {_version()}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -83,6 +76,9 @@ def main_options(
         "--account", "-a", envvar="MODBOT_ACCOUNT", metavar="USER@HOST",
         help="With several [[accounts]]: act on this one only (default: every account for "
              "run, run-once and check; the first for other commands).")] = None,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print modbot's version and exit.")] = False,
 ) -> None:
     """modbot: keeps a counselor's LinkedIn boundaries, politely and the same for everyone."""
     # Every file modbot creates (database, logs, tokens) holds personal data: owner-only.
@@ -90,33 +86,53 @@ def main_options(
     ctx.obj = {"config": config_path, "account": account}
 
 
-def _print_report(report: PollReport) -> None:
-    typer.echo(f"new messages: {report.new_messages}, LinkedIn candidates: "
-               f"{report.candidates}, replies sent: {len(report.sent)}")
+def _print_report(report: PollReport, *, dry: bool = False) -> None:
     from modbot import words
 
+    if dry:
+        replies = f"replies that would be sent: {sum(h.status == 'queued' for h in report.handled)}"
+    else:
+        replies = f"replies sent: {len(report.sent)}"
+    typer.echo(f"new messages: {report.new_messages}, LinkedIn notifications: "
+               f"{report.candidates}, {replies}")
     for item in report.handled:
         who = f" from {item.person}" if item.person else ""
         to = f" to {item.recipient}" if item.recipient else ""
-        typer.echo(f"  {words.kind_label(item.kind)}{who}: "
-                   f"{words.action(item.action, item.status)}{to}"
-                   f" — {item.reasons[0] if item.reasons else item.rule}")
+        if dry and item.status == "queued":
+            done = "would be answered"
+        else:
+            done = words.action(item.action, item.status)
+        typer.echo(f"  uid {item.uid}: {words.kind_phrase(item.kind, item.rule)}{who}: "
+                   f"{done}{to} — {item.reasons[0] if item.reasons else item.rule}")
     for error in report.errors:
         typer.echo(f"  problem: {error}")
 
 
 @app.command("run-once")
-def run_once(ctx: typer.Context) -> None:
-    """Poll every inbox once: handle new notifications, send due replies, then exit."""
+def run_once(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Decide and show what this poll would do; send, record and mark "
+                          "nothing (the inbox is only read).")] = False,
+) -> None:
+    """Poll every inbox once: handle new notifications, send due replies, then exit.
+
+    Exit status 1 when something failed; each problem is printed.
+    """
     import asyncio
+
+    from modbot.advice import explain
 
     settings = _settings(ctx)
     accounts = settings.accounts()
+    if dry_run:
+        _dry_run(accounts)
+        return
     if len(accounts) == 1:
         try:
             report = asyncio.run(_poll_account(settings, None, _progress_bar()))
         except ModbotError as exc:
-            _fail(str(exc))
+            _fail(explain(exc, settings))
         _print_report(report)
         if report.errors:
             raise typer.Exit(1)
@@ -137,7 +153,7 @@ def run_once(ctx: typer.Context) -> None:
     for account, outcome in zip(accounts, asyncio.run(every()), strict=True):
         typer.echo(f"{account.account}:")
         if isinstance(outcome, ModbotError):
-            typer.echo(f"  problem: {outcome}")
+            typer.echo(f"  problem: {explain(outcome, account)}")
             failed = True
         elif isinstance(outcome, BaseException):
             raise outcome
@@ -145,6 +161,31 @@ def run_once(ctx: typer.Context) -> None:
             _print_report(outcome)
             failed = failed or bool(outcome.errors)
     store.close()
+    if failed:
+        raise typer.Exit(1)
+
+
+def _dry_run(accounts: tuple[Settings, ...]) -> None:
+    """``run-once --dry-run`` for each account, one after the other."""
+    import asyncio
+
+    from modbot.advice import explain
+    from modbot.dryrun import dry_run
+
+    failed = False
+    for account in accounts:
+        if len(accounts) > 1:
+            typer.echo(f"{account.account}:")
+        try:
+            report, note = asyncio.run(dry_run(account, datetime.now(UTC)))
+        except ModbotError as exc:
+            typer.echo(f"modbot: {explain(exc, account)}", err=True)
+            failed = True
+            continue
+        typer.echo("dry run: nothing was sent, recorded or marked"
+                   + (f" ({note})" if note else ""))
+        _print_report(report, dry=True)
+        failed = failed or bool(report.errors)
     if failed:
         raise typer.Exit(1)
 
@@ -182,6 +223,26 @@ def _progress_bar(least: int = 200) -> Callable[[int, int], None] | None:
             bar.stop()
 
     return update
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Where modbot stands: the mode, each inbox's last poll, the next digest, the replies
+    counted against the caps, and what waits for the counselor.
+
+    Only reads: asks no mail server and creates no database.
+    """
+    from modbot import status as standing
+
+    settings = _settings(ctx, resolve_secrets=False)
+    path = (ctx.obj or {}).get("config") or os.environ.get("MODBOT_CONFIG")
+    typer.echo(f"modbot {_version()}, configuration {Path(str(path)).absolute()}")
+    try:
+        lines = standing.lines(settings, datetime.now(UTC))
+    except ModbotError as exc:
+        _fail(str(exc))
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()
@@ -279,21 +340,22 @@ def classify_cmd(
 
 @app.command()
 def texts(ctx: typer.Context) -> None:
-    """Print the three texts of the practice: group welcome, advice for contacting, reply."""
-    from modbot.render import Templates, practice_texts
+    """Print every text of the practice: the group welcome and the "advice for contacting"
+    section to paste into LinkedIn, then the reply each kind of notification gets."""
+    from modbot import words
+    from modbot.render import PRACTICE_TEMPLATES, Templates, every_text
 
     settings = _settings(ctx, resolve_secrets=False)
     try:
-        rendered = practice_texts(Templates.load(settings.templates.dir), settings.counselor)
+        rendered = every_text(Templates.load(settings.templates.dir), settings.counselor)
     except ModbotError as exc:
         _fail(str(exc))
-    titles = {"group_welcome": "Group welcome message",
-              "advice_for_contacting": "Advice for contacting (profile section)",
-              "individual_reply": "Individual reply"}
-    for key, title in titles.items():
-        text = rendered[key]
+    titles = {"group_welcome": "Group welcome message (paste into the LinkedIn group)",
+              "advice_for_contacting": "Advice for contacting (paste into the profile)"}
+    for name, text in rendered.items():
+        title = titles.get(name) or f"Reply to {words.kind_phrase(name)}"
         typer.echo(f"=== {title} ===")
-        if key == "individual_reply":
+        if name not in PRACTICE_TEMPLATES:
             typer.echo(f"Subject: {text.subject}\n")
         typer.echo(text.text.rstrip() + "\n")
 
@@ -316,7 +378,9 @@ def check(ctx: typer.Context) -> None:
 @app.command()
 def demo(
     keep: Annotated[Path | None, typer.Option(
-        help="Keep the demo's database and config in this directory.")] = None,
+        metavar="DIR", show_default=False,
+        help="Keep the demo's database, configuration and servers' mail in this directory "
+             "(default: a temporary one, removed at the end).")] = None,
 ) -> None:
     """Run one real poll against embedded IMAP and SMTP servers seeded with sample mail."""
     import asyncio
@@ -366,32 +430,73 @@ def digest(
 
 @app.command()
 def held(ctx: typer.Context) -> None:
-    """List what waits for the counselor: held notifications and replies needing a decision."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """List what waits for the counselor, oldest first: why each item is held, the person's
+    LinkedIn profile, and the reply ready to paste into LinkedIn where one is due."""
+    from modbot import words
+    from modbot.render import Templates, clean_text
     from modbot.store import Store
 
     settings = _settings(ctx, resolve_secrets=False)
     try:
         items = Store.open(settings.database.url).open_items()
+        templates = Templates.load(settings.templates.dir)
     except ModbotError as exc:
         _fail(str(exc))
-    table = Table("#", "arrived", "kind", "person", "why")
-    for item in items:
-        reason = item.get("last_error") or (item["reasons"][0] if item["reasons"] else "")
-        table.add_row(str(item["id"]), f"{item['seen_at']:%Y-%m-%d %H:%M}", item["kind"],
-                      item.get("person_name") or "-", reason)
-    if items:
-        Console().print(table)
-    else:
+    if not items:
         typer.echo("nothing waits for you")
+        return
+    for item in items:
+        who = clean_text(item.get("person_name"))
+        typer.echo(f"#{item['id']}  {item['seen_at']:%Y-%m-%d %H:%M}  "
+                   f"{words.kind_label(item['kind'])}{f' from {who}' if who else ''}")
+        reason = clean_text(item.get("last_error") or (item["reasons"] or [""])[0], 300)
+        if reason:
+            typer.echo(f"    why: {reason}")
+        profile = _profile_link(item)
+        if profile:
+            typer.echo(f"    profile: {profile}")
+        paste = _paste_text(item, templates, settings)
+        if paste:
+            typer.echo("    reply to paste into LinkedIn:")
+            typer.echo("\n".join(f"      {line}".rstrip() for line in paste.splitlines()))
+        typer.echo("")
+    typer.echo(f"{len(items)} item{'s' if len(items) != 1 else ''}; when one is dealt with: "
+               "modbot resolve NUMBER")
+
+
+def _profile_link(item: dict[str, Any]) -> str | None:
+    """The person's LinkedIn profile, only from mail proven to be LinkedIn's: a fake
+    notification's link goes wherever its sender wants."""
+    import re
+
+    url = item.get("profile_url") or ""
+    if item.get("authentic") is True and re.match(r"^https://www\.linkedin\.com/[^\s<>\"'\\]*$",
+                                                  url):
+        return str(url)
+    return None
+
+
+def _paste_text(item: dict[str, Any], templates: Any, settings: Settings) -> str | None:
+    """The reply the person would have had, to paste into LinkedIn by hand; None for an item
+    whose kind gets no reply (a fake notification, unknown mail)."""
+    from modbot.model import Person, Recipient
+    from modbot.render import REPLY_TEMPLATES, clean_text, reply_text
+
+    if item["kind"] not in REPLY_TEMPLATES or item.get("outbox_status") == "review":
+        return None  # a reply waiting for review is seen with `modbot review show`
+    name = clean_text(item.get("person_name"))
+    try:
+        return reply_text(templates, template=item["kind"], counselor=settings.counselor,
+                          recipient=Recipient(name or "", "", "held"), person=Person(name=name))
+    except ModbotError:
+        return None  # `modbot check` names the broken template
 
 
 @app.command()
 def resolve(
     ctx: typer.Context,
-    ids: Annotated[list[int] | None, typer.Argument(help="Numbers from `modbot held`.")] = None,
+    ids: Annotated[list[int] | None, typer.Argument(
+        metavar="ID...", show_default=False, help="Numbers from `modbot held`.")] = None,
     resolve_all: Annotated[bool, typer.Option("--all", help="Resolve every held item.")] = False,
 ) -> None:
     """Mark held items as dealt with, so the digest stops listing them; a reply that waits for
@@ -497,12 +602,31 @@ def review_show(ctx: typer.Context, item: ReviewId) -> None:
 
     settings, store = _review_store(ctx)
     try:
-        found = review.preview(store, settings, Templates.load(settings.templates.dir), item)
+        templates = Templates.load(settings.templates.dir)
+        found = review.preview(store, settings, templates, item)
+        subject = _review_subject(store, settings, templates, item) if found else None
     except ModbotError as exc:
         _fail(str(exc))
     if found is None:
         _fail(f"number {item} does not wait for review")
-    typer.echo(f"To: {found[0]}\n\n{found[1]}")
+    typer.echo(f"To: {found[0]}\nSubject: {subject}\n\n{found[1]}")
+
+
+def _review_subject(store: Store, settings: Settings, templates: Any, item_id: int) -> str:
+    """The Subject the waiting reply ``item_id`` would carry, built as it will be sent."""
+    from email.header import decode_header, make_header
+
+    from modbot.model import Person, Recipient
+    from modbot.render import reply_message
+    from modbot.store import REVIEW
+
+    item = next(i for i in store.items(REVIEW) if i.id == item_id)
+    message = reply_message(
+        templates, template=item.template, counselor=settings.counselor,
+        recipient=Recipient(item.recipient_name or "", item.recipient_email, "outbox"),
+        person=Person(name=item.person_name), message_id=item.message_id,
+        date=datetime.now(UTC))
+    return str(make_header(decode_header(str(message["Subject"]))))
 
 
 @review_app.command("edit")
@@ -556,173 +680,6 @@ def db_upgrade(ctx: typer.Context) -> None:
     except ModbotError as exc:
         _fail(str(exc))
     typer.echo("database is up to date")
-
-
-# --- operations: init and health --------------------------------------------------------------
-
-InitAnswer = Annotated[str | None, typer.Option(show_default=False)]
-
-
-@app.command()
-def init(
-    ctx: typer.Context,
-    path: Annotated[Path | None, typer.Argument(
-        help="File to write. Default: --config / $MODBOT_CONFIG, else ./modbot.toml.")] = None,
-    non_interactive: Annotated[bool, typer.Option(
-        "--non-interactive", help="Ask nothing: answers come from the options below.")] = False,
-    name: InitAnswer = None, email: InitAnswer = None, contact: InitAnswer = None,
-    imap_host: InitAnswer = None, imap_user: InitAnswer = None, smtp_host: InitAnswer = None,
-    smtp_user: InitAnswer = None, security: InitAnswer = None, directory: InitAnswer = None,
-    database: InitAnswer = None,
-) -> None:
-    """Write a first configuration from a few questions (owner-only; never overwrites a file)."""
-    from modbot import newconfig
-
-    target = path or (ctx.obj or {}).get("config") or Path("modbot.toml")
-    if target.exists():
-        _fail(f"{target} already exists; modbot init never overwrites a configuration")
-    given = {"name": name, "email": email, "contact": contact, "imap_host": imap_host,
-             "imap_user": imap_user, "smtp_host": smtp_host, "smtp_user": smtp_user,
-             "security": security, "directory": directory, "database": database}
-    answers: dict[str, str] = {}
-    missing: list[str] = []
-    for question in newconfig.QUESTIONS:
-        value = given[question.key]
-        default = newconfig.default_for(question, answers)
-        if value is None and non_interactive:
-            if default is None:
-                missing.append("--" + question.key.replace("_", "-"))
-                continue
-            value = default
-        elif value is None:
-            value = _ask(question.prompt, default, question.choices)
-        answers[question.key] = str(value)
-    if missing:
-        _fail(f"--non-interactive needs {', '.join(missing)}", code=2)
-    try:
-        text = newconfig.render(answers)
-        newconfig.check(text, target)
-        newconfig.write(target, text)
-    except ConfigError as exc:
-        _fail(str(exc), code=2)
-    typer.echo(f"wrote {target} (readable by its owner only). Next:\n"
-               f"  export {newconfig.IMAP_PASSWORD_ENV}=...   (and {newconfig.SMTP_PASSWORD_ENV} "
-               "if the SMTP server needs a login)\n"
-               f"  modbot --config {target} check\n"
-               "modbot starts in shadow mode: it decides and records, and sends nothing, until "
-               "[policy] mode says otherwise.")
-
-
-def _ask(prompt: str, default: str | None, choices: tuple[str, ...]) -> str:
-    if choices:
-        prompt = f"{prompt} [{'/'.join(choices)}]"
-    while True:
-        value = str(typer.prompt(prompt, default=default, show_default=bool(default))).strip()
-        if not choices or value in choices:
-            return value
-        typer.echo(f"Please answer one of: {', '.join(choices)}", err=True)
-
-
-def health_problem(last_good: datetime | None, now: datetime, poll_seconds: int) -> str | None:
-    """None if a poll succeeded within 3 × ``poll_seconds`` before ``now``, else why not."""
-    if last_good is None:
-        return "no poll has succeeded yet"
-    age = (now - last_good).total_seconds()
-    if age < 3 * poll_seconds:
-        return None
-    return (f"the last successful poll was {_ago(age)} ago, more than three poll intervals "
-            f"({_ago(3 * poll_seconds)})")
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-@app.command()
-def health(ctx: typer.Context) -> None:
-    """For container health checks: exit 0 if a poll succeeded recently, else 1 and why.
-
-    Recently means within three poll intervals (3 × [schedule] poll_seconds).
-    """
-    from sqlalchemy.engine import make_url
-
-    from modbot import config
-    from modbot.store import Store
-
-    try:
-        settings = config.load((ctx.obj or {}).get("config"), resolve_secrets=False)
-        url = settings.database.url
-        if make_url(url).get_backend_name() == "sqlite":
-            database = make_url(url).database or ""
-            if database not in ("", ":memory:") and not Path(database).expanduser().exists():
-                _fail(f"unhealthy: there is no database at {database} yet")
-        store = Store.open(url, migrate=False)
-        try:
-            last = store.last_good_poll(settings.account)
-        finally:
-            store.close()
-    except ModbotError as exc:  # exit 1, not 2: Docker reserves 2 in health checks
-        _fail(f"unhealthy: {exc}")
-    now = datetime.now(UTC)
-    problem = health_problem(last, now, settings.schedule.poll_seconds)
-    if problem is not None:
-        _fail(f"unhealthy: {problem}")
-    assert last is not None
-    typer.echo(f"healthy: the last successful poll was {_ago((now - last).total_seconds())} ago")
-
-
-@app.command("auth")
-def auth_cmd(
-    ctx: typer.Context,
-    provider: Annotated[str, typer.Argument(
-        metavar="google|microsoft|generic",
-        help="The provider of the oauth2 table; must match the configuration.")],
-    smtp: Annotated[bool, typer.Option(
-        "--smtp", help="Sign in for [smtp.oauth2] rather than [imap.oauth2].")] = False,
-    port: Annotated[int, typer.Option(
-        min=0, max=65535,
-        help="Loopback port for the browser's answer (google, generic); 0: any free one.")] = 0,
-    browser: Annotated[bool, typer.Option(
-        "--browser/--no-browser", help="Also open the sign-in page in a browser here.")] = False,
-    timeout: Annotated[float, typer.Option(
-        min=10, help="Seconds to wait for the sign-in.")] = 300.0,
-) -> None:
-    """Sign in once with Google, Microsoft 365 or another OAuth2 provider; save the tokens.
-
-    Google and generic providers: open the printed address and sign in; the browser comes back
-    to modbot on 127.0.0.1. Microsoft: open Microsoft's page on any device and type the code.
-    """
-    import webbrowser
-
-    from modbot import signin
-    from modbot.tls import client_context
-
-    settings = _settings(ctx)
-    section, server = ("smtp", settings.smtp) if smtp else ("imap", settings.imap)
-    oauth2 = server.oauth2
-    if server.auth != "oauth2" or oauth2 is None:
-        _fail(f'[{section}] does not say auth = "oauth2", so there is nothing to sign in for',
-              code=2)
-    if oauth2.provider != provider:
-        _fail(f'[{section}.oauth2] says provider = "{oauth2.provider}", not "{provider}"',
-              code=2)
-    try:
-        answer = signin.sign_in(oauth2, client_context(server.ca_file),
-                                username=server.username or "", say=typer.echo,
-                                open_browser=webbrowser.open if browser else None,
-                                port=port, timeout=timeout)
-        signin.save(oauth2, answer, datetime.now(UTC))
-    except ModbotError as exc:
-        _fail(str(exc))
-    typer.echo(f"signed in; the tokens are in {oauth2.token_file} (readable by you alone)")
-    shared = settings.smtp.oauth2
-    if not smtp and settings.smtp.auth == "oauth2" and shared is not None \
-            and shared.token_file == oauth2.token_file:
-        typer.echo("the SMTP login uses the same tokens")
 
 
 def main() -> None:

@@ -56,11 +56,21 @@ def formatter(fmt: str) -> logging.Formatter:
     return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
 
 
+# Libraries whose INFO lines an admin should not have to read: envelopes (names, addresses,
+# subjects), SQL and its parameters, and APScheduler's "Running job ..." and "executed
+# successfully" around every poll, which would bury modbot's one line per poll.
+QUIET_LIBRARIES = ("imapclient", "sqlalchemy", "aiosmtplib", "mail", "mailparser", "alembic",
+                   "apscheduler")
+
+
 def install(level: str, fmt: str = "text") -> logging.Handler:
-    """Send the root logger's records at ``level`` and above to stderr in ``fmt``.
+    """Send the root logger's records at ``level`` and above to stderr in ``fmt``, with the
+    libraries in ``QUIET_LIBRARIES`` held at WARNING.
 
     Calling it again replaces the handler it installed before and leaves any other alone.
     """
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, StderrHandler):

@@ -421,6 +421,14 @@ def practice_texts(templates: Templates, counselor: CounselorSettings) -> dict[s
     }
 
 
+def every_text(templates: Templates, counselor: CounselorSettings) -> dict[str, RenderedText]:
+    """Every text the counselor's practice uses, by template name, for no one in particular:
+    the two to paste into LinkedIn, then the reply to each kind that gets one."""
+    context = _context(counselor, Person(), None)
+    return {name: templates.render_text(name, **context)
+            for name in (*PRACTICE_TEMPLATES, *REPLY_TEMPLATES)}
+
+
 def _flat(text: str) -> str:
     return " ".join(text.replace("’", "'").split()).lower()
 

@@ -1,0 +1,137 @@
+"""``modbot status``: where modbot stands, for a person at a terminal.
+
+For each account: the mode, the last poll and whether it went well, the next digest, the replies
+counted against the caps (and a pause a cap started), and what waits for the counselor. It only
+reads: a database that does not exist yet is not created, and none of the mail servers is asked.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from modbot import words
+
+if TYPE_CHECKING:
+    from modbot.config import Settings
+    from modbot.store import Store
+
+
+def _ago(moment: datetime, now: datetime) -> str:
+    seconds = max((now - moment).total_seconds(), 0)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def _local(moment: datetime, zone: str) -> str:
+    try:
+        local = moment.astimezone(ZoneInfo(zone))
+    except (KeyError, ValueError):
+        local = moment
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def database_missing(url: str) -> Path | None:
+    """The SQLite file ``url`` names when it does not exist yet, else None."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") \
+            or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    return None if path.exists() else path
+
+
+def mode_line(settings: Settings) -> str:
+    policy = settings.policy
+    line = f"mode: {words.mode(policy.mode.value)}"
+    if policy.modes:
+        line += "; except " + ", ".join(f"{words.kind_phrase(kind.value)}: {mode.value}"
+                                        for kind, mode in policy.modes.items())
+    if policy.redirect_all_to:
+        line += f"; every reply goes to {policy.redirect_all_to} instead"
+    return line
+
+
+def _sent_since(store: Store, account: str, since: datetime) -> int:
+    from sqlalchemy import func, select
+
+    from modbot.store import COUNTS_AS_REPLIED, messages, outbox
+
+    query = (select(func.count()).select_from(outbox.join(messages,
+                                                          messages.c.id == outbox.c.message_row))
+             .where(messages.c.account == account, outbox.c.status.in_(COUNTS_AS_REPLIED),
+                    outbox.c.created_at >= since))
+    with store.transaction() as c:
+        return int(c.execute(query).scalar_one())
+
+
+def account_lines(settings: Settings, store: Store | None, now: datetime) -> list[str]:
+    """What ``status`` says about one account; ``store`` None when there is no database yet."""
+    from modbot.daemon import latest_digest_due
+
+    account = settings.account
+    zone = settings.digest.timezone
+    lines = [f"account {account} ({settings.counselor.name}, {settings.counselor.email})",
+             "  " + mode_line(settings)]
+    next_digest = latest_digest_due(settings.digest, now + timedelta(days=7))
+    if store is None:
+        lines += ["  last poll: none yet (no database: modbot has not run)",
+                  f"  next digest: {_local(next_digest, zone)}"]
+        return lines
+    polls = store.polls_between(now - timedelta(days=30), now + timedelta(days=1), account)
+    if not polls:
+        lines.append("  last poll: none in the last 30 days")
+    else:
+        last = polls[-1]
+        when = last.get("finished_at") or last["started_at"]
+        outcome = ("went well" if last.get("ok") else
+                   f"FAILED: {last.get('error') or 'did not finish'}")
+        lines.append(f"  last poll: {_local(when, zone)}, {_ago(when, now)}, {outcome}")
+        good = store.last_good_poll(account)
+        if not last.get("ok"):
+            lines.append("  last poll that went well: "
+                         + (f"{_local(good, zone)}, {_ago(good, now)}" if good else "none"))
+    lines.append(f"  next digest: {_local(next_digest, zone)} to {settings.counselor.email}")
+    policy = settings.policy
+    hour = _sent_since(store, account, now - timedelta(hours=1))
+    day = _sent_since(store, account, now - timedelta(days=1))
+    lines.append(f"  replies: {hour} in the last hour (cap {policy.max_replies_per_hour}), "
+                 f"{day} in the last 24 hours (cap {policy.max_replies_per_day})")
+    pause = store.active_pause(account)
+    if pause is not None:
+        lines.append(f"  PAUSED since {_local(pause.started_at, zone)}: {pause.reason}; "
+                     "`modbot resume` starts replies again")
+    items = store.open_items(account)
+    review = sum(1 for item in items if item.get("outbox_status") == "review")
+    held = len(items) - review
+    waiting = [words.plural(held, "item") + " held (`modbot held`)"] if held else []
+    if review:
+        waiting.append(words.plural(review, "reply", "replies") + " to review (`modbot review`)")
+    lines.append("  waiting for the counselor: " + ("; ".join(waiting) or "nothing"))
+    return lines
+
+
+def lines(settings: Settings, now: datetime) -> list[str]:
+    """Every line of ``modbot status`` for the accounts of ``settings``."""
+    from modbot.store import Store
+
+    missing = database_missing(settings.database.url)
+    store = None if missing is not None else Store.open(settings.database.url, migrate=False)
+    try:
+        out: list[str] = []
+        for account in settings.accounts():
+            out += account_lines(account, store, now)
+        return out
+    finally:
+        if store is not None:
+            store.close()
