@@ -42,6 +42,11 @@ Security = Literal["tls", "starttls", "none"]
 Email = Annotated[str, Field(min_length=3, max_length=254)]
 
 
+def is_email(value: str) -> bool:
+    """True for what the configuration accepts as one email address."""
+    return bool(_EMAIL.match(value)) and 3 <= len(value) <= 254
+
+
 def _check_email(value: str) -> str:
     if not _EMAIL.match(value):
         raise ValueError(f"{value!r} is not an email address")

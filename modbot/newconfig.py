@@ -8,7 +8,9 @@ with ``config.parse`` before it is written, so a bad answer leaves nothing behin
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,80 @@ QUESTIONS = (
     Question("database", "Database file (or a SQLAlchemy URL)",
              default="/var/lib/modbot/modbot.db"),
 )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What is wrong with one answer (``problem``: ask again), or worth knowing (``warning``)."""
+
+    problem: str | None = None
+    warning: str | None = None
+
+
+def check_answer(key: str, value: str, answers: dict[str, str]) -> Verdict:
+    """Check the answer to question ``key`` as it is typed, given the earlier ``answers``.
+
+    A problem means the configuration could not be written with it; a warning, that it can be
+    but something needs doing first (a directory file that does not exist yet, a database
+    folder this user cannot write).
+    """
+    value = value.strip()
+    if key in ("name", "contact", "imap_user") and not value:
+        return Verdict("an answer is needed")
+    if key == "email" and not config.is_email(value):
+        return Verdict(f"{value!r} is not an email address")
+    if key in ("imap_host", "smtp_host") and not _is_host(value):
+        return Verdict(f"{value!r} is not a host name: give the server's name alone, such as "
+                       "imap.example.edu (the port follows from the security)")
+    if key == "security":
+        if value not in PORTS["imap"]:
+            return Verdict(f"answer one of: {', '.join(PORTS['imap'])}")
+        hosts = [answers.get("imap_host", ""), answers.get("smtp_host", "")]
+        if value == "none" and not all(config.is_loopback(h) for h in hosts):
+            return Verdict('"none" sends the password in clear text: only for servers on this '
+                           "machine (localhost, 127.0.0.1)")
+    if key == "directory" and value:
+        return _check_directory(Path(value).expanduser())
+    if key == "database" and value and "://" not in value:
+        return _check_database(Path(value).expanduser().absolute())
+    return Verdict()
+
+
+def _is_host(value: str) -> bool:
+    """A host name or an IP address: no scheme, port, path or space."""
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value))
+
+
+def _check_directory(path: Path) -> Verdict:
+    from modbot.errors import DirectoryError
+    from modbot.recipients import CsvDirectory
+
+    if not path.exists():
+        return Verdict(warning=f"{path} does not exist yet: put the campus directory export "
+                               "there before modbot starts (`modbot check` reports it until "
+                               "then)")
+    try:
+        directory = CsvDirectory.from_csv(path)
+    except DirectoryError as exc:
+        return Verdict(f"{exc}")
+    return Verdict(warning="; ".join(directory.warnings) or None)
+
+
+def _check_database(path: Path) -> Verdict:
+    existing = next((p for p in (path.parent, *path.parents) if p.exists()), None)
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        return Verdict(warning=f"{path} is not writable by you: modbot must run as a user "
+                               "who can write it")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK) \
+            and not path.parent.exists():
+        return Verdict(warning=f"{existing} is not writable by you: create {path.parent} for "
+                               "the user modbot runs as (sudo install -d -o modbot -m 700 "
+                               f"{path.parent})")
+    return Verdict()
 
 
 def default_for(question: Question, answers: dict[str, str]) -> str | None:

@@ -136,8 +136,8 @@ def test_init_bad_answers_write_nothing(tmp_path: Path) -> None:
     result = runner.invoke(app, ["init", str(target), "--non-interactive", *options(
         tmp_path, email="not-an-address", security="none")])
     assert result.exit_code == 2
-    assert "counselor.email" in result.output
-    assert 'security = "none"' in result.output
+    assert "--email: 'not-an-address' is not an email address" in result.output
+    assert '--security: "none" sends the password in clear text' in result.output
     assert not target.exists()
 
 
@@ -323,3 +323,29 @@ format = "json"
     assert any(e["logger"] == "modbot.poll" for e in entries)
     for secret in (imap_user.password, smtp_server.password):
         assert secret not in result.output
+
+
+def test_init_checks_each_answer_as_it_is_typed(tmp_path: Path, passwords: None) -> None:
+    """A wrong answer is asked again at once, a missing directory file is warned about, and the
+    earlier answers are kept: the file is written at the end."""
+    target = tmp_path / "modbot.toml"
+    answers = [
+        "Career Services Counselor",
+        "counselor at counsel", "counselor@counsel.example.edu",  # not an address: asked again
+        "https://counsel.example.edu/secure",
+        "imaps://imap.counsel.example.edu:993", "imap.counsel.example.edu",  # not a host name
+        "", "", "",
+        "none", "tls",  # clear text to a remote server: refused at once
+        str(tmp_path / "later.csv"),  # does not exist yet: a warning, not a refusal
+        str(tmp_path / "modbot.db"),
+    ]
+    result = runner.invoke(app, ["init", str(target)], input="\n".join(answers) + "\n")
+    assert result.exit_code == 0, result.output
+    assert "'counselor at counsel' is not an email address; please answer again" in result.output
+    assert "is not a host name" in result.output
+    assert '"none" sends the password in clear text' in result.output
+    assert "later.csv does not exist yet" in result.output
+    settings = config.load(target)
+    assert settings.counselor.email == "counselor@counsel.example.edu"
+    assert settings.imap.host == "imap.counsel.example.edu"
+    assert settings.directory.csv == tmp_path / "later.csv"
