@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from modbot.errors import ConfigError, MaybeSentError, ModbotError
 from modbot.idle import CHECK_SECONDS, STOP_SECONDS, IdleWatcher
 from modbot.lock import AccountLock, acquire_account_lock
 from modbot.outbox import send_one
-from modbot.poll import Context, Poller
+from modbot.poll import Context, Poller, PollReport
 from modbot.render import make_message_id
 from modbot.store import Store
 
@@ -91,6 +92,44 @@ async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False
         raise
     log.info("weekly digest sent")
     return True
+
+
+def poll_line(report: PollReport) -> str:
+    """One poll in one log line: "poll: 3 new, 2 from LinkedIn (1 answered, 1 held); 1 sent"."""
+    if not report.new_messages and not report.sent and not report.errors:
+        return "poll: nothing new"
+    line = f"poll: {report.new_messages} new"
+    if report.candidates:
+        actions = Counter(h.action for h in report.handled)
+        done = ", ".join(f"{count} {_DONE.get(action, action)}"
+                         for action, count in actions.most_common())
+        line += f", {report.candidates} from LinkedIn" + (f" ({done})" if done else "")
+    if report.sent:
+        line += f"; {len(report.sent)} sent"
+    if report.errors:
+        line += f"; {len(report.errors)} problem{'s' if len(report.errors) > 1 else ''}"
+    return line
+
+
+_DONE = {"reply": "answered", "hold": "held", "log": "noted", "ignore": "ignored"}
+
+
+def start_line(accounts: Sequence[Settings], now: datetime) -> str:
+    """What the daemon says when it starts: the mode of each account, how it watches the
+    inboxes, and when the next digest goes out."""
+    from modbot.cli_base import _version
+
+    first = accounts[0]
+    inboxes = ", ".join(f"{a.account} ({a.policy.mode.value} mode, {a.imap.folder})"
+                        for a in accounts)
+    watch = f"every {first.schedule.poll_seconds} s"
+    if any(a.imap.idle for a in accounts):
+        watch += " and at once when IDLE reports new mail"
+    schedule = first.digest
+    due = latest_digest_due(schedule, now + timedelta(days=7)).astimezone(
+        ZoneInfo(schedule.timezone))
+    return (f"modbot {_version()} started for {inboxes}; polling {watch}; next digest "
+            f"{due:%a %Y-%m-%d %H:%M} {due.tzname()}")
 
 
 def resume(settings: Settings, now: datetime) -> bool:
@@ -175,18 +214,19 @@ class _Inbox:
 
     async def job(self, name: str, step: Callable[[datetime], Awaitable[object]]) -> None:
         """Run ``step`` at the current time; log its failure in one sentence and go on."""
+        from modbot.advice import explain
+
         try:
             self.lock.check()
             await step(datetime.now(UTC))
         except ModbotError as exc:
-            log.error("%s%s failed: %s", self.label, name, exc)
+            log.error("%s%s failed: %s", self.label, name, explain(exc, self.settings))
         except Exception as exc:  # the daemon outlives any single failure
             log.error("%s%s failed unexpectedly: %s", self.label, name, type(exc).__name__)
 
     async def _poll(self, now: datetime) -> None:
         report = await self.poller.poll(now)
-        log.info("%spoll: %d new, %d LinkedIn, %d sent", self.label, report.new_messages,
-                 report.candidates, len(report.sent))
+        log.info("%s%s", self.label, poll_line(report))
 
     async def _digest(self, now: datetime) -> None:
         await send_digest_if_due(self.ctx, now)
@@ -271,10 +311,7 @@ async def _run_locked(accounts: Sequence[Settings], locks: Sequence[AccountLock]
     watching = [asyncio.create_task(watcher.run()) for watcher in watchers]
     sdnotify.ready()
     keeper = asyncio.create_task(sdnotify.keep_alive(stop))
-    for inbox in inboxes:
-        imap = inbox.settings.imap
-        log.info("modbot running: %spolling %s every %ss%s", inbox.label, imap.folder,
-                 poll_seconds, ", and at once when IDLE reports new mail" if imap.idle else "")
+    log.info("%s", start_line(accounts, datetime.now(UTC)))
     try:
         await stop.wait()
     finally:

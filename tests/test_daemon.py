@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import faults
 import pytest
+import servers
 
 from modbot.config import (
     CounselorSettings,
@@ -18,8 +25,9 @@ from modbot.config import (
     SmtpSettings,
     TemplateSettings,
 )
-from modbot.daemon import latest_digest_due, run_daemon
+from modbot.daemon import latest_digest_due, poll_line, run_daemon, start_line
 from modbot.errors import TemplateError
+from modbot.poll import Handled, PollReport
 
 
 def test_latest_due_same_week() -> None:
@@ -59,3 +67,62 @@ async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
     )
     with pytest.raises(TemplateError, match="no_such_filter"):
         await run_daemon(settings, stop=asyncio.Event())
+
+
+def test_poll_line_says_what_a_poll_did_in_one_line() -> None:
+    """A poll is one line: what was new, what LinkedIn sent and what was done with it."""
+    report = PollReport(new_messages=3, candidates=2, sent=["<a@x>"], handled=[
+        Handled(1, "connection_invitation", "reply", "r", ("x",), "A", "a@x", "sent"),
+        Handled(2, "spoofed_linkedin", "hold", "r", ("x",), None, None, None)])
+    assert poll_line(report) == "poll: 3 new, 2 from LinkedIn (1 answered, 1 held); 1 sent"
+    assert poll_line(PollReport()) == "poll: nothing new"
+
+
+def test_start_line_names_mode_accounts_and_next_digest(tmp_path: Path) -> None:
+    """The start line names each account with its mode, how it is watched, and the next
+    digest in the counselor's time zone."""
+    settings = Settings(
+        counselor=CounselorSettings(name="C", email="counselor@counsel.example.edu",
+                                    confidential_contact="x"),
+        imap=ImapSettings(host="imap.counsel.example.edu", username="counselor"),
+        smtp=SmtpSettings(host="smtp.counsel.example.edu"),
+        digest=DigestSettings(day="fri", time="16:30", timezone="America/Chicago"))
+    line = start_line([settings], datetime(2026, 11, 25, 12, 0, tzinfo=UTC))
+    assert "started for counselor@imap.counsel.example.edu (shadow mode, INBOX)" in line
+    assert "polling every 300 s and at once when IDLE reports new mail" in line
+    assert line.endswith("next digest Fri 2026-11-27 16:30 CST")
+
+
+@pytest.mark.integration
+def test_daemon_logs_one_line_per_poll(tmp_path: Path, ca_file: Path,
+                                       imap_user: servers.ImapUser,
+                                       smtp_server: servers.SmtpServer) -> None:
+    """`modbot run` at INFO says how it started, then one line per poll and nothing from the
+    scheduler; SIGTERM stops it."""
+    imap_user.append("INBOX", faults.fixture(faults.JORDAN))
+    config = faults.write_config(tmp_path, imap_user, smtp_server, ca_file)
+    env = {**os.environ, "MODBOT_IMAP_PASSWORD": imap_user.password}
+    daemon = subprocess.Popen([sys.executable, "-m", "modbot", "--config", str(config), "run"],
+                              stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    try:
+        assert daemon.stderr is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = daemon.stderr.readline()
+            lines.append(line)
+            if "modbot.daemon: poll:" in line:
+                break
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, rest = daemon.communicate(timeout=30)
+    lines += rest.splitlines()
+    text = "\n".join(lines)
+    assert daemon.returncode == 0, text
+    start = next(line for line in lines if "started for" in line)
+    assert f"{imap_user.username}@127.0.0.1 (auto mode, INBOX)" in start
+    assert "next digest Mon " in start
+    polls = [line for line in lines if "modbot.daemon: poll:" in line]
+    assert "1 new, 1 from LinkedIn (1 answered); 1 sent" in polls[0]
+    assert all(line.endswith("poll: nothing new") for line in polls[1:])
+    assert "apscheduler" not in text and "Running job" not in text
