@@ -23,7 +23,7 @@ from pathlib import Path
 
 import typer
 
-from modbot import config, digest
+from modbot import config, digest, words
 from modbot.demo_servers import DemoServers
 from modbot.poll import Context, PollReport, poll_once
 from modbot.render import make_message_id
@@ -191,14 +191,16 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
 
 def _show_poll(title: str, report: PollReport) -> None:
     typer.secho(f"\n== {title} ==", bold=True)
-    typer.echo(f"{report.new_messages} new messages, {report.candidates} from or imitating "
-               f"LinkedIn, {len(report.sent)} replies sent")
+    typer.echo(f"{words.plural(report.new_messages, 'new email')}, "
+               f"{report.candidates} from LinkedIn or pretending to be, "
+               f"{words.plural(len(report.sent), 'reply', 'replies')} sent")
     for item in report.handled:
-        who = item.person or "-"
-        typer.echo(f"  [{item.action.upper():6}] {item.kind:22} {who:18} "
-                   f"{item.reasons[0] if item.reasons else item.rule}")
-        if item.recipient:
-            typer.echo(f"           reply to {item.recipient} ({item.status})")
+        who = f" from {item.person}" if item.person else ""
+        to = f" to {item.recipient}" if item.recipient else ""
+        typer.echo(f"  {words.kind_label(item.kind)}{who}: "
+                   f"{words.action(item.action, item.status)}{to}")
+        if item.reasons:
+            typer.echo(f"      why: {item.reasons[0]}")
     for error in report.errors:
         typer.echo(f"  problem: {error}")
 
@@ -239,9 +241,11 @@ async def run_demo(keep: Path | None = None) -> int:
             unchanged = all(
                 ("\\Seen" in flags) == ("\\Seen" in flags_before.get(uid, ()))
                 for uid, flags in servers.inbox_flags().items())
-            typer.echo(f"\\Seen flags unchanged: {'yes' if unchanged else 'NO'}")
-            data = digest.gather(ctx.store, settings, now + timedelta(minutes=6))
-            weekly = digest.build(data, ctx.templates, settings.counselor, now=now,
+            typer.echo("Read and unread marks in the inbox left as they were: "
+                       f"{'yes' if unchanged else 'NO'}")
+            later = now + timedelta(minutes=6)  # the digest is written after both polls
+            data = digest.gather(ctx.store, settings, later)
+            weekly = digest.build(data, ctx.templates, settings.counselor, now=later,
                                   message_id=make_message_id(settings.counselor.domain))
             body = weekly.get_body(preferencelist=("plain",))
             typer.secho("\n== The counselor's digest (preview) ==", bold=True)

@@ -106,7 +106,8 @@ def _not_linkedin(f: Facts) -> Outcome | None:
 
 def _spoof(f: Facts) -> Outcome | None:
     if f.kind is Kind.SPOOFED_LINKEDIN:
-        return f.configured_action(), "looks like LinkedIn but is not authentic; never answered"
+        return f.configured_action(), ("pretends to come from LinkedIn but is shown not to; "
+                                       "it is never answered")
     return None
 
 
@@ -119,7 +120,7 @@ def _configured(f: Facts) -> Outcome | None:
 
 def _unverified(f: Facts) -> Outcome | None:
     if f.authenticity.authentic is not True:
-        return Action.HOLD, "could not confirm that LinkedIn sent it, so it is not answered"
+        return Action.HOLD, "not proven to come from LinkedIn, so it is not answered"
     return None
 
 

@@ -129,10 +129,11 @@ def test_paste_text_is_plain_lines_in_the_text_part(db: Store, templates: Templa
 def test_spoof_is_listed_without_paste_text(db: Store, templates: Templates) -> None:
     """A spoof needs the counselor but gets no reply to paste."""
     hold(db, "spoofed_linkedin", "spoofed-linkedin",
-         "looks like LinkedIn but is not authentic; never answered", authentic=False)
+         "pretends to come from LinkedIn but is shown not to; it is never answered",
+         authentic=False)
     text, visible = parts(make(db, templates))
     assert "Fake LinkedIn mail" in visible
-    assert "Looks like LinkedIn but is not authentic; never answered." in text
+    assert "Pretends to come from LinkedIn but is shown not to; it is never answered." in text
     assert "paste" not in text
 
 
