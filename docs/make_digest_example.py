@@ -1,18 +1,21 @@
 """Write docs/digest-example.html: the digest for a realistic week, from a real store.
 
 Run it from the project root with ``.venv/bin/python docs/make_digest_example.py``; it prints
-the plain-text part too. Render the HTML to docs/digest.png with headless chromium to look at it.
+the plain-text part too. Where headless Chromium is installed it also renders the HTML as a
+phone (docs/digest-400.png, 400 px wide) and a desktop mail client (docs/digest-900.png) show it.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from modbot import config, digest, store
+from modbot import config, digest, store, words
 from modbot.render import Templates
 from modbot.store import Store
 
@@ -25,12 +28,8 @@ SETTINGS = config.parse({
     "policy": {"mode": "auto"},
     "digest": {"timezone": "America/Chicago"},
 }, resolve_secrets=False)
-KIND_REASON = {
-    "connection_invitation": "answer the connection invitation with its template",
-    "group_join_request": "answer the group join request with its template",
-    "linkedin_message": "answer the linkedin message with its template",
-    "recommendation_request": "answer the recommendation request with its template",
-}
+REFERENCE = "5f0c2a9e71b84d3c9a6e0b1f2d4c8a73"  # an example of the digest's one-time token
+SPOOF = "pretends to come from LinkedIn but is shown not to; it is never answered"
 
 
 class Week:
@@ -50,8 +49,10 @@ class Week:
             "kind": kind, "authentic": authentic, "classify_rule": "template-key",
             "person_name": name, "profile_url": profile, "invitation_id": None,
             "address_source": None, "action": action, "policy_rule": rule,
-            "reasons": [reason or KIND_REASON.get(kind, f"the configured action for {kind} "
-                                                        f"is {action}")],
+            "reasons": [reason or (f"{words.kind_phrase(kind)} gets the standard reply"
+                                   if action == "reply" else
+                                   f"as configured, {words.kind_phrase(kind)} is only noted: "
+                                   "it needs no answer")],
             "error": None,
         }
         reply = None
@@ -81,7 +82,7 @@ def fill(db: Store) -> None:
         if back in (3, 6):
             week.add("spoofed_linkedin", "LinkedIn Security", start, action="hold",
                      rule="spoofed-linkedin", status=None, authentic=False,
-                     reason="looks like LinkedIn but is not authentic; never answered")
+                     reason=SPOOF)
             with db.transaction() as c:  # the counselor looked at it that week
                 c.execute(store.messages.update().where(store.messages.c.uid == week.count)
                           .values(resolved_at=start + day))
@@ -107,7 +108,7 @@ def fill(db: Store) -> None:
     week.add("spoofed_linkedin", "LinkedIn Security", start + 3 * day, action="hold",
              rule="spoofed-linkedin", status=None, authentic=False,
              profile="https://linkedin.example.net/verify",
-             reason="looks like LinkedIn but is not authentic; never answered")
+             reason=SPOOF)
     week.add("linkedin_message", "Chloe Dubois", start + 4 * day + timedelta(hours=3),
              status=store.UNCERTAIN,
              error="the reply may have been sent: the connection ended before the server "
@@ -129,6 +130,22 @@ def fill(db: Store) -> None:
                          new_messages=0)
 
 
+def screenshot(page: Path, width: int) -> None:
+    """Render ``page`` in headless Chromium ``width`` px wide, beside it as digest-WIDTH.png."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print(f"(no chromium: digest-{width}.png not rendered)", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run(  # noqa: S603 - a fixed argument list, no shell
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile}",
+             f"--screenshot={page.parent / f'digest-{width}.png'}",
+             f"--window-size={width},3200", page.resolve().as_uri()],
+            check=True, capture_output=True, timeout=120)
+
+
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "digest-example.html"
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,10 +154,12 @@ def main() -> None:
         data = digest.gather(db, SETTINGS, NOW)
         db.close()
     templates = Templates.load()
-    out.write_text(digest.preview_html(data, templates, SETTINGS.counselor, NOW),
+    out.write_text(digest.preview_html(data, templates, SETTINGS.counselor, NOW, REFERENCE),
                    encoding="utf-8")
+    for width in (400, 900):
+        screenshot(out, width)
     mail = digest.build(data, templates, SETTINGS.counselor, now=NOW,
-                        message_id="<digest-example@careers.example.edu>")
+                        message_id="<digest-example@careers.example.edu>", reference=REFERENCE)
     text = mail.get_body(preferencelist=("plain",))
     print(f"Subject: {mail['Subject']}\n")
     print(text.get_content() if text is not None else "")
