@@ -260,8 +260,16 @@ def _unescape_entities(value: str) -> str:
     return _ENTITY.sub(lambda m: _unescape_entity(m.group(0)), value) if "&" in value else value
 
 
-def extract_links(text: str, html_text: str) -> tuple[str, ...]:
-    """http(s) URLs: bare ones in ``text``, then ``href`` values in ``html_text``, de-duplicated."""
+def extract_links(text: str, html_text: str, *, originals: bool = True) -> tuple[str, ...]:
+    """http(s) URLs: bare ones in ``text``, then ``href`` values in ``html_text``, de-duplicated.
+
+    Each link is given as the person wrote it: the wrappers of mail gateways (Safe Links, URL
+    Defense, LinkProtect, Secure Email) are undone by ``modbot.links``, so that every later
+    stage sees where a link really leads. A link whose original is hidden (Mimecast) stays as
+    found. ``originals=False`` gives the links as stored, wrappers and all.
+    """
+    from modbot.links import original_link
+
     found: list[str] = []
     for match in _BARE_URL.finditer(text[:MAX_SCAN_CHARS]):
         found.append(match.group(0).rstrip(_TRAILING))
@@ -270,7 +278,15 @@ def extract_links(text: str, html_text: str) -> tuple[str, ...]:
         value = "".join(value.split())
         if value[:7].lower() == "http://" or value[:8].lower() == "https://":
             found.append(value)
-    return tuple(dict.fromkeys(url for url in found if url))[:MAX_LINKS]
+    links = tuple(dict.fromkeys(url for url in found if url))[:MAX_LINKS]
+    if not originals:
+        return links
+    as_written = []
+    for url in links:
+        original = original_link(url)  # a wrapped "javascript:" or "ftp:" link stays wrapped
+        as_written.append(original if original[:8].lower().startswith(("http://", "https://"))
+                          else url)
+    return tuple(dict.fromkeys(as_written))
 
 
 @functools.cache

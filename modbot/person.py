@@ -60,9 +60,14 @@ _PERSON_KINDS = frozenset({Kind.CONNECTION_INVITATION, Kind.LINKEDIN_MESSAGE,
 
 
 def normalise_profile_url(url: str) -> str | None:
-    """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None."""
+    """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None.
+
+    A link a mail gateway wrapped (Safe Links, URL Defense, …) is read as the link inside.
+    """
+    from modbot.links import original_link
+
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(original_link(url.strip()))
     except ValueError:
         return None
     path = parts.path.rstrip("/")
