@@ -346,7 +346,7 @@ def run(path: Path | None, account: str | None, say: Say) -> int:
     report = Report(say)
     if os.geteuid() == 0:
         report("note", "checking as root, who may read and write anything: run the check as the "
-                       "user modbot runs as (sudo -u modbot modbot check) to see what it sees")
+                       "user modbot runs as to see what it sees (README, \"Into production\")")
     settings, secrets = load_settings(path, account, report)
     if settings is None:
         say("fix the configuration first; the other checks need it")

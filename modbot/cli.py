@@ -391,6 +391,21 @@ def demo(
         code = asyncio.run(run_demo(keep))
     except ModbotError as exc:
         _fail(str(exc))
+    typer.secho("\n== Next ==", bold=True)
+    if keep is None:
+        typer.echo("The demo's database and configuration were in a temporary folder, now "
+                   "removed. To look around afterwards, run it with a folder to keep them:\n"
+                   "  modbot demo --keep ./modbot-demo")
+    else:
+        config = keep / "modbot.toml"
+        typer.echo(f"The demo's database and configuration are kept in {keep}. Look around "
+                   "(the servers are gone, the database stays):\n"
+                   f"  modbot --config {config} status\n"
+                   f"  modbot --config {config} held")
+    typer.echo("To answer a real inbox: write a configuration, check it, and watch a week in "
+               "shadow mode (README, \"Into production\"):\n"
+               "  modbot init ./modbot.toml\n"
+               "  modbot --config ./modbot.toml check")
     raise typer.Exit(code)
 
 
@@ -447,7 +462,8 @@ def held(ctx: typer.Context) -> None:
         return
     for item in items:
         who = clean_text(item.get("person_name"))
-        typer.echo(f"#{item['id']}  {item['seen_at']:%Y-%m-%d %H:%M}  "
+        seen = _in_zone(item["seen_at"], settings.digest.timezone)
+        typer.echo(f"#{item['id']}  {seen}  "
                    f"{words.kind_label(item['kind'])}{f' from {who}' if who else ''}")
         reason = clean_text(item.get("last_error") or (item["reasons"] or [""])[0], 300)
         if reason:
@@ -462,6 +478,17 @@ def held(ctx: typer.Context) -> None:
         typer.echo("")
     typer.echo(f"{len(items)} item{'s' if len(items) != 1 else ''}; when one is dealt with: "
                "modbot resolve NUMBER")
+
+
+def _in_zone(moment: datetime, zone: str) -> str:
+    """``moment`` in the counselor's time zone (the digest's), named: "2026-11-23 08:05 CST"."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        local = moment.astimezone(ZoneInfo(zone))
+    except (KeyError, ValueError):
+        local = moment
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def _profile_link(item: dict[str, Any]) -> str | None:

@@ -1,0 +1,66 @@
+"""Installing for real: the README's way to the PATH and into production, commands in step with
+the code, and a demo that says what to do next."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from modbot.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+runner = CliRunner()
+
+
+def section(title: str) -> str:
+    """The README section under ``title``, up to the next heading of the same level."""
+    level = re.search(rf"^(#+) {re.escape(title)}$", README, re.MULTILINE)
+    assert level, title
+    rest = README[level.end():]
+    end = re.search(rf"^{level.group(1)} ", rest, re.MULTILINE)
+    return rest[:end.start()] if end else rest
+
+
+def test_readme_says_how_to_get_modbot_on_the_path() -> None:
+    """After the quick start the README says where the command is and how to install it."""
+    text = section("`modbot` on the PATH")
+    assert ".venv/bin/modbot" in text and "pipx install ." in text
+    assert "ln -s /opt/modbot/bin/modbot /usr/local/bin/modbot" in text
+
+
+def test_readme_goes_into_production() -> None:
+    """"Into production" covers the user, the folders, systemd or Docker, check, the shadow week
+    and the switch to automatic replies."""
+    text = section("Into production")
+    for step in ("useradd --system", "/var/lib/modbot", "systemctl enable --now modbot",
+                 "Docker", "check", "shadow week", 'mode = "auto"'):
+        assert step in text, step
+
+
+def test_readme_lists_every_command() -> None:
+    """Every command modbot has is in the README's table, and every command there exists."""
+    group = typer.main.get_command(app)
+    commands = set(getattr(group, "commands", {}))
+    table = section("Commands")
+    first_column = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    listed = {name for cell in first_column for name in re.findall(r"`modbot ([a-z][a-z-]*)", cell)}
+    assert commands == listed
+    assert "`modbot --version`" in table
+
+
+def test_demo_ends_with_the_next_step(tmp_path: Path) -> None:
+    """The demo says where its data is kept and what to run next, and those commands work."""
+    keep = tmp_path / "demo"
+    result = runner.invoke(app, ["demo", "--keep", str(keep)])
+    assert result.exit_code == 0, result.output
+    after = result.output.split("== Next ==", 1)[1]
+    config = keep / "modbot.toml"
+    assert f"modbot --config {config} status" in after
+    assert "modbot init ./modbot.toml" in after and "check" in after
+    status = runner.invoke(app, ["--config", str(config), "status"])
+    assert status.exit_code == 0, status.output
+    assert "waiting for the counselor" in status.output
