@@ -5,14 +5,21 @@ moderation chain: the first rule whose test finds evidence decides, and the last
 default. Strongest evidence first: authenticity, then LinkedIn's template key, then
 ``X-LinkedIn-Class``, then the sender's local part, then phrases in the subject and body (EN, ES,
 FR, DE, PT, IT, ID). Counselors add rules from configuration with ``Rule.from_spec``; they run
-after the two safety rules (not LinkedIn, spoof) and before the built-in ones.
+after the three safety rules (not LinkedIn, spoof, a LinkedIn employee's own mail) and before
+the built-in ones.
+
+Template keys are names, not words: only keys seen in LinkedIn's real mail decide a kind
+(``email_invite_signup_dropoffs_01`` holds "invite" and is a sign-up nudge), and a message that
+carries any other key is unknown LinkedIn mail, held for the counselor. Nor is a sender a kind:
+``messages-noreply@`` also sends people-you-may-know, ``invitations@`` accepted invitations, so
+the sender never makes a message or an invitation. Phrases are read only when the message
+carries no key at all.
 
 The person the decided kind is about is read by ``modbot.person``; ``classify`` hands it the
 facts the rules read, so both see the same text.
 
 Pure: no network, database, clock or environment, and it never raises for bad mail. This module
-must never log message content, and a counselor's rule must never run before the two safety
-rules.
+must never log message content, and a counselor's rule must never run before the safety rules.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class Facts:
     template_source: str
     linkedin_class: str
     local_part: str  # From local part, only when From is linkedin.com
+    from_linkedin: bool  # From is an address of linkedin.com itself
     words: str  # subject and body text, for phrases
     lines: tuple[str, ...]  # non-empty body lines (the text part, else the HTML as text)
 
@@ -98,6 +106,13 @@ def _template(pattern: str) -> Test:
     rx = re.compile(pattern, re.IGNORECASE)
     return lambda f: (f"template key {f.template_key} from {f.template_source}"
                       if f.template_key and rx.search(f.template_key) else None)
+
+
+def _keys(*patterns: str) -> Test:
+    """The template key is one of LinkedIn's known ``patterns`` (whole key, any case)."""
+    rx = re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    return lambda f: (f"template key {f.template_key} from {f.template_source}"
+                      if f.template_key and rx.fullmatch(f.template_key) else None)
 
 
 def _linkedin_class(*values: str) -> Test:
@@ -189,45 +204,92 @@ JOBS = (r"job alert|jobs? (?:you may be interested in|for you)|alerta de empleo"
 # --- the table ----------------------------------------------------------------------------------
 
 K = Kind
+_N = r"_?\d{1,3}"  # the version number LinkedIn appends to a key, which may change
+_ONMICROSOFT = re.compile(r"(?:^|;)\s*d\s*=\s*[\w.-]+\.onmicrosoft\.com\s*(?:;|$)", re.IGNORECASE)
+
+
+def _staff_mail(f: Facts) -> str | None:
+    """Mail a LinkedIn employee wrote: linkedin.com, but sent from Microsoft 365, not a template.
+
+    LinkedIn's notifications come from its own servers with ``X-LinkedIn-*`` headers or a
+    ``:linkedin`` Feedback-ID; its people's mail is signed for linkedin.com too, but leaves
+    through Exchange Online (a ``*.outlook.com`` Message-ID, an ``onmicrosoft.com`` signature).
+    """
+    n = f.notification
+    if not f.from_linkedin or any(name.startswith("x-linkedin-") for name in n.headers):
+        return None
+    if (n.header("feedback-id") or "").strip().lower().endswith(":linkedin"):
+        return None
+    message_id = (n.message_id or "").strip().rstrip(">").lower()
+    if message_id.endswith((".outlook.com", "@outlook.com")):
+        return "a linkedin.com person's mail sent from Microsoft 365 (Message-ID), not a template"
+    if any(_ONMICROSOFT.search(value) for value in n.headers.get("dkim-signature", ())):
+        return "a linkedin.com person's mail signed by Microsoft 365, not a template"
+    return None
+
+
 GUARDS: tuple[Rule, ...] = (
     Rule("not_linkedin", K.NOT_LINKEDIN,
          lambda f: None if f.auth.looks_like_linkedin else "does not claim to be LinkedIn mail"),
     Rule("spoofed_linkedin", K.SPOOFED_LINKEDIN,
          lambda f: "looks like LinkedIn but is a spoof" if f.auth.verdict is Verdict.SPOOF
          else None),
+    # An employee's own mail is correspondence, never a notification to answer.
+    Rule("linkedin_staff_mail", K.OTHER_LINKEDIN, _staff_mail),
 )
-RULES: tuple[Rule, ...] = (
+
+# LinkedIn's known template keys (whole keys, as seen in real mail), most specific first.
+_TEMPLATES: tuple[tuple[str, Kind, tuple[str, ...]], ...] = (
     # A digest names several people: no single person to answer.
-    Rule("template_digest_of_people", K.UNKNOWN_LINKEDIN,
-         _template(r"invite_digest|messaging_digest")),
-    Rule("template_accepted_invitation", K.OTHER_LINKEDIN, _template(r"accept_invite")),
-    Rule("template_people_you_may_know", K.OTHER_LINKEDIN,
-         _template(r"pymk|connection_suggestion")),
-    Rule("template_group_applicant_response", K.GROUP_ACTIVITY,
-         _template(r"group_applicant_template_response")),
-    Rule("template_group_join_request", K.GROUP_JOIN_REQUEST,
-         _template(r"(?:group|grp).*(?:join|request)|(?:join|request).*(?:group|grp)")),
-    Rule("template_group_activity", K.GROUP_ACTIVITY, _template(r"group|grp")),
-    Rule("template_recommendation_request", K.RECOMMENDATION_REQUEST,
-         _template(r"recommend(?!ed)")),
-    Rule("template_invitation", K.CONNECTION_INVITATION,
-         _template(r"invit|guest_reminder")),
-    Rule("template_message", K.LINKEDIN_MESSAGE, _template(r"inmail|message|messaging")),
-    Rule("template_other", K.OTHER_LINKEDIN,
-         _template(r"job|jymbii|news|welcome|digest|notification|birthday|anniversar"
-                   r"|profile_view|security|password|verif|premium|learning|event|update")),
+    ("template_digest_of_people", K.UNKNOWN_LINKEDIN,
+     (rf"email_m2m_invite_digest{_N}", r"email_type_messaging_digest")),
+    # "You have 1 new message": a summary with no relay to answer by email.
+    ("template_notification_digest", K.OTHER_LINKEDIN, (rf"email_notification_digest{_N}",)),
+    ("template_accepted_invitation", K.OTHER_LINKEDIN, (rf"accept_invite{_N}",)),
+    # People you may know, and people to follow: both sent from messages-noreply@.
+    ("template_people_you_may_know", K.OTHER_LINKEDIN,
+     (r"connection_suggestion_email", rf"email_pymk{_N}", rf"email_edge_discover{_N}")),
+    ("template_sign_up_nudge", K.OTHER_LINKEDIN, (rf"email_invite_signup_dropoffs{_N}",)),
+    ("template_group_applicant_response", K.GROUP_ACTIVITY,
+     (r"group_applicant_template_response",)),
+    # No real key is known for these two features: keys named after the feature, exactly.
+    ("template_group_join_request", K.GROUP_JOIN_REQUEST,
+     (rf"(?:email_)?groups?_join_request{_N}", rf"(?:email_)?groups?_request_to_join{_N}")),
+    ("template_recommendation_request", K.RECOMMENDATION_REQUEST,
+     (rf"(?:email_)?recommendation_request{_N}", rf"(?:email_)?request_recommendation{_N}")),
+    ("template_group_activity", K.GROUP_ACTIVITY,
+     (rf"email_groups_recommended_by_admin{_N}", r"grp")),  # "grp" from trk=eml-grp-sub
+    ("template_invitation", K.CONNECTION_INVITATION,
+     (r"M2M_Invitation", rf"email_m2m_invite_single{_N}", rf"invite_member{_N}",
+      rf"invite_guest(?:{_N})?", rf"(?:first|second)_guest_reminder{_N}",
+      rf"email_m2m_invite_reminder{_N}")),
+    ("template_message", K.LINKEDIN_MESSAGE,
+     (rf"email_hire_inmail_initial_single{_N}", r"email_member_message_v\d{1,2}",
+      r"inmail_sent")),
+    ("template_other", K.OTHER_LINKEDIN,
+     (r"jobs_jymbii_digest", rf"email_job_alert_digest{_N}", rf"email_news_letter_round_up{_N}")),
+)
+_KNOWN_KEY = re.compile("|".join(f"(?:{p})" for _, _, keys in _TEMPLATES for p in keys),
+                        re.IGNORECASE)
+
+RULES: tuple[Rule, ...] = (
+    *(Rule(name, kind, _keys(*keys)) for name, kind, keys in _TEMPLATES),
+    # Any other key: LinkedIn mail of a kind not yet seen, never guessed from words in the key.
+    Rule("template_unknown", K.UNKNOWN_LINKEDIN,
+         lambda f: f"template key {f.template_key} from {f.template_source} is not a known one"
+         if f.template_key else None),
+    # Without a key: the class header, then the sender (never for a message or an invitation),
+    # then phrases.
     Rule("class_invitation", K.CONNECTION_INVITATION, _linkedin_class("INVITE-GUEST")),
     Rule("class_message", K.LINKEDIN_MESSAGE, _linkedin_class("INMAIL", "MBR-TO-MBR")),
     Rule("class_other", K.OTHER_LINKEDIN, _linkedin_class("JOBS-TO-MBR", "SAVEDSEARCH", "WELCOME")),
-    Rule("sender_invitations", K.CONNECTION_INVITATION, _sender(r"invitations|member")),
-    Rule("sender_messages", K.LINKEDIN_MESSAGE,
-         _sender(r"inmail-hit-reply|hit-reply|messages-noreply")),
     Rule("sender_groups_join_request", K.GROUP_JOIN_REQUEST,
          _sender(r"groups?(?:-noreply)?|group-digests", _phrase(GROUP_JOIN))),
     Rule("sender_groups", K.GROUP_ACTIVITY, _sender(r"groups?(?:-noreply)?|group-digests")),
     Rule("sender_other", K.OTHER_LINKEDIN,
-         _sender(r"jobs-.*|jobs|jobalerts-noreply|editors-noreply|updates|welcome|connections"
-                 r"|invitations-noreply|linkedin|news|security-noreply")),
+         _sender(r"jobs-.*|jobs|jobalerts-noreply|editors-noreply|updates(?:-noreply)?|welcome"
+                 r"|connections|invitations-noreply|linkedin|news|security-noreply"
+                 r"|career-interests-noreply")),
     Rule("phrase_accepted_invitation", K.OTHER_LINKEDIN, _phrase(ACCEPTED)),
     Rule("phrase_people_you_may_know", K.OTHER_LINKEDIN, _phrase(PEOPLE_YOU_MAY_KNOW)),
     Rule("phrase_recommendation_request", K.RECOMMENDATION_REQUEST, _phrase(RECOMMENDATION)),
@@ -288,12 +350,17 @@ def template_key(n: Notification) -> tuple[str | None, str]:
             return key, "Feedback-ID"
     params = [pair for url in n.links if is_linkedin_link(url)
               for pair in parse_qsl(urlsplit(url).query, errors="replace")]
+    # Links carry other tracking values too ("trk=eml-comm_…"): a known key wins over them.
+    fallback: tuple[str | None, str] = (None, "")
     for name, rx, source in _LINK_KEYS:
         keys = Counter(m.group(1) for key, value in params if key == name
                        for m in [rx.match(value)] if m)
-        if keys:
-            return keys.most_common(1)[0][0], source
-    return None, ""
+        known = [key for key, _ in keys.most_common() if _KNOWN_KEY.fullmatch(key)]
+        if known:
+            return known[0], source
+        if keys and fallback[0] is None:
+            fallback = keys.most_common(1)[0][0], source
+    return fallback
 
 
 def _facts(n: Notification, auth: Authenticity) -> Facts:
@@ -302,9 +369,10 @@ def _facts(n: Notification, auth: Authenticity) -> Facts:
     local, _, domain = sender.rpartition("@")
     lines = (tuple(ln for ln in (clean_line(raw) for raw in n.text[:MAX_WORDS].splitlines()) if ln)
              or html_lines(n.html))
+    from_linkedin = bool(domain) and is_linkedin(domain)
     return Facts(n, auth, key, source,
                  clean_line(n.header("x-linkedin-class") or "").upper(),
-                 local.lower() if is_linkedin(domain) else "",
+                 local.lower() if from_linkedin else "", from_linkedin,
                  "\n".join((n.subject, *lines))[:MAX_WORDS], lines)
 
 

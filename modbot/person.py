@@ -62,7 +62,10 @@ _PERSON_KINDS = frozenset({Kind.CONNECTION_INVITATION, Kind.LINKEDIN_MESSAGE,
 def normalise_profile_url(url: str) -> str | None:
     """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None.
 
-    A link a mail gateway wrapped (Safe Links, URL Defense, …) is read as the link inside.
+    Any linkedin.com host counts (``se.linkedin.com`` since 2025). An accept link that names
+    the inviter (``…/invite-accept/invitationId/<id>/sharedKey/<k>/?inviterVanityName=<v>``)
+    gives the inviter's profile, ``https://www.linkedin.com/in/<v>``. A link a mail gateway
+    wrapped (Safe Links, URL Defense, …) is read as the link inside.
     """
     from modbot.links import original_link
 
@@ -73,6 +76,11 @@ def normalise_profile_url(url: str) -> str | None:
     path = parts.path.rstrip("/")
     if parts.scheme.lower() not in ("http", "https") or not is_linkedin(parts.hostname or ""):
         return None
+    if re.fullmatch(r"(?:/comm)?/(?:mynetwork|people)/invite-accept(?:/[^?#]*)?", path,
+                    re.IGNORECASE):
+        names = [value for key, _, value in (p.partition("=") for p in parts.query.split("&"))
+                 if key == "inviterVanityName" and re.fullmatch(r"[A-Za-z0-9_%-]{1,200}", value)]
+        return f"https://www.linkedin.com/in/{names[0]}" if names else None
     if not _PROFILE_PATH.fullmatch(path):
         return None
     if path.lower().endswith("/profile/view"):

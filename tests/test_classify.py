@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from modbot.authenticity import check
+from modbot.authenticity import check, vouched
 from modbot.classify import RULES, Rule, classify, normalise_profile_url, template_key
 from modbot.model import Authenticity, Kind, Notification, Person, Verdict
 from modbot.parse import parse
@@ -180,11 +180,45 @@ def test_spoof_wins_over_every_other_rule() -> None:
     ("jobs_jymbii_digest", Kind.OTHER_LINKEDIN),
     ("email_job_alert_digest_01", Kind.OTHER_LINKEDIN),
     ("email_news_letter_round_up_01", Kind.OTHER_LINKEDIN),
-    ("welcome_default", Kind.OTHER_LINKEDIN),
+    ("email_edge_discover_01", Kind.OTHER_LINKEDIN),
+    ("email_invite_signup_dropoffs_01", Kind.OTHER_LINKEDIN),
+    ("email_notification_digest_01", Kind.OTHER_LINKEDIN),
+    ("EMAIL_M2M_INVITE_SINGLE_01", Kind.CONNECTION_INVITATION),
+    ("email_m2m_invite_single_02", Kind.CONNECTION_INVITATION),
 ])
 def test_template_keys(key: str, kind: Kind) -> None:
-    """Every template key LinkedIn is known to use maps to its kind."""
+    """Every template key LinkedIn is known to use maps to its kind, whatever its version."""
     assert classify(mail(f"X-LinkedIn-Template: {key}"), AUTHENTIC).kind is kind
+
+
+@pytest.mark.parametrize("key", [
+    "welcome_default", "email_m2m_invite_new_shape_01", "email_member_message_reply_nudge",
+    "email_job_recommendations_01", "invite_accepted_digest", "grp_sub", "M2M_Invitation_v3",
+])
+def test_unknown_keys_are_never_read_as_words(key: str) -> None:
+    """A key LinkedIn is not known to use is unknown LinkedIn mail, whatever words it holds."""
+    n = mail(f"X-LinkedIn-Template: {key}", from_="Jo Park <invitations@linkedin.com>",
+             subject="I want to connect", body="I'd like to join your LinkedIn network.")
+    result = classify(n, AUTHENTIC)
+    assert (result.kind, result.rule) == (Kind.UNKNOWN_LINKEDIN, "template_unknown")
+    assert key in result.reasons[0]
+
+
+@pytest.mark.parametrize(("address", "key", "rule"), [
+    ("messages-noreply@linkedin.com", "email_pymk_02", "template_people_you_may_know"),
+    ("messages-noreply@linkedin.com", "email_edge_discover_01", "template_people_you_may_know"),
+    ("invitations@linkedin.com", "email_invite_signup_dropoffs_01", "template_sign_up_nudge"),
+    ("invitations@linkedin.com", "accept_invite_04", "template_accepted_invitation"),
+    ("notifications-noreply@linkedin.com", "email_notification_digest_01",
+     "template_notification_digest"),
+])
+def test_the_sender_never_makes_a_message_or_an_invitation(address: str, key: str,
+                                                            rule: str) -> None:
+    """Mail from the senders of messages and invitations is what its key says, about no one."""
+    n = mail(f"Feedback-ID: {key}:linkedin", from_=f"Jo Park <{address}>",
+             subject="Jo Park sent you a new message")
+    result = classify(n, AUTHENTIC)
+    assert (result.kind, result.rule, result.person) == (Kind.OTHER_LINKEDIN, rule, Person())
 
 
 LI = "https://www.linkedin.com/"
@@ -201,6 +235,10 @@ TRK = f"{LI}a?trk=eml-comm_x-b&trkEmail=eml-M2M_Invitation-hero-1"
     ((), f"{LI}a?trk=eml-grp-sub", "grp"),
     ((), f"{LI}a?lipi=urn%3Ali%3Apage%3Aemail_email_pymk_02%3Bx", "email_pymk_02"),
     ((), "https://www.linkedin-security.net/a?ek=M2M_Invitation", None),
+    # A known key wins over other tracking values, from whichever link parameter.
+    ((), f"{LI}a?trk=eml-comm_x-b\n{LI}b?lipi=urn%3Ali%3Apage%3Aemail_email_pymk_02%3Bx",
+     "email_pymk_02"),
+    ((), f"{LI}a?trk=eml-comm_x-b\n{LI}b?trk=eml-comm_x-b", "comm_x"),
 ])
 def test_template_key_sources_in_order(headers: tuple[str, ...], body: str,
                                        key: str | None) -> None:
@@ -220,21 +258,23 @@ def test_linkedin_class(value: str, kind: Kind) -> None:
 
 
 @pytest.mark.parametrize(("address", "kind"), [
-    ("invitations@linkedin.com", Kind.CONNECTION_INVITATION),
-    ("member@linkedin.com", Kind.CONNECTION_INVITATION),
-    ("inmail-hit-reply@linkedin.com", Kind.LINKEDIN_MESSAGE),
-    ("hit-reply@linkedin.com", Kind.LINKEDIN_MESSAGE),
-    ("messages-noreply@linkedin.com", Kind.LINKEDIN_MESSAGE),
+    ("invitations@linkedin.com", Kind.UNKNOWN_LINKEDIN),
+    ("member@linkedin.com", Kind.UNKNOWN_LINKEDIN),
+    ("inmail-hit-reply@linkedin.com", Kind.UNKNOWN_LINKEDIN),
+    ("hit-reply@linkedin.com", Kind.UNKNOWN_LINKEDIN),
+    ("messages-noreply@linkedin.com", Kind.UNKNOWN_LINKEDIN),
     ("groups-noreply@linkedin.com", Kind.GROUP_ACTIVITY),
     ("group-digests@linkedin.com", Kind.GROUP_ACTIVITY),
     ("jobs-listings@linkedin.com", Kind.OTHER_LINKEDIN),
     ("jobalerts-noreply@linkedin.com", Kind.OTHER_LINKEDIN),
     ("invitations-noreply@linkedin.com", Kind.OTHER_LINKEDIN),
     ("linkedin@em.linkedin.com", Kind.OTHER_LINKEDIN),
+    ("updates-noreply@linkedin.com", Kind.OTHER_LINKEDIN),
+    ("career-interests-noreply@linkedin.com", Kind.OTHER_LINKEDIN),
     ("invitations@linkedin.com.evil.net", Kind.UNKNOWN_LINKEDIN),
 ])
 def test_sender_local_part(address: str, kind: Kind) -> None:
-    """The local part of a linkedin.com sender decides when no key or class does."""
+    """Without key or class the sender decides group and other mail, never a person's mail."""
     assert classify(mail(from_=f"Someone <{address}>"), AUTHENTIC).kind is kind
 
 
@@ -358,6 +398,20 @@ def test_configured_rules_run_before_the_built_in_ones() -> None:
     ("https://www.linkedin.com.evil.net/in/jordan", None),
     ("https://linkedin-security.net/in/jordan", None),
     ("javascript:alert(1)", None),
+    # 2025: a country subdomain, and the path-style accept link naming the inviter.
+    ("https://se.linkedin.com/comm/in/astrid-lindqvist-4b2a17?otpToken=x&trk=eml-y",
+     "https://www.linkedin.com/comm/in/astrid-lindqvist-4b2a17"),
+    ("https://www.linkedin.com/comm/mynetwork/invite-accept/invitationId/7301234567890123456/"
+     "sharedKey/Xq7_Lm2Vb9/?inviterVanityName=astrid-lindqvist-4b2a17&otpToken=x",
+     "https://www.linkedin.com/in/astrid-lindqvist-4b2a17"),
+    ("https://www.linkedin.com/comm/people/invite-accept?mboxid=1&invitationId=2&sharedKey=x",
+     None),
+    ("https://evil.example/comm/mynetwork/invite-accept/invitationId/1/"
+     "?inviterVanityName=jordan", None),
+    # A profile link a mail gateway wrapped is read as the link inside.
+    ("https://nam12.safelinks.protection.outlook.com/?url=https%3A%2F%2Fse.linkedin.com%2Fcomm"
+     "%2Fin%2Fastrid-lindqvist-4b2a17%3FotpToken%3Dx&data=05%7C02&reserved=0",
+     "https://www.linkedin.com/comm/in/astrid-lindqvist-4b2a17"),
 ])
 def test_profile_urls_are_normalised(url: str, normal: str | None) -> None:
     """Profile links lose tracking parameters and point at https://www.linkedin.com."""
@@ -382,3 +436,53 @@ def test_pathological_bodies_are_classified_quickly(body: str) -> None:
     started = time.perf_counter()
     classify(parse(data), check(parse(data), trusted_authserv_ids=()))
     assert time.perf_counter() - started < 1.5
+
+
+# --- 2022–2026 shapes -----------------------------------------------------------------------------
+
+STAFF_ID = ("Message-ID: <SJ0PR21MB2047C3B8E1F04A9D2B7E6A11C3D12"
+            "@SJ0PR21MB2047.namprd21.prod.outlook.com>")
+ONMICROSOFT = ("DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=microsoft.onmicrosoft.com;"
+               " s=selector2-microsoft-onmicrosoft-com; h=From:Date; bh=eA==; b=eA==")
+
+
+def test_a_linkedin_employees_own_mail_is_never_a_notification() -> None:
+    """Genuine linkedin.com mail sent from Microsoft 365 is only noted, though its words invite."""
+    n = parse(raw("linkedin_staff_mail_m365.eml"))
+    found = check(n, trusted_authserv_ids=["mx.counsel.example.edu"])
+    result = classify(vouched(n, found), found)
+    assert found.verdict is Verdict.AUTHENTIC
+    assert (result.kind, result.rule, result.person) == (
+        Kind.OTHER_LINKEDIN, "linkedin_staff_mail", Person())
+
+
+@pytest.mark.parametrize(("headers", "rule"), [
+    ((STAFF_ID,), "linkedin_staff_mail"),
+    (("Message-ID: <1.2@ltx1-app41752.prod.linkedin.com>", ONMICROSOFT), "linkedin_staff_mail"),
+    # LinkedIn's own headers, or its packaging, make it a notification again.
+    ((STAFF_ID, "X-LinkedIn-Class: INVITE-GUEST"), "class_invitation"),
+    ((STAFF_ID, "Feedback-ID: email_m2m_invite_single_01:linkedin"), "template_invitation"),
+    (("Message-ID: <1.2@ltx1-app41752.prod.linkedin.com>",), "phrase_invitation"),
+    (("Message-ID: <624803000.3000.1342624803000@ela4-bed51.prod>",), "phrase_invitation"),
+])
+def test_staff_mail_is_told_by_its_sending_system(headers: tuple[str, ...], rule: str) -> None:
+    """Microsoft 365 marks and no LinkedIn header tell an employee's mail from a notification."""
+    n = mail(*headers, from_="Dana Whitfield <dwhitfield@linkedin.com>",
+             body="I'd like to add you to my professional network on LinkedIn.")
+    assert classify(n, AUTHENTIC).rule == rule
+
+
+def test_configured_rules_cannot_answer_staff_mail() -> None:
+    """A counselor's rule runs after the staff-mail rule, like the other safety rules."""
+    rule = Rule.from_spec({"name": "everything", "kind": "connection_invitation", "text": "."})
+    n = mail(STAFF_ID, from_="Dana Whitfield <dwhitfield@linkedin.com>")
+    assert classify(n, AUTHENTIC, [rule]).rule == "linkedin_staff_mail"
+
+
+def test_phrases_are_read_only_without_any_key() -> None:
+    """Invitation words decide mail with no key, and never mail that carries an unknown one."""
+    words = {"subject": "I’ve sent you a connection request",
+             "body": "Hi Morgan, I’d like to join your professional network"}
+    assert classify(mail(**words), AUTHENTIC).rule == "phrase_invitation"
+    assert classify(mail("Feedback-ID: email_m2m_invite_v2:linkedin", **words),
+                    AUTHENTIC).rule == "template_unknown"
