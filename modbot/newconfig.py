@@ -85,7 +85,7 @@ def check_answer(key: str, value: str, answers: dict[str, str]) -> Verdict:
             return Verdict('"none" sends the password in clear text: only for servers on this '
                            "machine (localhost, 127.0.0.1)")
     if key == "directory" and value:
-        return _check_directory(Path(value).expanduser())
+        return _check_directory(Path(value).expanduser().absolute())
     if key == "database" and value and "://" not in value:
         return _check_database(Path(value).expanduser().absolute())
     return Verdict()
