@@ -48,6 +48,16 @@ def normalize_name(name: str) -> str:
     return " ".join(plain.split())
 
 
+def _name_forms(names: tuple[str, ...]) -> list[str]:
+    """The names as written, and "Rivera, Jordan" also as "Jordan Rivera" (exports write both)."""
+    forms = list(names)
+    for name in names:
+        last, comma, first = name.partition(",")
+        if comma and "," not in first and first.strip() and last.strip():
+            forms.append(f"{first} {last}")
+    return forms
+
+
 def first_and_last(normalized: str) -> str:
     """"maria del carmen lopez" → "maria lopez": where two names may be one person's."""
     parts = normalized.split()
@@ -141,7 +151,7 @@ class Index:
             key = normalize_profile_url(url)
             if key:
                 self.by_url[key].append(entry)
-        names = {normalize_name(raw) for raw in entry.names} - {""}
+        names = {normalize_name(raw) for raw in _name_forms(entry.names)} - {""}
         for name in names:
             self.by_name[name].append(entry)
         for short in {first_and_last(name) for name in names}:
@@ -156,7 +166,8 @@ class Index:
                 return Unresolved("the profile URL matches several directory entries")
             if len(matches) == 1:
                 entry = matches[0]
-                if normalized and normalized in {normalize_name(n) for n in entry.names}:
+                if normalized and normalized in {normalize_name(n)
+                                                 for n in _name_forms(entry.names)}:
                     return Recipient(entry.name, entry.email, f"{self.source}:profile-url")
                 return Unresolved(
                     f"the profile link belongs to {entry.name} in the directory, but the "

@@ -48,7 +48,7 @@ def test_semicolon_export_with_excel_headers_is_read(tmp_path: Path) -> None:
                            "Rivera, Jordan;jrivera@students.example.edu;"
                            "https://www.linkedin.com/in/jordan-rivera\r\n")
     directory = CsvDirectory.from_csv(path)
-    found = directory.lookup(None, "https://www.linkedin.com/in/jordan-rivera/")
+    found = directory.lookup("Jordan Rivera", "https://www.linkedin.com/in/jordan-rivera/")
     assert isinstance(found, Recipient)
     assert found.email == "jrivera@students.example.edu"
     assert directory.warnings == ()
