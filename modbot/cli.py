@@ -263,7 +263,7 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
                   trust: list[str]) -> dict[str, Any]:
     from modbot.config import PolicySettings
     from modbot.judging import judge
-    from modbot.model import History
+    from modbot.model import Action, History
     from modbot.recipients import open_directory
 
     raw = path.read_bytes()
@@ -280,17 +280,20 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
         lookup = dns_txt_lookup
     j = judge(raw, policy, directory, lambda *_: History(), lookup, rules)
     person = j.classification.person
+    recipient = j.decision.recipient if j.decision.action is Action.REPLY else None
     return {
         "file": str(path),
         "kind": j.classification.kind.value,
         "authentic": j.authenticity.authentic,
         "person": {"name": person.name, "profile_url": person.profile_url},
         "decision": j.decision.action.value,
+        "to": recipient.email if recipient is not None else None,
         "reasons": list(j.decision.reasons),
         "rule": j.classification.rule,
         "policy_rule": j.decision.rule,
         "authenticity": {"verdict": j.authenticity.verdict.value,
-                         "evidence": list(j.authenticity.reasons)},
+                         "evidence": list(j.authenticity.reasons),
+                         "signed_fields": sorted(j.authenticity.signed)},
         "invitation_id": person.invitation_id,
         "address_source": j.address_source,
     }
@@ -302,7 +305,10 @@ def classify_cmd(
     files: Annotated[list[Path], typer.Argument(help="Email files (.eml) to classify.")],
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Show every reason.")] = False,
-    dns: Annotated[bool, typer.Option("--dns", help="Verify DKIM signatures over DNS.")] = False,
+    dns: Annotated[bool, typer.Option(
+        "--dns", help="Verify DKIM signatures over the system's DNS resolver, as the daemon "
+                      "does (without it, only trusted Authentication-Results can prove mail).")
+                   ] = False,
     trust: Annotated[list[str] | None, typer.Option(
         "--trust", metavar="AUTHSERV_ID",
         help="Also trust Authentication-Results from this server (repeatable).")] = None,
@@ -331,6 +337,8 @@ def classify_cmd(
         typer.echo(f"{path}: {words.kind_label(result['kind'])} ({who}), "
                    f"{words.authenticity(result['authentic'])} -> "
                    f"{words.action(result['decision'])}")
+        if result["to"]:
+            typer.echo(f"    a reply would go to {result['to']}")
         reasons = result["reasons"] if explain else result["reasons"][:1]
         for reason in reasons:
             typer.echo(f"    {reason}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -525,3 +526,27 @@ async def test_attacks_get_no_reply_over_real_servers(
         imap_user.append("INBOX", raw)
     await Poller(ctx).poll(datetime(2026, 11, 23, 12, 0, tzinfo=UTC))
     assert [m.recipients for m in smtp_server.messages] == [(JORDAN,)]
+
+
+def test_classify_shows_where_a_reply_would_go(tmp_path: Path) -> None:
+    """`modbot classify --json` names the address a reply would be written to, or null."""
+    from typer.testing import CliRunner
+
+    from modbot.cli import app
+
+    relay = "5d1e8b2a-0c9f-4a7e@reply.linkedin.com"
+    message = invitation(template="email_member_message_v2",
+                         subject="Jordan Rivera sent you a message",
+                         headers=[f"Reply-To: Jordan Rivera <{relay}>"])
+    message = message.replace(b"invitations@linkedin.com", b"inmail-hit-reply@linkedin.com")
+    signed = genuine(message)
+    stored = delivered(signed, verdict=trusted_pass(signed))
+    (tmp_path / "message.eml").write_bytes(stored)
+    (tmp_path / "swapped.eml").write_bytes(stored.replace(relay.encode(), ATTACKER.encode()))
+    result = CliRunner().invoke(app, ["classify", "--json", "--trust", MX,
+                                      str(tmp_path / "message.eml"),
+                                      str(tmp_path / "swapped.eml")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [line["to"] for line in lines] == [relay, None]
+    assert "reply-to" not in lines[0]["authenticity"]["signed_fields"]
