@@ -65,18 +65,31 @@ def first_and_last(normalized: str) -> str:
 
 
 def normalize_profile_url(url: str) -> str | None:
-    """A comparable key for a LinkedIn profile URL: ``in/<vanity>`` or ``id/<member id>``."""
-    parts = urlsplit(url.strip())
-    path = parts.path.rstrip("/").lower()
-    path = path.removeprefix("/comm")
-    match = re.match(r"^/in/([^/]+)", path)
-    if match:
-        return f"in/{match.group(1)}"
-    if path == "/profile/view":
-        ids = parse_qs(parts.query).get("id")
-        if ids:
-            return f"id/{ids[0]}"
-    return None
+    """A comparable key for a LinkedIn profile URL: ``in/<vanity>`` or ``id/<member id>``.
+
+    Both sides of a match come here. A notification gives ``/comm/in/<vanity>`` on any LinkedIn
+    host (``se.linkedin.com`` since 2025) or an accept link naming the inviter; a directory entry
+    is typed by people, so its scheme may be missing and its vanity name in capitals or
+    percent-encoded. Links to hosts other than linkedin.com give None.
+    """
+    from urllib.parse import unquote
+
+    # One reading of LinkedIn's links for the message and the directory alike.
+    from modbot.person import normalise_profile_url
+
+    text = url.strip()
+    if text and "://" not in text:
+        text = "https://" + text.lstrip("/")
+    canonical = normalise_profile_url(text)
+    if canonical is None:
+        return None
+    parts = urlsplit(canonical)
+    path = parts.path.removeprefix("/comm")
+    if path.startswith("/in/"):
+        vanity = unicodedata.normalize("NFC", unquote(path[len("/in/"):]))
+        return f"in/{vanity.casefold()}"
+    ids = parse_qs(parts.query).get("id")
+    return f"id/{ids[0]}" if ids else None
 
 
 @dataclass(frozen=True)
@@ -260,7 +273,7 @@ class CsvDirectory(Directory):
                 else ""
             row_s = "row" if len(problems) == 1 else "rows"
             notes.append(f"{path}: {len(problems)} {row_s} skipped ({shown}{more}); "
-                         "correct them in the export")
+                         f"correct {'it' if len(problems) == 1 else 'them'} in the export")
         if directory.people == 0:
             notes.append(f"{path} lists nobody: every invitation will be held")
         directory.warnings = tuple(notes)

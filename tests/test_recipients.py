@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from modbot.classify import classify
 from modbot.config import DirectorySettings
 from modbot.errors import DirectoryError
 from modbot.model import (
@@ -18,6 +19,7 @@ from modbot.model import (
     Unresolved,
     Verdict,
 )
+from modbot.parse import parse
 from modbot.recipients import (
     NOT_FOUND,
     CombinedDirectory,
@@ -29,6 +31,8 @@ from modbot.recipients import (
     open_directory,
     resolve,
 )
+
+DATA = Path(__file__).parent / "data"
 
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
 CSV = """name,email,linkedin_url
@@ -137,6 +141,23 @@ def test_bad_directory_file_is_one_sentence(tmp_path: Path) -> None:
     ("https://www.linkedin.com/comm/in/jordan-rivera-42?trk=x", "in/jordan-rivera-42"),
     ("https://www.linkedin.com/comm/profile/view?id=AAsAAA&authType=name", "id/AAsAAA"),
     ("https://example.com/whatever", None),
+    # 2025 notifications: a country subdomain, and an accept link that names the inviter.
+    ("https://se.linkedin.com/comm/in/astrid-lindqvist-4b2a17?otpToken=x&trk=eml-y",
+     "in/astrid-lindqvist-4b2a17"),
+    ("https://www.linkedin.com/comm/mynetwork/invite-accept/invitationId/7301234567890123456/"
+     "sharedKey/Xq7_Lm2Vb9/?inviterVanityName=astrid-lindqvist-4b2a17&otpToken=x",
+     "in/astrid-lindqvist-4b2a17"),
+    ("https://www.linkedin.com/comm/mynetwork/invite-accept/invitationId/7301234567890123456/",
+     None),
+    # Directory entries as people type them.
+    ("linkedin.com/in/Astrid-Lindqvist-4b2a17", "in/astrid-lindqvist-4b2a17"),
+    ("www.linkedin.com/in/astrid-lindqvist-4b2a17/?originalSubdomain=se",
+     "in/astrid-lindqvist-4b2a17"),
+    ("https://www.linkedin.com/in/luc%C3%ADa-fern%C3%A1ndez", "in/lucía-fernández"),
+    ("https://www.linkedin.com/in/Lucía-Fernández", "in/lucía-fernández"),
+    # Only linkedin.com's own hosts hold profiles.
+    ("https://example.com/in/jordan-rivera-42", None),
+    ("https://linkedin.com.evil.example/in/jordan-rivera-42", None),
 ])
 def test_profile_url_normalization(url: str, key: str | None) -> None:
     """Profile URLs of every shape reduce to a comparable key."""
@@ -213,3 +234,17 @@ def test_directory_entry_with_several_names() -> None:
     directory.add(Entry(("Robert Smith", "Bob Smith"), "rsmith@students.example.edu"))
     found = directory.lookup("bob smith", None)
     assert found == Recipient("Robert Smith", "rsmith@students.example.edu", "directory-csv:name")
+
+
+def test_the_2025_invitation_reaches_the_directory_entry(tmp_path: Path) -> None:
+    """Its country-subdomain profile link and its accept link match the directory's own URL."""
+    n = parse((DATA / "invitation_2025_connection_request.eml").read_bytes())
+    classification = classify(n, AUTHENTIC)
+    path = tmp_path / "directory.csv"
+    path.write_text("name,email,linkedin_url\nAstrid Lindqvist,alindqvist@students.example.edu,"
+                    "linkedin.com/in/Astrid-Lindqvist-4b2a17\n", encoding="utf-8")
+    found = resolve(classification, AUTHENTIC, CsvDirectory.from_csv(path))
+    assert found == Recipient("Astrid Lindqvist", "alindqvist@students.example.edu",
+                              "directory-csv:profile-url")
+    accept = next(url for url in n.links if "/invite-accept/" in url)
+    assert normalize_profile_url(accept) == "in/astrid-lindqvist-4b2a17"
