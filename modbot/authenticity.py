@@ -33,8 +33,9 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from modbot import trace, verdicts
+from modbot import stacks, trace, verdicts
 from modbot.brand import (
     claims_linkedin_name,
     is_linkedin,
@@ -46,7 +47,7 @@ from modbot.dkimcheck import DnsLookup, Outcome, signature_tags, verify
 from modbot.model import Authenticity, Notification, Verdict
 from modbot.parse import domains_in
 
-__all__ = ["NOT_LINKEDIN", "DnsLookup", "check", "own_domain_verdict", "vouched"]
+__all__ = ["NOT_LINKEDIN", "DnsLookup", "Trust", "check", "own_domain_verdict", "vouched"]
 
 NOT_LINKEDIN = Authenticity(False, Verdict.UNKNOWN, ("does not claim to be LinkedIn mail",))
 # The fields modbot reads to classify a notification and find its person: each must appear at
@@ -120,11 +121,46 @@ def _link_host(url: str) -> str:
 
 # --- 1. Verdicts of a trusted server ---------------------------------------------------------
 
-def _from_trusted(block: Sequence[trace.Field], trusted: Sequence[str],
+@dataclass(frozen=True)
+class Trust:
+    """Whose verdicts the counselor's mail system makes believable (``[policy]``)."""
+
+    authserv_ids: Sequence[str] = ()
+    microsoft365_tenant: str | None = None
+    gateway_hosts: Sequence[str] = ()
+
+
+def _from_trusted(block: Sequence[trace.Field], trust: Trust,
                   from_domain: str) -> _Found | None:
-    verdict = verdicts.trusted_results(block, trusted)
-    if verdict is None:
-        return None
+    """The verdict of the college's own mail system, in the order its hops wrote them.
+
+    Exchange Online's own verdict first; where it cannot prove LinkedIn and a configured
+    gateway wrote one at the border (its body rewriting is what broke Exchange's check), the
+    gateway's; then the servers named by authserv-id.
+    """
+    exchange = stacks.exchange_verdict(block, trust.microsoft365_tenant)
+    found = _judge(exchange, block, from_domain, need_dmarc=True) if exchange else None
+    if found is not None and found[0] is Verdict.AUTHENTIC:
+        return found
+    gateway = stacks.gateway_verdict(block, trust.gateway_hosts)
+    if gateway is not None:
+        return _judge(gateway, block, from_domain)
+    if found is not None:
+        hop = stacks.hop_hint(block)
+        if hop and found[0] is not Verdict.AUTHENTIC:
+            return Verdict.UNKNOWN, (
+                f"Exchange Online could not check LinkedIn's signature: {hop} changed the "
+                f"message before it. Add {hop}'s hosts to gateway_hosts if it writes its "
+                "verdict next to its ingress line; otherwise turn on Enhanced Filtering for "
+                f"Connectors for {hop}, or trust its ARC seal in Exchange."), frozenset()
+        return found
+    verdict = verdicts.trusted_results(block, trust.authserv_ids)
+    return _judge(verdict, block, from_domain) if verdict is not None else None
+
+
+def _judge(verdict: verdicts.Verdict, block: Sequence[trace.Field], from_domain: str, *,
+           need_dmarc: bool = False) -> _Found:
+    """What one trusted verdict proves about LinkedIn, and which fields it vouches for."""
     server, results = verdict.server, verdict.results
     dmarc = [r for r in results if r.method == "dmarc"]
     for r in dmarc:
@@ -140,10 +176,14 @@ def _from_trusted(block: Sequence[trace.Field], trusted: Sequence[str],
             why = f"but the From domain is {from_domain or 'missing'}"
             return Verdict.SPOOF, f"{server} reports dkim=pass for {domain} {why}.", frozenset()
         aligned = [r for r in dmarc if r.result == "pass"]
+        if need_dmarc and not aligned:
+            return Verdict.UNKNOWN, (f"{server} reports dkim=pass for {domain} but no "
+                                     "dmarc=pass for linkedin.com."), frozenset()
         if dmarc and not aligned:
             return Verdict.UNKNOWN, (f"{server} reports dkim=pass for {domain} "
                                      f"but dmarc={dmarc[0].result}."), frozenset()
-        if any(r.props.get("header.from", from_domain).lower() != from_domain for r in aligned):
+        if any(r.props.get("header.from", "" if need_dmarc else from_domain).lower()
+               != from_domain for r in aligned):
             return Verdict.UNKNOWN, (f"{server} reports dmarc=pass for another From domain "
                                      f"than {from_domain}."), frozenset()
         signed = verdicts.signed_names(block, passed)
@@ -203,12 +243,14 @@ def _signers(block: Sequence[trace.Field]) -> set[str]:
 
 
 def check(n: Notification, *, trusted_authserv_ids: Sequence[str],
-          dkim_lookup: DnsLookup | None = None) -> Authenticity:
+          dkim_lookup: DnsLookup | None = None, microsoft365_tenant: str | None = None,
+          gateway_hosts: Sequence[str] = ()) -> Authenticity:
     """Whether ``n`` claims to be LinkedIn mail, and whether that claim is proven or disproven.
 
     Never raises for bad mail. ``dkim_lookup`` is consulted only when no trusted server's
     verdict is present. An authentic finding names the header fields the proof covers.
     """
+    trust = Trust(trusted_authserv_ids, microsoft365_tenant, gateway_hosts)
     claims = _claims(n)
     if not claims:
         return NOT_LINKEDIN
@@ -221,7 +263,7 @@ def check(n: Notification, *, trusted_authserv_ids: Sequence[str],
     if altered:
         return Authenticity(True, Verdict.SPOOF, (claim, f"Not proven: {altered}."))
     from_domain = _domain(n.from_.email if n.from_ else None)
-    found = (_from_trusted(block, trusted_authserv_ids, from_domain)
+    found = (_from_trusted(block, trust, from_domain)
              or _from_dkim(n, block, dkim_lookup, from_domain))
     if found:
         verdict, reason, signed = found

@@ -241,6 +241,15 @@ class DatabaseSettings(_Section):
 class PolicySettings(_Section):
     mode: Mode = Mode.SHADOW
     trusted_authserv_ids: tuple[str, ...] = ()
+    # Microsoft 365: the tenant id whose Exchange Online verdict (it has no authserv-id) is
+    # believed, where Exchange writes it on this tenant's copy.
+    microsoft365_tenant: str | None = Field(
+        default=None, pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
+                              r"[0-9A-Fa-f]{12}$")
+    # The college's inbound gateway hosts (Proofpoint's mx0a-….pphosted.com, …), whose verdict
+    # at the border is believed when Exchange's own check failed because the gateway changed
+    # the message.
+    gateway_hosts: tuple[str, ...] = ()
     actions: dict[Kind, Action] = Field(default_factory=dict)
     modes: dict[Kind, Mode] = Field(default_factory=dict)
     redirect_all_to: Email | None = None

@@ -66,6 +66,8 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
             notification,
             trusted_authserv_ids=policy.trusted_authserv_ids,
             dkim_lookup=dkim_lookup,
+            microsoft365_tenant=policy.microsoft365_tenant,
+            gateway_hosts=policy.gateway_hosts,
         )
         # Only what LinkedIn signed may decide the kind, the person and where a reply goes.
         classification = classify.classify(authenticity.vouched(notification, found), found,

@@ -110,9 +110,10 @@ def _profile_url(n: Notification, name: str | None) -> str | None:
 
     The invitation's note is the inviter's own text and sits above LinkedIn's lines, so a
     labelled link ("View <Name>'s profile: <url>", in any language) counts only when its label
-    names the person, and only the last such line, which is LinkedIn's; in the HTML part, where a note is text and never a link, an anchor counts when
-    its text is the person's name or LinkedIn marked it as the sender's. The directory still
-    checks that the link's owner goes by the name.
+    names the person, and only the last such line, which is LinkedIn's. In the HTML part, where
+    a note is text and never a link, an anchor counts when its text is the person's name or
+    LinkedIn marked it as the sender's. The directory still checks that the link's owner goes
+    by the name.
     """
     wanted = (name or "").casefold()
     if not wanted:

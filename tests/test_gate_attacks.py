@@ -13,182 +13,54 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import dkim
-import dkim.crypto
+import linkedin_mail
 import pytest
 import servers
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from linkedin_mail import (
+    ATTACKER,
+    DIRECTORY_CSV,
+    EVIL,
+    EVIL_KEY,
+    INGRESS,
+    JORDAN,
+    LINKEDIN_KEY,
+    LINKEDIN_SIGNS,
+    MX,
+    POLICY,
+    SELECTOR,
+    add_below_ingress,
+    delivered,
+    forged,
+    gate_directory,
+    genuine,
+    invitation,
+    lookup,
+    reply_address,
+    run,
+    sign,
+    trusted_pass,
+)
 
 from modbot.authenticity import check, own_domain_verdict
-from modbot.config import (
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-    Settings,
-)
-from modbot.judging import Judgement, judge
-from modbot.model import Action, History, Mode, Verdict
+from modbot.config import CounselorSettings, DatabaseSettings, DirectorySettings, Settings
+from modbot.model import Action, Verdict
 from modbot.parse import parse
 from modbot.poll import Context, Poller
 from modbot.recipients import CsvDirectory, Directory
 from modbot.tls import client_context
 
-MX = "mx.counsel.example.edu"
-SELECTOR = b"d2048-202308-00"
-EVIL = "evil.example"
-ATTACKER = "mallory@evil.example"
-# What LinkedIn signs (LINKEDIN.md section 1): Reply-To is not among them.
-LINKEDIN_SIGNS = (b"From", b"Subject", b"MIME-Version", b"Content-Type", b"To", b"Date",
-                  b"X-LinkedIn-Class", b"X-LinkedIn-Template", b"X-LinkedIn-fbl")
-DIRECTORY_CSV = Path(__file__).parent / "data" / "gate_directory.csv"
-JORDAN = "jrivera@students.example.edu"
-INGRESS = (f"Received: from mailb-cd.linkedin.com (mailb-cd.linkedin.com [108.174.3.12])\n"
-           f"\tby {MX} (Postfix) with ESMTPS id 4Z8q1T2kLmz9;\n"
-           "\tMon, 3 Mar 2025 14:02:11 +0000 (UTC)\n").encode()
-
-Lookup = Callable[[bytes], bytes | None]
-
-
-# --- keys, signing, mail ------------------------------------------------------------------------
-
-def _key() -> tuple[bytes, bytes]:
-    # A throwaway key for one test run: 1024 bits is dkimpy's minimum and quick to make.
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    pem = private.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    public = private.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
-
-
-LINKEDIN_KEY, EVIL_KEY = _key(), _key()
-KEYS = {SELECTOR + b"._domainkey.linkedin.com.": LINKEDIN_KEY[1],
-        SELECTOR + b"._domainkey.evil.example.": EVIL_KEY[1],
-        SELECTOR + b"._domainkey.counsel.example.edu.evil.example.": EVIL_KEY[1]}
-
-
-def lookup(name: bytes) -> bytes | None:
-    """The test's DNS: LinkedIn's key and the attacker's own, nothing else."""
-    return KEYS.get(name)
-
-
-def sign(message: bytes, domain: str, pem: bytes, *,
-         extra: Sequence[tuple[bytes, bytes]] = (),
-         names: Sequence[bytes] = LINKEDIN_SIGNS, length: bool = False) -> bytes:
-    """``message`` with a DKIM-Signature on top, made as dkimpy makes one, plus ``extra`` tags."""
-    signer = dkim.DKIM(message, linesep=b"\n")
-    canon = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-    signer.hasher = hashlib.sha256
-    body = canon.canonicalize_body(signer.body)
-    include = [n.lower() for n in names]
-    fields = [(b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/relaxed"),
-              (b"d", domain.encode()), (b"s", SELECTOR), *extra,
-              *([(b"l", str(len(body)).encode())] if length else []),
-              (b"h", b" : ".join(include)),
-              (b"bh", base64.b64encode(hashlib.sha256(body).digest())), (b"b", b"0" * 60)]
-    value = signer.gen_header(fields, include, canon, b"DKIM-Signature",
-                              dkim.crypto.parse_pem_private_key(pem))
-    return b"DKIM-Signature:" + value.replace(b"\r\n", b"\n") + message
-
-
-def invitation(name: str = "Jordan Rivera", vanity: str = "jordan-rivera-42", *,
-               note: str = "", template: str = "email_m2m_invite_single_01",
-               subject: str = "I’ve sent you a connection request",
-               headers: Sequence[str] = ()) -> bytes:
-    """A 2025-shaped invitation from ``name`` (LINKEDIN.md section 7), unsigned."""
-    profile = f"https://www.linkedin.com/comm/in/{vanity}?midToken=AQ&trk=eml-{template}-hero"
-    accept = ("https://www.linkedin.com/comm/mynetwork/invite-accept/invitationId/"
-              f"70{abs(hash(vanity)) % 10**15:015d}/sharedKey/k1/?inviterVanityName={vanity}")
-    note_text = f"{note}\n\n" if note else ""
-    note_html = f"<p>{note}</p>" if note else ""
-    text = (f"Hi Morgan, I’d like to join your professional network\n\n{note_text}"
-            f"{name}\nNursing student\n\nAccept: {accept}\n\n"
-            f"View {name}’s profile: {profile}\n\n"
-            "This email was intended for Morgan Lee (Career Counselor)\n")
-    html = (f"<html><body><p>Hi Morgan, I’d like to join your professional network</p>"
-            f"{note_html}<a href=\"{profile}\"><b>{name}</b></a><p>Nursing student</p>"
-            f"<a href=\"{accept}\">Accept</a>"
-            "<p>This email was intended for Morgan Lee (Career Counselor)</p></body></html>")
-    boundary = "----=_Part_4811007_14433021.1741010531250"
-    head = [*headers,
-            f"From: {name} <invitations@linkedin.com>",
-            "Message-ID: <10531250.531250.1741010531250@ltx1-app41752.prod.linkedin.com>",
-            f"Subject: {subject}",
-            "MIME-Version: 1.0",
-            f"Content-Type: multipart/alternative; boundary=\"{boundary}\"",
-            "To: Morgan Lee <morgan.lee@counsel.example.edu>",
-            "Date: Mon, 3 Mar 2025 14:02:11 +0000",
-            "X-LinkedIn-Class: EMAIL-DEFAULT",
-            f"X-LinkedIn-Template: {template}",
-            "X-LinkedIn-fbl: m2-aFx7sd0kq9lQm3vZcR8pTnYwE1uBoHgJ",
-            f"Feedback-ID: {template}:linkedin"]
-    body = (f"--{boundary}\nContent-Type: text/plain;charset=UTF-8\n"
-            f"Content-Transfer-Encoding: 8bit\n\n{text}\n"
-            f"--{boundary}\nContent-Type: text/html;charset=UTF-8\n"
-            f"Content-Transfer-Encoding: 8bit\n\n{html}\n--{boundary}--\n")
-    return ("\n".join(head) + "\n\n" + body).encode()
-
-
-def genuine(message: bytes | None = None) -> bytes:
-    """``message`` (a Jordan Rivera invitation by default) as LinkedIn signs it."""
-    return sign(message or invitation(), "linkedin.com", LINKEDIN_KEY[0])
-
-
-def delivered(signed: bytes, *, verdict: str | None = None) -> bytes:
-    """``signed`` as the counselor's MX stored it: its ingress line, and its verdict above."""
-    top = f"Authentication-Results: {MX}; {verdict}\n".encode() if verdict else b""
-    return top + INGRESS + signed
-
-
-def add_below_ingress(stored: bytes, *fields: str) -> bytes:
-    """What a sender can do: put fields anywhere below the MX's ingress line (here: first)."""
-    added = "".join(f"{f}\n" for f in fields).encode()
-    return stored.replace(INGRESS, INGRESS + added, 1)
-
-
-TRUSTED_PASS = ("dkim=pass header.d=linkedin.com header.s=d2048-202308-00 header.b={b}; "
-                "spf=pass smtp.mailfrom=s-1@bounce.linkedin.com; "
-                "dmarc=pass (p=REJECT sp=REJECT dis=NONE) header.from=linkedin.com")
-
-
-def trusted_pass(signed: bytes) -> str:
-    """The verdict the MX writes for a genuine LinkedIn signature on top of ``signed``."""
-    b = re.search(rb"\bb=([A-Za-z0-9+/]{8})", re.sub(rb"\s+", b"", signed.split(b"\n\n")[0]))
-    assert b is not None
-    return TRUSTED_PASS.format(b=b.group(1).decode())
-
-
-# --- judging -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def directory() -> Directory:
     """Jordan Rivera, Victoria Target (whom attackers aim at) and Maria Elena Lopez."""
-    return CsvDirectory.from_csv(DIRECTORY_CSV)
-
-
-POLICY = PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=(MX,))
-
-
-def run(raw: bytes, directory: Directory, *, trusted: bool = True) -> Judgement:
-    """The pure stages a poll runs on ``raw``, DNS answered by the test's zone."""
-    policy = POLICY if trusted else PolicySettings(mode=Mode.AUTO)
-    return judge(raw, policy, directory, lambda *_: History(), lookup)
-
-
-def reply_address(j: Judgement) -> str | None:
-    """Where a reply would go, or None when the decision is not to reply."""
-    if j.decision.action is not Action.REPLY or j.decision.recipient is None:
-        return None
-    return j.decision.recipient.email
+    return gate_directory()
 
 
 def test_genuine_invitation_is_answered_on_both_paths(directory: Directory) -> None:
@@ -227,7 +99,7 @@ def test_attacker_signature_with_linkedin_in_other_tags(directory: Directory, tr
                                     "evil.example"])
 def test_lookalike_signing_domains_are_not_linkedin(directory: Directory, domain: str) -> None:
     """A domain that only contains or imitates linkedin.com proves nothing for LinkedIn."""
-    KEYS[SELECTOR + b"._domainkey." + domain.encode() + b"."] = EVIL_KEY[1]
+    linkedin_mail.KEYS[SELECTOR + b"._domainkey." + domain.encode() + b"."] = EVIL_KEY[1]
     signed = sign(invitation(), domain, EVIL_KEY[0])
     j = run(delivered(signed), directory, trusted=False)
     assert reply_address(j) is None
@@ -269,24 +141,23 @@ FORGED_VERDICTS = [
 def test_attacker_tokens_in_a_trusted_verdict_stay_tokens(directory: Directory,
                                                           verdict: str) -> None:
     """Text the MX copied from the sender never becomes a result it did not give."""
-    unsigned = sign(invitation(), EVIL, EVIL_KEY[0])
-    j = run(delivered(unsigned, verdict=verdict), directory)
+    j = run(delivered(forged(), verdict=verdict), directory)
     assert reply_address(j) is None
 
 
 @pytest.mark.parametrize("position", ["right-under", "further-down", "above-own-received"])
 def test_verdict_below_the_ingress_is_the_sender_s(directory: Directory, position: str) -> None:
     """An Authentication-Results of the MX's own name below its ingress line is the sender's."""
-    signed = sign(invitation(), EVIL, EVIL_KEY[0])
-    forged = f"Authentication-Results: {MX}; dkim=pass header.d=linkedin.com; dmarc=pass " \
+    signed = forged()
+    verdict = f"Authentication-Results: {MX}; dkim=pass header.d=linkedin.com; dmarc=pass " \
              "header.from=linkedin.com"
     stored = delivered(signed)
     if position == "right-under":
-        stored = add_below_ingress(stored, forged)
+        stored = add_below_ingress(stored, verdict)
     elif position == "further-down":
-        stored = stored.replace(b"From:", forged.encode() + b"\nFrom:", 1)
+        stored = stored.replace(b"From:", verdict.encode() + b"\nFrom:", 1)
     else:  # the sender adds a Received of the MX's name of his own, with the verdict above it
-        stored = add_below_ingress(stored, forged, INGRESS.decode().rstrip("\n"))
+        stored = add_below_ingress(stored, verdict, INGRESS.decode().rstrip("\n"))
     assert reply_address(run(stored, directory)) is None
 
 
@@ -464,7 +335,7 @@ def mutate(stored: bytes, mutations: Sequence[tuple[str, str, str, str]]) -> byt
 
 
 SIGNED = genuine()
-OTHER = sign(invitation(), EVIL, EVIL_KEY[0])
+OTHER = forged()
 BASES = {
     "linkedin, verified here": (delivered(SIGNED), False),
     "linkedin, the MX's verdict": (delivered(SIGNED, verdict=trusted_pass(SIGNED)), True),
