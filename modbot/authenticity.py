@@ -62,6 +62,8 @@ KEPT_UNSIGNED = frozenset({"message-id", "in-reply-to", "references", "auto-subm
 RELAY_DOMAIN = "reply.linkedin.com"
 
 _Found = tuple[Verdict, str, frozenset[str]]
+# Which evidence decided (``Authenticity.evidence``).
+EXCHANGE, GATEWAY, SERVER, DKIM = "exchange", "gateway", "trusted-server", "dkim"
 
 
 def _domain(address: str | None) -> str:
@@ -131,7 +133,7 @@ class Trust:
 
 
 def _from_trusted(block: Sequence[trace.Field], trust: Trust,
-                  from_domain: str) -> _Found | None:
+                  from_domain: str) -> tuple[_Found, str] | None:
     """The verdict of the college's own mail system, in the order its hops wrote them.
 
     Exchange Online's own verdict first; where it cannot prove LinkedIn and a configured
@@ -141,21 +143,21 @@ def _from_trusted(block: Sequence[trace.Field], trust: Trust,
     exchange = stacks.exchange_verdict(block, trust.microsoft365_tenant)
     found = _judge(exchange, block, from_domain, need_dmarc=True) if exchange else None
     if found is not None and found[0] is Verdict.AUTHENTIC:
-        return found
+        return found, EXCHANGE
     gateway = stacks.gateway_verdict(block, trust.gateway_hosts)
     if gateway is not None:
-        return _judge(gateway, block, from_domain)
+        return _judge(gateway, block, from_domain), GATEWAY
     if found is not None:
         hop = stacks.hop_hint(block)
-        if hop and found[0] is not Verdict.AUTHENTIC:
-            return Verdict.UNKNOWN, (
+        if hop:
+            return (Verdict.UNKNOWN, (
                 f"Exchange Online could not check LinkedIn's signature: {hop} changed the "
                 f"message before it. Add {hop}'s hosts to gateway_hosts if it writes its "
                 "verdict next to its ingress line; otherwise turn on Enhanced Filtering for "
-                f"Connectors for {hop}, or trust its ARC seal in Exchange."), frozenset()
-        return found
+                f"Connectors for {hop}, or trust its ARC seal in Exchange."), frozenset()), EXCHANGE
+        return found, EXCHANGE
     verdict = verdicts.trusted_results(block, trust.authserv_ids)
-    return _judge(verdict, block, from_domain) if verdict is not None else None
+    return (_judge(verdict, block, from_domain), SERVER) if verdict is not None else None
 
 
 def _judge(verdict: verdicts.Verdict, block: Sequence[trace.Field], from_domain: str, *,
@@ -263,15 +265,16 @@ def check(n: Notification, *, trusted_authserv_ids: Sequence[str],
     if altered:
         return Authenticity(True, Verdict.SPOOF, (claim, f"Not proven: {altered}."))
     from_domain = _domain(n.from_.email if n.from_ else None)
-    found = (_from_trusted(block, trust, from_domain)
-             or _from_dkim(n, block, dkim_lookup, from_domain))
+    trusted = _from_trusted(block, trust, from_domain)
+    dkim_found = None if trusted else _from_dkim(n, block, dkim_lookup, from_domain)
+    found, evidence = trusted or ((dkim_found, DKIM) if dkim_found else (None, ""))
     if found:
         verdict, reason, signed = found
         if verdict is Verdict.AUTHENTIC:
             altered = trace.agrees(block, n.fields, set(signed))
             if altered:
                 return Authenticity(True, Verdict.SPOOF, (claim, f"Not proven: {altered}."))
-        return Authenticity(True, verdict, (claim, reason), signed)
+        return Authenticity(True, verdict, (claim, reason), signed, evidence)
     negative = _negative_evidence(n, _signers(block))
     if negative:
         return Authenticity(True, Verdict.SPOOF, (claim, *negative))

@@ -98,13 +98,16 @@ class Authenticity:
     ``looks_like_linkedin`` says whether the message claims to be LinkedIn's at all (From, Sender,
     X-LinkedIn-* headers, look-alike domains). ``verdict`` says whether that claim is proven.
     ``signed`` names the header fields (lower-cased) the proof covers: only they, and the signed
-    body, speak for LinkedIn.
+    body, speak for LinkedIn. ``evidence`` says which evidence decided: ``exchange`` (Exchange
+    Online's verdict), ``gateway`` (an inbound gateway's), ``trusted-server`` (a server named in
+    ``trusted_authserv_ids``), ``dkim`` or ``arc`` (verified here), or ``""`` for none.
     """
 
     looks_like_linkedin: bool
     verdict: Verdict
     reasons: tuple[str, ...]
     signed: frozenset[str] = frozenset()
+    evidence: str = ""
 
     @property
     def authentic(self) -> bool | None:
