@@ -43,7 +43,7 @@ from modbot.brand import (
     looks_like_linkedin_domain,
     registrable_domain,
 )
-from modbot.dkimcheck import DnsLookup, Outcome, signature_tags, verify
+from modbot.dkimcheck import DnsLookup, Outcome, signature_tags, verify, verify_arc
 from modbot.model import Authenticity, Notification, Verdict
 from modbot.parse import domains_in
 
@@ -63,7 +63,9 @@ RELAY_DOMAIN = "reply.linkedin.com"
 
 _Found = tuple[Verdict, str, frozenset[str]]
 # Which evidence decided (``Authenticity.evidence``).
-EXCHANGE, GATEWAY, SERVER, DKIM = "exchange", "gateway", "trusted-server", "dkim"
+EXCHANGE, GATEWAY, SERVER, DKIM, ARC = "exchange", "gateway", "trusted-server", "dkim", "arc"
+# Whose ARC seal vouches for the verdict it carries: Google's, sealed as Gmail takes mail in.
+ARC_SEALERS = ("google.com",)
 
 
 def _domain(address: str | None) -> str:
@@ -236,6 +238,26 @@ def _from_dkim(n: Notification, block: Sequence[trace.Field], lookup: DnsLookup 
             frozenset())
 
 
+def _from_arc(n: Notification, block: Sequence[trace.Field], lookup: DnsLookup,
+              from_domain: str) -> _Found | None:
+    """Google's verdict, carried in an ARC chain verified here whose newest seal is Google's.
+
+    Only a proof: a chain that does not verify, or whose verdict proves nothing, leaves the
+    finding of DKIM verified here as it was.
+    """
+    chain = verify_arc(n.raw, block, lookup)
+    if chain is None or chain.sealer not in ARC_SEALERS:
+        return None
+    parsed = verdicts.read(chain.verdict)
+    if parsed is None:
+        return None
+    sealed = verdicts.Verdict(f"{parsed[0]} (ARC sealed by {chain.sealer})", parsed[1])
+    found, reason, signed = _judge(sealed, block, from_domain, need_dmarc=True)
+    if found is not Verdict.AUTHENTIC:
+        return None
+    return found, reason, signed & chain.signed
+
+
 # --- The gate ----------------------------------------------------------------------------------
 
 def _signers(block: Sequence[trace.Field]) -> set[str]:
@@ -267,6 +289,11 @@ def check(n: Notification, *, trusted_authserv_ids: Sequence[str],
     from_domain = _domain(n.from_.email if n.from_ else None)
     trusted = _from_trusted(block, trust, from_domain)
     dkim_found = None if trusted else _from_dkim(n, block, dkim_lookup, from_domain)
+    if not trusted and dkim_lookup is not None and (
+            dkim_found is None or dkim_found[0] is not Verdict.AUTHENTIC):
+        arc = _from_arc(n, block, dkim_lookup, from_domain)
+        if arc is not None:
+            trusted = arc, ARC
     found, evidence = trusted or ((dkim_found, DKIM) if dkim_found else (None, ""))
     if found:
         verdict, reason, signed = found

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -128,3 +129,68 @@ def verify(raw: bytes, block: Sequence[Field], lookup: DnsLookup,
             yield Signature(domain, Outcome.DNS_FAILED)
         else:
             yield Signature(domain, Outcome.INVALID)
+
+
+MAX_ARC_SETS = 4  # ARC sets a message may carry for modbot to verify the chain at all
+
+
+@dataclass(frozen=True)
+class ArcChain:
+    """What the newest ARC set says, once the whole chain verified (RFC 8617)."""
+
+    sealer: str  # the newest ARC-Seal's d=
+    verdict: str  # its ARC-Authentication-Results, without "i=N;", raw
+    signed: frozenset[str]  # the fields its ARC-Message-Signature signs
+
+
+def verify_arc(raw: bytes, block: Sequence[Field], lookup: DnsLookup) -> ArcChain | None:
+    """The newest ARC set of a chain dkimpy verifies whole, or None.
+
+    The chain must pass, its newest message signature must verify (a seal alone can be
+    replayed on another body), and it may have at most ``MAX_ARC_SETS`` sets whose message
+    signatures name at most ``MAX_SIGNED_NAMES`` fields. What it says is read from the same
+    fields dkimpy verified: the newest instance's seal, message signature and results.
+    """
+    import dkim
+
+    seals = [f for f in block if f.name == "arc-seal"]
+    signatures = [f for f in block if f.name == "arc-message-signature"]
+    if not seals or len(seals) > MAX_ARC_SETS or any(
+            len(signature_tags(f.value).get(b"h", b"").split(b":")) > MAX_SIGNED_NAMES
+            for f in signatures):
+        return None
+    failed = False
+
+    def dnsfunc(name: bytes, timeout: float = 5) -> bytes | None:
+        nonlocal failed
+        if failed:
+            raise dkim.DnsTimeoutError("DNS failed earlier for this message")
+        try:
+            return lookup(name)
+        except Exception:
+            failed = True
+            raise dkim.DnsTimeoutError("no DNS answer") from None
+
+    try:
+        cv, results, _ = dkim.ARC(raw, logger=_silent_logger()).verify(dnsfunc=dnsfunc)
+    except Exception:  # a chain dkimpy cannot read proves nothing
+        return None
+    if cv != dkim.CV_Pass or not results or not results[0].get("ams-valid"):
+        return None
+    newest = results[0]["instance"]
+
+    def of_newest(fields: list[Field]) -> dict[bytes, bytes]:
+        tagged = [signature_tags(f.value) for f in fields]
+        mine = [t for t in tagged if t.get(b"i", b"").strip() == str(newest).encode()]
+        return mine[0] if len(mine) == 1 else {}
+
+    seal, signature = of_newest(seals), of_newest(signatures)
+    verdicts = [f.value for f in block if f.name == "arc-authentication-results"
+                and re.match(rf"\s*i\s*=\s*{newest}\s*;", f.value)]
+    if not seal or not signature or len(verdicts) != 1:
+        return None
+    return ArcChain(strict_domain(seal.get(b"d", b"").decode("ascii", "replace")),
+                    re.sub(r"^\s*i\s*=\s*\d+\s*;", "", verdicts[0]).strip(),
+                    frozenset(n.strip().lower() for n in
+                              signature.get(b"h", b"").decode("ascii", "replace").split(":")
+                              if n.strip()))

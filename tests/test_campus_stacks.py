@@ -9,6 +9,7 @@ with the test's LinkedIn key; the bodies carry rewritten links, as the stored co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
@@ -305,3 +306,72 @@ def test_google_verdict_further_down_is_not_google_s(directory: Directory) -> No
                             b"dkim=pass header.i=@linkedin.com\nDKIM-Signature:", 1)
     j = run(stored, directory, trusted_authserv_ids=("mx.google.com",))
     assert reply_address(j) is None
+
+
+# --- Google's verdict carried in an ARC chain, verified here -------------------------------------
+
+GOOGLE_KEY: tuple[bytes, bytes] | None = None  # made on first use
+
+
+def google_key() -> tuple[bytes, bytes]:
+    from linkedin_mail import _key
+
+    global GOOGLE_KEY
+    if GOOGLE_KEY is None:
+        GOOGLE_KEY = _key()
+    return GOOGLE_KEY
+
+
+def arc_sealed(message: bytes, sealer: bytes = b"google.com") -> bytes:
+    """``message`` with Google's verdict and the ARC set Gmail seals as it takes mail in."""
+    import re
+
+    import dkim
+
+    b = re.search(rb"\bb=([A-Za-z0-9+/]{8})", re.sub(rb"\s+", b"", message.split(b"\n\n")[0]))
+    assert b is not None
+    verdict = (b"Authentication-Results: mx.google.com; dkim=pass header.i=@linkedin.com "
+               b"header.s=d2048-202308-00 header.b=" + b.group(1) + b"; dmarc=pass "
+               b"(p=REJECT sp=REJECT dis=NONE) header.from=linkedin.com\n")
+    with_verdict = verdict + message
+    arc = dkim.arc_sign(with_verdict, b"arc-20240605", sealer, google_key()[0], b"mx.google.com",
+                        include_headers=[b"from", b"subject", b"to", b"date", b"message-id",
+                                         b"mime-version", b"content-type", b"feedback-id"],
+                        linesep=b"\n")
+    return b"".join(arc) + with_verdict
+
+
+def arc_lookup(linkedin: bool) -> Callable[[bytes], bytes | None]:
+    """DNS with Google's ARC key, and LinkedIn's signing key only when ``linkedin``."""
+    def answer(name: bytes) -> bytes | None:
+        if name.startswith(b"arc-20240605._domainkey."):
+            return google_key()[1]
+        return lookup(name) if linkedin else None
+    return answer
+
+
+def judge_here(raw: bytes, directory: Directory, dns: Callable[[bytes], bytes | None]
+               ) -> Judgement:
+    return judge(raw, PolicySettings(mode=Mode.AUTO), directory, lambda *_: History(), dns)
+
+
+def test_google_arc_chain_proves_what_dkim_here_cannot(directory: Directory) -> None:
+    """With LinkedIn's key gone from DNS, Google's sealed verdict still proves the message."""
+    j = judge_here(arc_sealed(genuine()), directory, arc_lookup(linkedin=False))
+    assert j.authenticity.verdict is Verdict.AUTHENTIC, j.authenticity.reasons
+    assert j.authenticity.evidence == "arc"
+    assert reply_address(j) == JORDAN
+
+
+def test_arc_seal_replayed_on_another_body_proves_nothing(directory: Directory) -> None:
+    """A genuine seal moved onto another body fails its message signature: not proven."""
+    replayed = arc_sealed(genuine()).replace(b"Nursing student", b"Send me your password")
+    j = judge_here(replayed, directory, arc_lookup(linkedin=False))
+    assert j.authenticity.verdict is not Verdict.AUTHENTIC and reply_address(j) is None
+
+
+def test_arc_sealed_by_anyone_but_google_proves_nothing(directory: Directory) -> None:
+    """A valid chain sealed by another domain vouches for nothing LinkedIn sent."""
+    j = judge_here(arc_sealed(genuine(), sealer=b"evil.example"), directory,
+                   arc_lookup(linkedin=False))
+    assert j.authenticity.verdict is not Verdict.AUTHENTIC and reply_address(j) is None
