@@ -582,7 +582,7 @@ def review_list(ctx: typer.Context) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from modbot import review
+    from modbot import review, words
 
     _, store = _review_store(ctx)
     items = review.waiting(store, datetime.now(UTC))
@@ -591,7 +591,7 @@ def review_list(ctx: typer.Context) -> None:
         return
     table = Table("#", "kind", "person", "recipient", "age", "reason")
     for w in items:  # Text(): a name from mail is never read as rich markup
-        table.add_row(str(w.id), w.kind.replace("_", " "), Text(w.person or "-"),
+        table.add_row(str(w.id), words.kind_label(w.kind), Text(w.person or "-"),
                       Text(w.redirected_to or w.recipient), review.age_text(w.age), Text(w.reason))
     Console().print(table)
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from modbot import render, review, store
+from modbot import render, review, store, words
 from modbot.cli import app
 from modbot.config import (
     CounselorSettings,
@@ -593,14 +593,16 @@ url = "{settings.database.url}"
 
 
 def test_cli_lists_waiting_replies(db: Store, settings: Settings, tmp_path: Path) -> None:
-    """`modbot review` shows a table with the number, person and recipient of each reply."""
+    """`modbot review` shows a table with the number, the kind in words, the person and the
+    recipient of each reply."""
     item = wait(db, 1, "Jo [bold]Rivera")
     result = runner.invoke(app, ["--config", str(write_config(settings, tmp_path)), "review"],
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert str(item) in result.output
     assert "Jo [bold]Rivera" in result.output  # printed as written, never as markup
-    assert "connection invitation" in result.output
+    assert words.kind_label("connection_invitation") in result.output
+    assert "connection invitation" not in result.output  # the identifier, spaced out
 
 
 def test_cli_approve_all(db: Store, settings: Settings, tmp_path: Path) -> None:
