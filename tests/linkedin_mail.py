@@ -42,7 +42,8 @@ Lookup = Callable[[bytes], bytes | None]
 
 # --- keys, signing, mail ------------------------------------------------------------------------
 
-def _key() -> tuple[bytes, bytes]:
+def new_key() -> tuple[bytes, bytes]:
+    """A fresh RSA key: the PEM private key and its DNS TXT record."""
     # A throwaway key for one test run: 1024 bits is dkimpy's minimum and quick to make.
     private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
     pem = private.private_bytes(serialization.Encoding.PEM,
@@ -53,7 +54,7 @@ def _key() -> tuple[bytes, bytes]:
     return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
-LINKEDIN_KEY, EVIL_KEY = _key(), _key()
+LINKEDIN_KEY, EVIL_KEY = new_key(), new_key()
 KEYS = {SELECTOR + b"._domainkey.linkedin.com.": LINKEDIN_KEY[1],
         SELECTOR + b"._domainkey.evil.example.": EVIL_KEY[1],
         SELECTOR + b"._domainkey.counsel.example.edu.evil.example.": EVIL_KEY[1]}

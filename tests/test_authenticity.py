@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import tomllib
@@ -12,10 +11,9 @@ from typing import Any
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from linkedin_mail import new_key
 
 from modbot.authenticity import NOT_LINKEDIN, check
 from modbot.model import Authenticity, Verdict
@@ -37,14 +35,7 @@ def raw(name: str) -> bytes:
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, bytes]:
     """A fresh RSA key: the PEM private key and its DNS TXT record."""
-    # A throwaway key for one test run: 1024 bits is dkimpy's minimum and quick to make.
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    pem = private.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    public = private.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    return new_key()
 
 
 def sign(data: bytes, domain: str, pem: bytes, *, length: bool = False) -> bytes:

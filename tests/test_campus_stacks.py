@@ -314,11 +314,11 @@ GOOGLE_KEY: tuple[bytes, bytes] | None = None  # made on first use
 
 
 def google_key() -> tuple[bytes, bytes]:
-    from linkedin_mail import _key
+    from linkedin_mail import new_key
 
     global GOOGLE_KEY
     if GOOGLE_KEY is None:
-        GOOGLE_KEY = _key()
+        GOOGLE_KEY = new_key()
     return GOOGLE_KEY
 
 
