@@ -115,7 +115,9 @@ def _configured(f: Facts) -> Outcome | None:
     action = f.configured_action()
     if action is Action.REPLY:
         return None
-    return action, f"as configured, {words.kind_phrase(f.kind.value)} is {_CONFIGURED[action]}"
+    # The classifying rule's words where it knows more than the kind: staff mail, not news.
+    what = words.kind_phrase(f.kind.value, f.classification.rule)
+    return action, f"as configured, {what} is {_CONFIGURED[action]}"
 
 
 def _unverified(f: Facts) -> Outcome | None:

@@ -22,14 +22,45 @@ KINDS: dict[str, tuple[str, str]] = {
                          "LinkedIn mail of a kind modbot does not know"),
     "not_linkedin": ("Email not from LinkedIn", "an email not from LinkedIn"),
 }
-# Where the classifying rule says more than the kind does (rule name -> sentence phrase).
+# Each rule of the classifier (``modbot.classify``) -> the message inside a sentence, as precise
+# as that rule knows it; a test fails when a rule has no words here. The policy's own rules
+# that stand for a message (``review-answer``) are worded here too.
 DETAILS: dict[str, str] = {
-    "template_accepted_invitation": "a note that someone accepted your invitation",
-    "phrase_accepted_invitation": "a note that someone accepted your invitation",
-    "template_people_you_may_know": "LinkedIn's suggestions of people you may know",
-    "phrase_people_you_may_know": "LinkedIn's suggestions of people you may know",
-    "phrase_jobs": "a LinkedIn job alert",
+    # the guards, first
+    "not_linkedin": "an email not from LinkedIn",
+    "spoofed_linkedin": "mail pretending to come from LinkedIn",
+    "linkedin_staff_mail": "a LinkedIn employee's own mail (not a notification)",
+    # LinkedIn's template keys
     "template_digest_of_people": "a LinkedIn summary naming several people",
+    "template_notification_digest": "a LinkedIn summary of new notifications",
+    "template_accepted_invitation": "a note that someone accepted your invitation",
+    "template_people_you_may_know": "LinkedIn's suggestions of people you may know",
+    "template_sign_up_nudge": "a LinkedIn sign-up reminder",
+    "template_group_applicant_response": "a group manager's answer to a request to join",
+    "template_group_join_request": "a request to join your LinkedIn group",
+    "template_recommendation_request": "a request for a recommendation",
+    "template_group_activity": "news from a LinkedIn group",
+    "template_invitation": "a connection invitation",
+    "template_message": "a LinkedIn message",
+    "template_other": "a LinkedIn job alert or newsletter",
+    "template_unknown": "LinkedIn mail of a new kind modbot does not know yet",
+    # the class header, the sender, then phrases
+    "class_invitation": "a connection invitation",
+    "class_message": "a LinkedIn message",
+    "class_other": "a LinkedIn job alert or welcome",
+    "sender_groups_join_request": "a request to join your LinkedIn group",
+    "sender_groups": "news from a LinkedIn group",
+    "sender_other": "a LinkedIn job alert or news",
+    "phrase_accepted_invitation": "a note that someone accepted your invitation",
+    "phrase_people_you_may_know": "LinkedIn's suggestions of people you may know",
+    "phrase_recommendation_request": "a request for a recommendation",
+    "phrase_group_join_request": "a request to join your LinkedIn group",
+    "phrase_invitation": "a connection invitation",
+    "phrase_message": "a LinkedIn message",
+    "phrase_group_activity": "news from a LinkedIn group",
+    "phrase_jobs": "a LinkedIn job alert",
+    "default_unknown_linkedin": "LinkedIn mail of a kind modbot does not know",
+    # policy rules that stand for the message
     "review-answer": "your answer to modbot's email",
 }
 # authentic (True, False, None as stored) -> words

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from modbot import store, words
+from modbot import classify, store, words
 from modbot.cli import _print_report, app
 from modbot.model import Action, Kind
 from modbot.poll import Handled, PollReport
@@ -31,6 +31,43 @@ def test_every_kind_has_a_label_and_a_phrase(kind: Kind) -> None:
     label, phrase = words.KINDS[kind.value]
     assert words.kind_label(kind.value) == label and words.kind_phrase(kind.value) == phrase
     readable(f"{label} {phrase}")
+
+
+def test_every_classifier_rule_has_words() -> None:
+    """Each rule of the classifier says in words what it found, so no new rule falls back to its
+    kind's wider words ("a LinkedIn job alert or news" for a LinkedIn employee's mail)."""
+    rules = {rule.name: rule.kind.value for rule in (*classify.GUARDS, *classify.RULES)}
+    missing = sorted(set(rules) - set(words.DETAILS))
+    assert not missing, (
+        f"classifier rules without words in modbot/words.py DETAILS: {', '.join(missing)}; "
+        "add what each one means, in the words a counselor uses")
+    for name in rules:
+        readable(words.kind_phrase(rules[name], name))
+
+
+@pytest.mark.parametrize(("rule", "phrase"), [
+    ("linkedin_staff_mail", "a LinkedIn employee's own mail (not a notification)"),
+    ("template_sign_up_nudge", "a LinkedIn sign-up reminder"),
+    ("template_notification_digest", "a LinkedIn summary of new notifications"),
+    ("template_unknown", "LinkedIn mail of a new kind modbot does not know yet"),
+])
+def test_newer_rules_say_what_the_mail_is(rule: str, phrase: str) -> None:
+    """The rules for staff mail, sign-up reminders, notification summaries and unknown template
+    keys name the mail as it is, not by its kind's wider words."""
+    kind = next(r.kind.value for r in (*classify.GUARDS, *classify.RULES) if r.name == rule)
+    assert words.kind_phrase(kind, rule) == phrase != words.kind_phrase(kind)
+
+
+@pytest.mark.parametrize(("sample", "phrase"), [
+    ("linkedin_staff_mail_m365.eml", "a LinkedIn employee's own mail (not a notification)"),
+    ("signup_nudge_dropoffs.eml", "a LinkedIn sign-up reminder"),
+    ("notification_digest_new_message.eml", "a LinkedIn summary of new notifications"),
+])
+def test_classify_gives_the_policy_the_rules_words(sample: str, phrase: str) -> None:
+    """`modbot classify` on real-shaped mail gives the reason in the classifying rule's words."""
+    result = CliRunner().invoke(app, ["classify", "--json", str(DATA / sample)])
+    assert result.exit_code == 0, result.output
+    assert f"as configured, {phrase} is" in result.output
 
 
 @pytest.mark.parametrize("status", [store.QUEUED, store.REVIEW, store.SHADOW, store.SENDING,
