@@ -540,7 +540,8 @@ class Poller:
             self._answered.add(store.Replied(reply["recipient_email"], person.profile_url,
                                              person.invitation_id, now,
                                              shadow=status == store.SHADOW))
-        log.info("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
+        # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only, never content.
+        log.debug("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
         recipient = d.recipient.email if d.recipient else None
         return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, person.name,
                        recipient, status, outbox_id)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email
+import logging
 import os
 import shutil
 import signal
@@ -25,9 +27,11 @@ from modbot.config import (
     SmtpSettings,
     TemplateSettings,
 )
-from modbot.daemon import latest_digest_due, poll_line, run_daemon, start_line
+from modbot.daemon import _Inbox, latest_digest_due, poll_line, run_daemon, start_line
 from modbot.errors import TemplateError
-from modbot.poll import Handled, PollReport
+from modbot.lock import AccountLock
+from modbot.poll import Context, Handled, PollReport
+from modbot.tls import client_context
 
 
 def test_latest_due_same_week() -> None:
@@ -126,3 +130,34 @@ def test_daemon_logs_one_line_per_poll(tmp_path: Path, ca_file: Path,
     assert "1 new, 1 from LinkedIn (1 answered); 1 sent" in polls[0]
     assert all(line.endswith("poll: nothing new") for line in polls[1:])
     assert "apscheduler" not in text and "Running job" not in text
+
+
+@pytest.mark.integration
+async def test_a_poll_of_several_messages_logs_one_info_line(
+        tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
+        smtp_server: servers.SmtpServer, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's poll of five messages writes one line at INFO; each message's line is at
+    DEBUG, naming its number, kind and action but never its subject or sender."""
+    for name in (faults.JORDAN, faults.SAM, faults.PRIYA, faults.SPOOF, faults.NEWSLETTER):
+        imap_user.append("INBOX", faults.fixture(name))
+    settings = faults.settings_for(tmp_path, imap_user, smtp_server, ca_file)
+    ctx = Context.build(settings, dkim_lookup=None)
+    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    inbox = _Inbox(ctx, AccountLock(settings.account), "")
+    caplog.set_level(logging.DEBUG)
+    try:
+        await inbox.job("poll", inbox._poll)
+    finally:
+        await inbox.poller.close()
+        ctx.store.close()
+    info = [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.INFO and r.name.startswith("modbot")]
+    assert info == ["poll: 5 new, 4 from LinkedIn (2 answered, 2 held); 2 sent"], info
+    per_message = [r.getMessage() for r in caplog.records
+                   if r.name == "modbot.poll" and r.getMessage().startswith("uid ")]
+    assert len(per_message) == 4 and all(r.levelno == logging.DEBUG for r in caplog.records
+                                         if r.getMessage().startswith("uid "))
+    for name in (faults.JORDAN, faults.SAM, faults.PRIYA, faults.SPOOF, faults.NEWSLETTER):
+        parsed = email.message_from_bytes(faults.fixture(name))
+        for line in per_message:
+            assert str(parsed["Subject"]) not in line and str(parsed["From"]) not in line
