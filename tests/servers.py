@@ -1,7 +1,8 @@
 """Real mail servers on loopback for the integration tests.
 
 - ``Dovecot``: a private Dovecot instance (its own config, state, log and maildirs) with an implicit
-  TLS port and a plain port offering STARTTLS; each user added while it runs gets a passwd-file.
+  TLS port and a plain port offering STARTTLS, and on request an LMTP port for an MTA to deliver
+  to; each user added while it runs gets a passwd-file.
 - ``SmtpServer``: an aiosmtpd server that records every message and can be told to answer a given
   code at RCPT or at the end of DATA.
 - ``SilentServer``: a port that accepts connections and never says a word.
@@ -168,6 +169,21 @@ service ipc {{
   chroot =
 }}
 """
+# Added by start_dovecot(lmtp_hostname=...): delivery from an MTA (Postfix's lmtp client) on
+# loopback. The recipient's local part is the user name, so that user@any.domain reaches the
+# mailbox the IMAP login of that user reads.
+_DOVECOT_LMTP_CONF = """\
+hostname = {hostname}
+service lmtp {{
+  inet_listener lmtp {{
+    address = {host}
+    port = {lmtp_port}
+  }}
+}}
+protocol lmtp {{
+  auth_username_format = %Ln
+}}
+"""
 
 
 @dataclass(frozen=True)
@@ -307,11 +323,13 @@ class Dovecot:
     imap_port: int
     client_context: ssl.SSLContext = field(repr=False)
     host: str = HOST
+    lmtp_port: int | None = None  # set when started with an LMTP listener
     _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
-    def add_user(self) -> ImapUser:
-        """Add a fresh user with its own passwd-file; it can log in at once."""
-        username = f"user{next(self._serial)}-{secrets.token_hex(3)}"
+    def add_user(self, username: str | None = None) -> ImapUser:
+        """Add a user (``username``, or a made-up name) with its own passwd-file; it can log in
+        at once."""
+        username = username or f"user{next(self._serial)}-{secrets.token_hex(3)}"
         password = secrets.token_urlsafe(12)
         passwd = self.root / "users" / username
         passwd.write_text(f"{username}:{{PLAIN}}{password}\n", encoding="ascii")
@@ -376,8 +394,11 @@ def _greets(host: str, port: int) -> bool:
 
 
 def start_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
-                  attempts: int = 5) -> Dovecot:
+                  attempts: int = 5, *, lmtp_hostname: str | None = None) -> Dovecot:
     """Start a private Dovecot on free loopback ports; raise ``ServerUnavailable`` on failure.
+
+    With ``lmtp_hostname`` it also takes deliveries over LMTP (Debian's dovecot-lmtpd) on a free
+    port, naming itself so in the ``Received`` line it adds.
 
     A port found free can be taken before Dovecot binds it, so a failed bind is retried with new
     ports. The instance lives in a fresh 0755 directory under /tmp: the mail processes run as a
@@ -402,19 +423,32 @@ def start_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
         imap_port, imaps_port = free_port(), free_port()
         while imaps_port == imap_port:
             imaps_port = free_port()
-        config = root / "dovecot.conf"
-        config.write_text(_DOVECOT_CONF.format(
+        text = _DOVECOT_CONF.format(
             root=root, host=HOST, uid=accounts.mail_uid, gid=accounts.mail_gid,
             login_user=accounts.login_user, internal_user=accounts.internal_user,
             internal_group=accounts.internal_group, imap_port=imap_port, imaps_port=imaps_port,
-        ))
+        )
+        lmtp_port = None
+        if lmtp_hostname is not None:
+            lmtp_port = free_port()
+            while lmtp_port in (imap_port, imaps_port):
+                lmtp_port = free_port()
+            text = text.replace("\nprotocols = imap\n", "\nprotocols = imap lmtp\n")
+            if "protocols = imap lmtp" not in text:
+                shutil.rmtree(root, ignore_errors=True)
+                raise ServerUnavailable("the Dovecot template changed; update start_dovecot")
+            text += _DOVECOT_LMTP_CONF.format(hostname=lmtp_hostname, host=HOST,
+                                              lmtp_port=lmtp_port)
+        config = root / "dovecot.conf"
+        config.write_text(text)
         with (root / "stderr.log").open("wb") as stderr:
             process = subprocess.Popen(
                 [binary, "-F", "-c", str(config)],
                 stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
                 preexec_fn=_die_with_parent,
             )
-        server = Dovecot(root, process, imaps_port, imap_port, client_context)
+        server = Dovecot(root, process, imaps_port, imap_port, client_context,
+                         lmtp_port=lmtp_port)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline and process.poll() is None:
             if _greets(HOST, imap_port):
