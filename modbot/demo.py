@@ -218,11 +218,17 @@ def _show_poll(title: str, report: PollReport) -> None:
 
 
 async def run_demo(keep: Path | None = None) -> int:
-    """Run the demo; return the process exit code."""
+    """Run the demo; return the process exit code.
+
+    Its clock ends at the present: the mail arrives, the first poll runs five minutes before
+    the demo started and the second one two minutes before, and the digest is written at the
+    start, so `modbot status` on the kept data tells how long ago the last poll was.
+    """
     now = datetime.now(UTC)
+    first_poll, second_poll = now - timedelta(minutes=5), now - timedelta(minutes=2)
     with _workdir(keep) as work:
         (work / "directory.csv").write_text(DIRECTORY, encoding="utf-8")
-        messages = seed_messages(now - timedelta(minutes=30))
+        messages = seed_messages(first_poll - timedelta(minutes=30))
         os.environ[PASSWORD_ENV] = PASSWORD
         async with DemoServers(username=USER, password=PASSWORD, messages=messages,
                                folders=["Sent"]) as servers:
@@ -237,7 +243,7 @@ async def run_demo(keep: Path | None = None) -> int:
                         f"SMTP 127.0.0.1:{servers.smtp_port} (aiosmtpd), data in {work}",
                         bold=True)
             flags_before = servers.inbox_flags()
-            first = await poll_once(ctx, now)
+            first = await poll_once(ctx, first_poll)
             _show_poll("First poll", first)
             typer.secho("\n== What the SMTP server received ==", bold=True)
             for mail in servers.received:
@@ -248,16 +254,15 @@ async def run_demo(keep: Path | None = None) -> int:
                            f"Auto-Submitted: {parsed['Auto-Submitted']}\n")
                 if body is not None:
                     typer.echo(body.get_content().rstrip() + "\n" + "-" * 60)
-            second = await poll_once(ctx, now + timedelta(minutes=5))
+            second = await poll_once(ctx, second_poll)
             _show_poll("Second poll (nothing new, nothing sent twice)", second)
             unchanged = all(
                 ("\\Seen" in flags) == ("\\Seen" in flags_before.get(uid, ()))
                 for uid, flags in servers.inbox_flags().items())
             typer.echo("Read and unread marks in the inbox left as they were: "
                        f"{'yes' if unchanged else 'NO'}")
-            later = now + timedelta(minutes=6)  # the digest is written after both polls
-            data = digest.gather(ctx.store, settings, later)
-            weekly = digest.build(data, ctx.templates, settings.counselor, now=later,
+            data = digest.gather(ctx.store, settings, now)  # after both polls
+            weekly = digest.build(data, ctx.templates, settings.counselor, now=now,
                                   message_id=make_message_id(settings.counselor.domain))
             body = weekly.get_body(preferencelist=("plain",))
             typer.secho("\n== The counselor's digest (preview) ==", bold=True)

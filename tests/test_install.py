@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -52,15 +53,33 @@ def test_readme_lists_every_command() -> None:
     assert "`modbot --version`" in table
 
 
-def test_demo_ends_with_the_next_step(tmp_path: Path) -> None:
-    """The demo says where its data is kept and what to run next, and those commands work."""
-    keep = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def kept_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """`modbot demo --keep DIR` run once: its output and the configuration it kept."""
+    keep = tmp_path_factory.mktemp("install") / "demo"
     result = runner.invoke(app, ["demo", "--keep", str(keep)])
     assert result.exit_code == 0, result.output
-    after = result.output.split("== Next ==", 1)[1]
-    config = keep / "modbot.toml"
+    return result.output, keep / "modbot.toml"
+
+
+def test_demo_ends_with_the_next_step(kept_demo: tuple[str, Path]) -> None:
+    """The demo says where its data is kept and what to run next, and those commands work."""
+    output, config = kept_demo
+    after = output.split("== Next ==", 1)[1]
     assert f"modbot --config {config} status" in after
     assert "modbot init ./modbot.toml" in after and "check" in after
     status = runner.invoke(app, ["--config", str(config), "status"])
     assert status.exit_code == 0, status.output
     assert "waiting for the counselor" in status.output
+
+
+def test_status_after_the_demo_tells_how_long_ago_it_polled(kept_demo: tuple[str, Path]) -> None:
+    """The demo's clock ends at the present: `status` on its data puts the last poll, which
+    went well, a couple of minutes in the past, never now or in the future."""
+    status = runner.invoke(app, ["--config", str(kept_demo[1]), "status"])
+    assert status.exit_code == 0, status.output
+    (line,) = [line for line in status.output.splitlines() if "last poll:" in line]
+    ago = re.search(r", (\d+) (s|min) ago, went well$", line)
+    assert ago, line
+    seconds = int(ago.group(1)) * (60 if ago.group(2) == "min" else 1)
+    assert 110 <= seconds <= 600, line
