@@ -77,7 +77,7 @@ async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False
     if not ctx.store.digest_claim(settings.account, key, now, message_id):
         return False  # another daemon is sending it
     try:
-        data = digest.gather(ctx.store, settings, now)
+        data = digest.gather(ctx.store, settings, now, directory_skipped=directory_skipped(ctx))
         # Its one-time token lets the counselor resolve the items it numbers by answering it.
         reference = review.register_digest(ctx.store, settings, message_id,
                                            digest.listed(data), now)
@@ -92,6 +92,14 @@ async def send_digest_if_due(ctx: Context, now: datetime, *, force: bool = False
         raise
     log.info("weekly digest sent")
     return True
+
+
+def directory_skipped(ctx: Context) -> int:
+    """The rows of the directory export the polls skip, for the digest's health."""
+    try:
+        return digest.skipped_rows(ctx.directory)
+    except ModbotError:  # unreadable now: the polls hold what needs it and log why
+        return 0
 
 
 def poll_line(report: PollReport) -> str:

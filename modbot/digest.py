@@ -43,6 +43,8 @@ from modbot.store import Store
 if TYPE_CHECKING:
     from jinja2 import Environment
 
+    from modbot.recipients import Directory
+
 PERIOD, WEEKS = timedelta(days=7), 8
 TEMPLATE = "digest.j2"
 CAP_RULES = ("hourly-cap", "daily-cap")
@@ -107,6 +109,7 @@ class DigestData:
     weeks: tuple[Mapping[str, int], ...]  # LinkedIn mail per kind, oldest week first
     warnings: tuple[str, ...] = ()  # sign-ins that end soon, one sentence each
     paused: tuple[datetime, str] | None = None  # since when and why automatic replies stop
+    directory_skipped: int = 0  # rows of the directory export skipped as unusable
 
 
 def _count(pairs: Iterable[tuple[str, int]]) -> Counter[str]:
@@ -125,8 +128,18 @@ def _sign_in_warnings(settings: Settings, now: datetime) -> list[str]:
     return expiry_warnings(settings, now)
 
 
-def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
-    """Read what the digest for the week ending ``now`` needs; raises ``StoreError``."""
+def skipped_rows(directory: Directory | None) -> int:
+    """How many rows of the directory's CSV export were skipped as unusable (0 without one)."""
+    parts = getattr(directory, "parts", None) or ((directory,) if directory else ())
+    return sum(int(getattr(part, "skipped", 0)) for part in parts)
+
+
+def gather(store: Store, settings: Settings, now: datetime, *,
+           directory_skipped: int = 0) -> DigestData:
+    """Read what the digest for the week ending ``now`` needs; raises ``StoreError``.
+
+    ``directory_skipped`` is ``skipped_rows`` of the directory the polls use, for the health.
+    """
     start, first = now - PERIOD, now - WEEKS * PERIOD
     m, o = db.messages, db.outbox
     replies = (
@@ -175,6 +188,7 @@ def gather(store: Store, settings: Settings, now: datetime) -> DigestData:
         poll_seconds=settings.schedule.poll_seconds,
         weeks=tuple(weeks), warnings=tuple(_sign_in_warnings(settings, now)),
         paused=None if pause is None else (pause.started_at, pause.reason),
+        directory_skipped=directory_skipped,
     )
 
 
@@ -360,6 +374,7 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
         "poll_failures": [{"error": error, "count": len(times), "last": _time(max(times), zone)}
                           for error, times in failures.items()],
         "caps": sorted(data.caps.items()), "waiting": data.waiting,
+        "directory_skipped": data.directory_skipped,
         "series": [key for key, _kinds in SERIES], "weeks": _chart(data, zone),
     }
 

@@ -468,6 +468,38 @@ def test_health_flags_a_stale_last_poll(db: Store, templates: Templates) -> None
     assert "! Last good check of your inbox: None yet." in text
 
 
+def test_health_counts_the_directory_rows_skipped(db: Store, templates: Templates,
+                                                   tmp_path: Path) -> None:
+    """Rows of the directory export the polls skip (no name, no plain address) are counted
+    under health, and IT is pointed to `modbot check`, which names them by line."""
+    from modbot.config import DirectorySettings
+    from modbot.daemon import directory_skipped
+    from modbot.poll import Context
+
+    csv = tmp_path / "directory.csv"
+    csv.write_text("name,email,linkedin_url\nAna Lima,alima@students.example.edu,\n"
+                   ",nobody@students.example.edu,\nKim Ito,,\nLee Park,not an address,\n",
+                   encoding="utf-8")
+    settings_ = SETTINGS.model_copy(update={"directory": DirectorySettings(csv=csv)})
+    ctx = Context.build(settings_, store_=db, dkim_lookup=None)
+    assert directory_skipped(ctx) == 3
+    polled(db)
+    data = digest.gather(db, settings_, NOW, directory_skipped=directory_skipped(ctx))
+    message = digest.build(data, templates, settings_.counselor, now=NOW, message_id=MESSAGE_ID)
+    text, visible = parts(message)
+    said = ("3 rows of the directory were skipped, so modbot cannot find those people — IT "
+            "sees which with modbot check.")
+    assert f"! Directory: {said}" in text and said in visible
+    assert str(message["Subject"]).startswith("Nothing needs you")  # health, not a problem
+
+
+def test_health_says_nothing_of_a_clean_directory(db: Store, templates: Templates) -> None:
+    """Without skipped rows (or without a directory) health has no directory line."""
+    assert digest.skipped_rows(None) == 0
+    text, _ = parts(make(db, templates))
+    assert "Directory:" not in text
+
+
 def test_health_reports_caps_reached(db: Store, templates: Templates) -> None:
     """Messages held by the hourly cap are counted under health."""
     for _ in range(2):
