@@ -7,12 +7,18 @@ exist is not created (the folder it would go in is checked instead), an existing
 read, the IMAP folder is opened read-only (EXAMINE), and the SMTP server is only greeted and
 logged in to. No traceback reaches the admin: an unexpected failure is one more line.
 
+Once logged in, the check surveys the last 30 days of the folder (``survey_mail``): every
+LinkedIn notification is judged as a poll would judge it, and ``modbot.survey`` reports what
+the gate proves, why not the rest, and the trust settings the mail suggests. Messages are read
+with ``BODY.PEEK`` in the folder opened read-only, so not even ``\\Seen`` changes.
+
 Each line starts with its level: ``ok``, ``note`` (worth knowing), ``warning`` (works, but
 should be fixed) or ``problem`` (modbot will not work as configured).
 """
 
 from __future__ import annotations
 
+import datetime
 import os
 import sqlite3
 from collections.abc import Callable
@@ -24,8 +30,10 @@ from modbot.errors import ConfigError, ModbotError
 
 if TYPE_CHECKING:
     from modbot.config import Settings
+    from modbot.mailbox import Mailbox
 
 Say = Callable[[str], None]
+DnsLookup = Callable[[bytes], bytes | None]
 
 
 class Report:
@@ -279,7 +287,9 @@ def check_directory(settings: Settings, secrets: bool, report: Report) -> None:
 
 # --- mail servers ---------------------------------------------------------------------------
 
-def check_imap(settings: Settings, secrets: bool, report: Report) -> None:
+def check_imap(settings: Settings, secrets: bool, report: Report, *,
+               since: datetime.date | None = None, dkim_lookup: DnsLookup | None = None) -> None:
+    """Log in, open the folder read-only, and survey its mail since ``since`` (when given)."""
     from modbot.advice import explain
     from modbot.errors import MailboxError
     from modbot.mailbox import Mailbox
@@ -297,14 +307,87 @@ def check_imap(settings: Settings, secrets: bool, report: Report) -> None:
                 return
             state = mailbox.select(imap.folder, readonly=True)
             idle = imap.idle and mailbox.supports_idle()
+            report("ok", f"IMAP: logged in as {imap.username}; {imap.folder} holds "
+                         f"{state.exists} message{'s' if state.exists != 1 else ''}")
+            if imap.idle and not idle:
+                report("note", "IMAP: the server offers no IDLE; new mail is found every "
+                               f"{settings.schedule.poll_seconds} s ([schedule] poll_seconds)")
+            if since is not None:
+                _guarded(report, "mail survey", partial(
+                    survey_mail, mailbox, settings, since, dkim_lookup, report))
     except MailboxError as exc:
         report("problem", f"IMAP: {explain(exc, settings)}")
-        return
-    report("ok", f"IMAP: logged in as {imap.username}; {imap.folder} holds {state.exists} "
-                 f"message{'s' if state.exists != 1 else ''}")
-    if imap.idle and not idle:
-        report("note", "IMAP: the server offers no IDLE; new mail is found every "
-                       f"{settings.schedule.poll_seconds} s ([schedule] poll_seconds)")
+
+
+# --- the last 30 days of mail --------------------------------------------------------------------
+
+class RememberedDns:
+    """The DKIM key lookup, asked once per name: the survey judges many copies of few keys.
+
+    A lookup that failed (no answer at all) fails again at once for every later name, as the
+    gate itself stops asking once DNS has failed.
+    """
+
+    def __init__(self, lookup: DnsLookup) -> None:
+        self._lookup = lookup
+        self._answers: dict[bytes, bytes | None] = {}
+        self._failed: Exception | None = None
+
+    def __call__(self, name: bytes) -> bytes | None:
+        if self._failed is not None:
+            raise self._failed
+        if name not in self._answers:
+            try:
+                self._answers[name] = self._lookup(name)
+            except Exception as exc:
+                self._failed = exc
+                raise
+        return self._answers[name]
+
+
+def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
+                dkim_lookup: DnsLookup | None, report: Report) -> None:
+    """Judge the LinkedIn notifications that arrived since ``since`` as a poll would, and
+    report what the gate proves, what it cannot and what configuration the copies suggest.
+
+    The folder is already open read-only; headers and bodies are fetched with ``BODY.PEEK``,
+    so no flag changes. Headers are read for every message, bodies only for the newest
+    ``MAX_NOTIFICATIONS`` that claim to be LinkedIn's.
+    """
+    from modbot import survey
+    from modbot.poll import dns_txt_lookup
+
+    folder = settings.imap.folder
+    report.progress(f"reading the mail of the last {survey.DAYS} days in {folder}…")
+    uids = sorted(mailbox.uids_since(since), reverse=True)[:survey.MAX_MESSAGES]
+    headers: dict[int, bytes] = {}
+    unread = 0
+    for start in range(0, len(uids), 500):
+        for uid, summary in mailbox.fetch_summaries(uids[start:start + 500]).items():
+            if not survey.claims_linkedin(summary.header):
+                continue
+            if summary.header_truncated or summary.size > settings.imap.max_message_bytes:
+                unread += 1
+            else:
+                headers[uid] = summary.header
+    newest = sorted(headers, reverse=True)
+    unread += max(len(newest) - survey.MAX_NOTIFICATIONS, 0)
+    newest = newest[:survey.MAX_NOTIFICATIONS]
+    suggestion = survey.suggest(survey.stamps(headers[uid]) for uid in newest)
+    current = settings.policy
+    suggested = suggestion.policy(current) if suggestion.adds_to(current) else None
+    lookup = RememberedDns(dkim_lookup or dns_txt_lookup)
+    findings: list[survey.Finding] = []
+    for start in range(0, len(newest), 20):  # a few messages in memory at a time
+        for raw in mailbox.fetch_messages(newest[start:start + 20]).values():
+            finding = survey.judge(raw, current, lookup, suggested)
+            if finding is not None:
+                findings.append(finding)
+    level, headline, lines = survey.report(survey.Survey(
+        folder, len(uids), tuple(findings), current, suggestion, unread))
+    report(level, headline)
+    for line in lines:
+        report.progress(line)
 
 
 def check_smtp(settings: Settings, secrets: bool, report: Report) -> None:
@@ -340,9 +423,17 @@ def check_smtp(settings: Settings, secrets: bool, report: Report) -> None:
 
 # --- all of it ------------------------------------------------------------------------------
 
-def run(path: Path | None, account: str | None, say: Say) -> int:
+def run(path: Path | None, account: str | None, say: Say, *,
+        today: datetime.date | None = None, dkim_lookup: DnsLookup | None = None) -> int:
     """Run every check, print each finding with ``say``; the exit status (0, 1, or 2 for a
-    configuration that cannot be read at all)."""
+    configuration that cannot be read at all).
+
+    With ``today``, the mail of the last 30 days before it is surveyed in every inbox, its
+    DKIM keys looked up with ``dkim_lookup`` (default: DNS, as the daemon does).
+    """
+    from modbot.survey import DAYS
+
+    since = today - datetime.timedelta(days=DAYS) if today is not None else None
     report = Report(say)
     if os.geteuid() == 0:
         report("note", "checking as root, who may read and write anything: run the check as the "
@@ -359,8 +450,9 @@ def run(path: Path | None, account: str | None, say: Say) -> int:
         if len(accounts) > 1:
             say(f"{one.account}:")
             own = Report(say, "  ")
+        imap = partial(check_imap, since=since, dkim_lookup=dkim_lookup)
         for area, check in (("templates", check_templates), ("directory", check_directory),
-                            ("IMAP", check_imap), ("SMTP", check_smtp)):
+                            ("IMAP", imap), ("SMTP", check_smtp)):
             _guarded(own, area, partial(check, one, secrets, own))
         if own is not report:
             say(f"  {one.account}: " + ("all good" if not own.problems else

@@ -369,18 +369,29 @@ def texts(ctx: typer.Context) -> None:
 
 
 @app.command()
-def check(ctx: typer.Context) -> None:
+def check(
+    ctx: typer.Context,
+    mail: Annotated[bool, typer.Option(
+        "--mail/--no-mail",
+        help="Also read the last 30 days of each inbox and report which LinkedIn "
+             "notifications modbot can prove, why not the others, and the [policy] settings "
+             "the mail suggests.")] = True,
+) -> None:
     """Check everything once and list each problem with what to do: the configuration, the
-    database, and for every inbox the templates, the directory, IMAP and SMTP.
+    database, and for every inbox the templates, the directory, IMAP and SMTP, and what the
+    last 30 days of mail say about the trust settings (docs/deployment.md).
 
-    Changes nothing: no database is created, the IMAP folder is only read. Exit status 0 when
-    all is well, 1 when something must be fixed, 2 when the configuration cannot be read.
+    Changes nothing: no database is created, the IMAP folder is only read and no flag changes.
+    Exit status 0 when all is well, 1 when something must be fixed, 2 when the configuration
+    cannot be read.
     """
     from modbot import checks
 
     obj = ctx.obj or {}
     _setup_logging("ERROR")  # the findings say it all; a library's warning would repeat them
-    raise typer.Exit(checks.run(obj.get("config"), obj.get("account"), typer.echo))
+    today = datetime.now(UTC).date() if mail else None
+    raise typer.Exit(checks.run(obj.get("config"), obj.get("account"), typer.echo,
+                                today=today))
 
 
 @app.command()
