@@ -6,7 +6,9 @@ the SMTP server confirms it; a copy goes to the Sent folder; the row is marked `
 temporary refusal is retried with a bounded backoff kept in the row; a permanent one, or too many
 attempts, is held for the counselor. A line that drops after DATA is held as "may have been
 sent", and a row a crash left in ``sending`` is resolved from the Sent folder or held the same
-way: never sent twice. ``modbot.poll`` imports this module only when something is due.
+way: never sent twice. ``modbot.poll`` imports this module only when something is due. The
+alert carries a one-time token (``modbot.review.register_pause_alert``), so the counselor can
+answer it with "resume", checked exactly as an answer to the digest is.
 
 This module never reads the clock (``now`` comes in) and never logs message content.
 """
@@ -28,6 +30,7 @@ from modbot.errors import MaybeSentError, ModbotError, SendError, TemporarySendE
 from modbot.mailbox import Mailbox
 from modbot.model import Person, Recipient
 from modbot.outbox import Prepared, Sender, prepare
+from modbot.review import ALERT_TOKEN, register_pause_alert, review_email_failed
 from modbot.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,13 +50,30 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(minutes=2 ** attempts), MAX_BACKOFF)
 
 
-def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> EmailMessage:
-    """The one email that tells the counselor that replies are paused, and how to resume."""
+def alert_message(settings: Settings, pause: store.Pause, now: datetime,
+                  reference: str | None = None) -> EmailMessage:
+    """The one email that tells the counselor that replies are paused, and how to resume.
+
+    With ``reference``, the one-time token recorded for the alert's Message-ID, an answer
+    "resume" to it starts the replies again; without, the counselor is told to answer the next
+    digest or ask IT.
+    """
     counselor = settings.counselor
+    if reference:
+        expires = now + ALERT_TOKEN
+        # The word is quoted, so no wrapped line of this text reads as the command itself.
+        how = (f'To start automatic replies again, answer this email with "resume" as the '
+               f"first line. Only an answer from {counselor.email} counts, and only once. IT "
+               "can also run this on the server:\n\n    modbot resume\n\n"
+               f"Reference: MR-{reference} (valid until {expires:%Y-%m-%d %H:%M} UTC).\n\n")
+    else:
+        how = ('To start automatic replies again, answer the next weekly digest with "resume", '
+               "or ask IT to run this on the server:\n\n    modbot resume\n\n")
     message = render.new_message()
     message["From"] = Address(counselor.name, addr_spec=counselor.email)
     message["To"] = Address(counselor.name, addr_spec=counselor.email)
-    message["Subject"] = "modbot has paused its replies"
+    message["Subject"] = "modbot has paused its replies" + (
+        f" [MR-{reference}]" if reference else "")
     message["Date"] = format_datetime(now)
     message["Message-ID"] = pause.alert_message_id
     message["Auto-Submitted"] = "auto-generated"
@@ -64,9 +84,9 @@ def alert_message(settings: Settings, pause: store.Pause, now: datetime) -> Emai
         "Reaching a cap usually means a burst of mail that deserves a look: a flood of "
         "invitations, a forwarding loop, or a class that all wrote at once. Until you resume, "
         "every notification that would have been answered is recorded and held for you; "
-        "nothing is lost and nothing is sent. `modbot held` lists what waits, and the weekly "
-        "digest shows it too.\n\n"
-        "To start automatic replies again, run:\n\n    modbot resume\n\n"
+        "nothing is lost and nothing is sent. The weekly digest lists what waits (IT sees it "
+        "with `modbot held`).\n\n"
+        f"{how}"
         "This is the only message about this pause.\n"
     )
     return message
@@ -128,12 +148,15 @@ class Delivery:
     async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime) -> None:
         # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
         self.store.mark_alert(alert.id, now=now, attempted=True)
+        reference = register_pause_alert(self.store, self.settings, alert.alert_message_id,
+                                         alert.id, now)
         try:
-            await sender.send(alert_message(self.settings, alert, now))
-        except MaybeSentError as exc:
+            await sender.send(alert_message(self.settings, alert, now, reference))
+        except MaybeSentError as exc:  # it may have arrived: its token stays answerable
             self.errors.append(str(exc))
         except SendError as exc:
             self.store.mark_alert(alert.id, now=now, released=True)  # surely not sent: retry
+            review_email_failed(self.store, alert.alert_message_id)  # and a new token then
             self.errors.append(str(exc))
         else:
             self.store.mark_alert(alert.id, now=now, sent=True)

@@ -5,16 +5,18 @@ one-time token; ``handle_answer`` acts on the counselor's answer holding lines s
 "approve 2 5", "reject 3" or "approve all", through ``review_queue.decide``. The weekly digest
 numbers the held items and gets a one-time token the same way (``register_digest``); an answer
 to it holds lines such as "resolve 3 4", "resolve all" or "resume", acted on through
-``review_queue.resolve_in`` and the store's ``resume``. The commands that do the same by hand
+``review_queue.resolve_in`` and the store's ``resume``. The one email that tells the counselor
+a reached cap paused the replies gets its own token too (``register_pause_alert``): "resume" in
+an answer to it ends that pause, and no later one. The commands that do the same by hand
 (``approve``, ``reject``, ``readdress``, ``waiting``, ``preview``, ``resolve``) live in
 ``modbot.review_queue`` and are importable from here too.
 
 An answer is acted on only if it comes from ``counselor.email``, is authenticated for the
 counselor's own domain (``authenticity.own_domain_verdict``: the topmost trusted
 Authentication-Results, else a DKIM signature verified here through the injected lookup), is
-In-Reply-To a review email or digest and carries that email's token, unused and unexpired; it
-then acts only on the items that email listed. Anything else is ignored, and each reason is one
-sentence the digest can show.
+In-Reply-To a review email, digest or pause alert and carries that email's token, unused and
+unexpired; it then acts only on the items that email listed. Anything else is ignored, and each
+reason is one sentence the digest can show.
 
 This module must never read the clock (``now`` comes in), keep a token in clear (only its
 SHA-256), send mail itself, or put the text of a message into a finding or a log.
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from modbot.authenticity import DnsLookup
 
 __all__ = [
+    "ALERT_TOKEN",
     "DIGEST_TOKEN",
     "MAX_LISTED",
     "SENTINEL",
@@ -77,6 +80,7 @@ __all__ = [
     "preview",
     "readdress",
     "register_digest",
+    "register_pause_alert",
     "reject",
     "resolve",
     "review_email_failed",
@@ -91,6 +95,7 @@ _COMMAND = re.compile(r"^(approve|reject)\s+(all|\d+(?:\s*,?\s*\d+)*)\s*\.?$", r
 _RESOLVE = re.compile(r"^resolve\s+(all|#?\d+(?:\s*,?\s*#?\d+)*)\s*\.?$", re.IGNORECASE)
 _RESUME = re.compile(r"^resume\s*\.?$", re.IGNORECASE)
 DIGEST_TOKEN = timedelta(days=14)  # a digest may be answered until the one after next
+ALERT_TOKEN = timedelta(days=14)  # a pause alert too: the next digest also offers "resume"
 # Where a client starts quoting without ">": Outlook's separator or header block, Gmail's line.
 _QUOTE_START = re.compile(r"^(?:-{2,}\s*original message|_{8,}|from:\s|on\s.*\swrote:$)",
                           re.IGNORECASE)
@@ -170,12 +175,27 @@ def register_digest(store: Store, settings: Settings, message_id: str, items: Se
     The digest shows the token; an answer carrying it may resolve those items. If the digest
     cannot be sent, call ``review_email_failed`` with its Message-ID.
     """
+    return _register(store, settings, message_id, {"resolve": list(items)}, now, DIGEST_TOKEN)
+
+
+def register_pause_alert(store: Store, settings: Settings, message_id: str, pause_id: int,
+                         now: datetime) -> str:
+    """Record the pause alert ``message_id`` for the pause ``pause_id``; return its one-time
+    token.
+
+    The alert shows the token; an answer carrying it may end that pause (not a later one). If
+    the alert surely was not sent, call ``review_email_failed`` with its Message-ID.
+    """
+    return _register(store, settings, message_id, {"pause": pause_id}, now, ALERT_TOKEN)
+
+
+def _register(store: Store, settings: Settings, message_id: str, items: object, now: datetime,
+              valid: timedelta) -> str:
     token = secrets.token_hex(16)
     with store.transaction() as c:
         c.execute(review_mails.insert().values(
             account=settings.account, message_id=message_id, token_hash=_hash(token),
-            items=json.dumps({"resolve": list(items)}), sent_at=now,
-            expires_at=now + DIGEST_TOKEN))
+            items=json.dumps(items), sent_at=now, expires_at=now + valid))
     return token
 
 
@@ -251,10 +271,16 @@ def _ignored(findings: list[str], what: str = "a review email") -> ReviewOutcome
         f"An answer to {what} was ignored: {f}." for f in findings))
 
 
-def _digest_items(row: Any) -> list[int] | None:
-    """The held items a digest numbered, or None when ``row`` is a review email."""
+def _answered(row: Any) -> tuple[str, list[int] | None, int | None]:
+    """What ``row`` recorded, in words, with the held items a digest numbered and the pause an
+    alert told of: ("a review email", None, None), ("the digest", items, None) or
+    ("the pause alert", None, pause)."""
     items = json.loads(row.items)
-    return [int(i) for i in items["resolve"]] if isinstance(items, dict) else None
+    if not isinstance(items, dict):
+        return "a review email", None, None
+    if "pause" in items:
+        return "the pause alert", None, int(items["pause"])
+    return "the digest", [int(i) for i in items["resolve"]], None
 
 
 def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
@@ -289,11 +315,10 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
             review_mails.c.account == settings.account,
             review_mails.c.message_id.in_(replied))).first() if replied else None
     tokens = {_hash(t) for t in _TOKEN.findall(f"{n.subject}\n{n.text}"[:200000])}
-    listed = None if row is None else _digest_items(row)
-    what = "a review email" if row is None or listed is None else "the digest"
+    what, listed, pause = ("a review email", None, None) if row is None else _answered(row)
     that = what.replace("a ", "that ", 1).replace("the ", "that ", 1)
     if row is None:
-        problems.append("it is not In-Reply-To a review email or digest")
+        problems.append("it is not In-Reply-To a review email, digest or pause alert")
     elif not any(hmac.compare_digest(t, row.token_hash) for t in tokens):
         problems.append(f"it does not carry {that}'s reference")
     elif row.used_at is not None:
@@ -304,6 +329,8 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
         return _ignored(problems, what)
     if listed is not None:
         return _act_on_digest(store, settings, row, listed, n.text, now)
+    if pause is not None:
+        return _act_on_alert(store, settings, row, pause, n.text, now)
     wanted_approve, wanted_reject = commands(n.text)
     if not wanted_approve and not wanted_reject:
         return ReviewOutcome(False, findings=("An answer to a review email held no approve or "
@@ -368,3 +395,31 @@ def _act_on_digest(store: Store, settings: Settings, row: Any, listed: list[int]
                + (" and started automatic replies again." if resumed else "."))
     return ReviewOutcome(True, resolved=resolved, resumed=resumed,
                          findings=(summary, *findings))
+
+
+def _act_on_alert(store: Store, settings: Settings, row: Any, pause: int, text: str,
+                  now: datetime) -> ReviewOutcome:
+    """End the pause the alert told of, if the answer says "resume" and that pause still holds."""
+    wanted, resume = digest_commands(text)
+    if not resume:
+        return ReviewOutcome(False, findings=("An answer to the pause alert held no resume "
+                                              "line, so nothing was done.",))
+    findings = ["The pause alert lists no held items; resolve them by answering the digest."
+                ] if wanted else []
+    with store.transaction() as c:
+        if not c.execute(update(review_mails).where(review_mails.c.id == row.id,
+                                                    review_mails.c.used_at.is_(None))
+                         .values(used_at=now)).rowcount:
+            return _ignored(["that pause alert's reference was already used"],
+                            "the pause alert")
+    active = store.active_pause(settings.account)
+    # A newer pause has its own alert: an old one's answer must not end it unseen.
+    resumed = active is not None and active.id == pause \
+        and store.resume(settings.account, now) > 0
+    if not resumed:
+        return ReviewOutcome(True, findings=(
+            "The counselor's answer to the pause alert came after that pause had ended, so "
+            "nothing was resumed.", *findings))
+    return ReviewOutcome(True, resumed=True, findings=(
+        "The counselor's answer to the pause alert started automatic replies again.",
+        *findings))

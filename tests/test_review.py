@@ -541,7 +541,7 @@ def test_resume_from_the_digest_ends_the_pause(
     ({"authres": f"{TRUSTED}; dkim=pass header.d=students.example.edu"},
      f"reports no DKIM pass for {DOMAIN}"),
     ({"token": OTHER_TOKEN}, "does not carry that digest's reference"),
-    ({"in_reply_to": False}, "not In-Reply-To a review email or digest"),
+    ({"in_reply_to": False}, "not In-Reply-To a review email, digest or pause alert"),
 ], ids=["sender", "other-domain", "token", "not-in-reply-to"])
 def test_forged_answer_to_the_digest_is_ignored(
         db: Store, settings: Settings, templates: render.Templates,
@@ -566,6 +566,102 @@ def test_digest_reference_is_used_once(db: Store, settings: Settings,
                                  None)
     assert not again.acted and "already used" in again.findings[0]
     assert open_numbers(db) == [second]
+
+
+# --- answering the pause alert ---------------------------------------------------------------
+
+
+def pause_alert(db: Store, settings: Settings, now: datetime = NOW) -> EmailMessage:
+    """Pause the replies as a reached cap does; return the alert as delivery sends it."""
+    from modbot.delivery import alert_message
+
+    pause = db.start_pause(settings.account, "the hourly cap of 20 replies is reached", now,
+                           render.make_message_id(DOMAIN))
+    reference = review.register_pause_alert(db, settings, pause.alert_message_id, pause.id, now)
+    return alert_message(settings, pause, now, reference)
+
+
+def test_pause_alert_says_to_answer_it_with_resume(db: Store, settings: Settings) -> None:
+    """The alert tells the counselor to answer it with "resume", and IT what to run; no line of
+    it reads as the command itself when a client quotes it without ">"."""
+    mail = pause_alert(db, settings)
+    text = plain(mail)
+    assert 'answer this email with "resume"' in " ".join(text.split())
+    assert "    modbot resume\n" in text and re.search(r"MR-[0-9a-f]{32}", str(mail["Subject"]))
+    assert review.digest_commands(text) == ([], False)
+
+
+def test_resume_from_the_pause_alert_ends_the_pause(db: Store, settings: Settings) -> None:
+    """"resume" in an authentic answer to the pause alert starts automatic replies again."""
+    mail = pause_alert(db, settings)
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
+    assert outcome.acted and outcome.resumed, outcome.findings
+    assert outcome.findings[0] == ("The counselor's answer to the pause alert started automatic "
+                                   "replies again.")
+    assert db.active_pause(settings.account) is None
+
+
+@pytest.mark.parametrize(("forgery", "finding"), [
+    ({"sender": "jrivera@students.example.edu"}, f"does not come from {COUNSELOR}"),
+    ({"authres": f"{TRUSTED}; dkim=pass header.d=students.example.edu"},
+     f"reports no DKIM pass for {DOMAIN}"),
+    ({"token": OTHER_TOKEN}, "does not carry that pause alert's reference"),
+    ({"in_reply_to": False}, "not In-Reply-To a review email, digest or pause alert"),
+    ({"extra": {"Auto-Submitted": "auto-replied"}}, "sent automatically"),
+], ids=["sender", "other-domain", "token", "not-in-reply-to", "auto-submitted"])
+def test_forged_answer_to_the_pause_alert_is_ignored(
+        db: Store, settings: Settings, forgery: dict[str, object], finding: str) -> None:
+    """An answer to the pause alert passes the same checks as an answer to the digest."""
+    mail = pause_alert(db, settings)
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resume", **forgery), LATER,
+                                   None)
+    assert not outcome.acted and not outcome.resumed
+    assert [f for f in outcome.findings if finding in f], outcome.findings
+    assert db.active_pause(settings.account) is not None
+
+
+def test_pause_alert_reference_is_used_once(db: Store, settings: Settings) -> None:
+    """A second "resume" to the same alert is ignored, even when replies paused again since."""
+    mail = pause_alert(db, settings)
+    review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
+    db.start_pause(settings.account, "the daily cap of 100 replies is reached", LATER,
+                   render.make_message_id(DOMAIN))
+    again = review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
+    assert not again.acted and "already used" in again.findings[0]
+    assert db.active_pause(settings.account) is not None
+
+
+def test_old_pause_alert_does_not_end_a_newer_pause(db: Store, settings: Settings) -> None:
+    """An answer to the alert of a pause already ended leaves a later pause, which has its own
+    alert, in force."""
+    mail = pause_alert(db, settings)
+    db.resume(settings.account, NOW + timedelta(minutes=10))
+    db.start_pause(settings.account, "the daily cap of 100 replies is reached",
+                   NOW + timedelta(minutes=20), render.make_message_id(DOMAIN))
+    outcome = review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
+    assert not outcome.resumed and "after that pause had ended" in outcome.findings[0]
+    assert db.active_pause(settings.account) is not None
+
+
+def test_answer_to_the_pause_alert_without_resume_does_nothing(db: Store,
+                                                                settings: Settings) -> None:
+    """An answer that says something else keeps the token for a later "resume"."""
+    mail = pause_alert(db, settings)
+    first = review.handle_answer(db, settings, answer_to(mail, "resolve all"), LATER, None)
+    assert not first.acted and "held no resume line" in first.findings[0]
+    assert review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None).resumed
+
+
+def test_pause_alert_without_a_reference_points_to_the_digest(db: Store,
+                                                               settings: Settings) -> None:
+    """An alert built without a token says to answer the next digest, or ask IT."""
+    from modbot.delivery import alert_message
+
+    pause = db.start_pause(settings.account, "the hourly cap of 20 replies is reached", NOW,
+                           render.make_message_id(DOMAIN))
+    text = " ".join(plain(alert_message(settings, pause, NOW)).split())
+    assert 'answer the next weekly digest with "resume"' in text
+    assert "ask IT to run this on the server: modbot resume" in text
 
 
 # --- the command line -------------------------------------------------------------------------
@@ -777,3 +873,24 @@ async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
     imap_user.append("INBOX", answer_to(mail, f"resolve {item}"))
     await Poller(ctx).poll(LATER)
     assert open_numbers(ctx.store) == []
+
+
+async def test_answer_to_the_mailed_pause_alert_resumes_at_the_next_poll(
+        imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, tmp_path: Path,
+        ca_file: Path) -> None:
+    """The poll mails the pause alert through aiosmtpd; the counselor answers "resume" from the
+    mailbox; the next poll ends the pause and records the answer as handled."""
+    settings = settings_for(imap_user.imap_settings(), smtp_server.smtp_settings(), tmp_path)
+    ctx = Context.build(settings, dkim_lookup=None)
+    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx.store.start_pause(settings.account, "the hourly cap of 20 replies is reached", NOW,
+                          render.make_message_id(DOMAIN))
+    await Poller(ctx).poll(NOW)
+    (arrived,) = smtp_server.messages
+    mail = email.message_from_bytes(arrived.data, policy=default_policy)
+    assert isinstance(mail, EmailMessage) and mail["Subject"].startswith("modbot has paused")
+    imap_user.append("INBOX", answer_to(mail, "resume"))
+    report = await Poller(ctx).poll(LATER)
+    assert ctx.store.active_pause(settings.account) is None
+    (handled,) = report.handled
+    assert handled.rule == "review-answer" and handled.reasons[0].endswith("replies again.")
