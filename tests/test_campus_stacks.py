@@ -66,7 +66,8 @@ def _urls(text: str) -> list[str]:
 
 
 def exchange(signed: bytes, *, verdict: str = EXO_PASS, client: str = LINKEDIN_HOP,
-             tenant: str = TENANT, between: str = "", extra_bottom: str = "") -> bytes:
+             tenant: str = TENANT, between: str = "", extra_bottom: str = "",
+             safe_links: bool = True) -> bytes:
     """``signed`` as Exchange Online stores it for ``tenant`` (samples 001-005)."""
     top = (
         "Received: from BN8PR04MB6123.namprd04.prod.outlook.com (2603:10b6:408::1) by\n"
@@ -84,7 +85,7 @@ def exchange(signed: bytes, *, verdict: str = EXO_PASS, client: str = LINKEDIN_H
         " 15.20.8606.22 via Frontend Transport; Mon, 3 Mar 2025 14:02:11 +0000\n"
         + between
     ).encode()
-    head, _, body = safelinks(signed).partition(b"\n\n")
+    head, _, body = (safelinks(signed) if safe_links else signed).partition(b"\n\n")
     bottom = (
         "\nX-MS-Exchange-Organization-MessageDirectionality: Incoming\n"
         "X-MS-Exchange-Organization-AuthAs: Anonymous\n"
@@ -119,9 +120,11 @@ def genuine() -> bytes:
 
 # --- Exchange Online ------------------------------------------------------------------------------
 
-def test_exchange_verdict_answers_a_safe_links_copy(directory: Directory) -> None:
-    """Exchange's own verdict for the pinned tenant proves a copy whose links it rewrote."""
-    stored = exchange(genuine())
+@pytest.mark.parametrize("safe_links", [True, False])
+def test_exchange_verdict_answers_a_safe_links_copy(directory: Directory,
+                                                    safe_links: bool) -> None:
+    """Exchange's own verdict for the pinned tenant proves its copy, links rewritten or not."""
+    stored = exchange(genuine(), safe_links=safe_links)
     j = run(stored, directory, microsoft365_tenant=TENANT)
     assert j.authenticity.verdict is Verdict.AUTHENTIC, j.authenticity.reasons
     assert reply_address(j) == JORDAN
