@@ -1,12 +1,13 @@
 # modbot daemon image: slim Python, non-root, configuration and data as volumes.
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY modbot ./modbot
 COPY config ./config
 COPY migrations ./migrations
 # The postgres extra brings the PostgreSQL driver, for [database] url = "postgresql+psycopg://...".
-RUN pip install --no-cache-dir --prefix=/install ".[postgres]"
+# constraints.txt pins the versions the test suite ran with.
+RUN pip install --no-cache-dir --prefix=/install -c constraints.txt ".[postgres]"
 
 FROM python:3.11-slim
 RUN groupadd --system modbot && useradd --system --gid modbot --home-dir /var/lib/modbot \

@@ -301,6 +301,11 @@ def _silence_mailparser() -> None:
     logger.addFilter(lambda record: False)
 
 
+def _overridable(parser_class: type) -> bool:
+    """Whether ``parser_class`` still builds its summaries in ``_make_mail``."""
+    return callable(getattr(parser_class, "_make_mail", None))
+
+
 @functools.cache
 def _mail_parser() -> Any:
     """mail-parser's ``MailParser``, less the two summaries of the message modbot never reads.
@@ -311,6 +316,11 @@ def _mail_parser() -> Any:
     imported here, on first use, so the cheap pre-fetch test never loads it.
     """
     import mailparser
+
+    # _make_mail is an internal of mail-parser 4.x (constraints.txt pins the version CI
+    # tests); a release without it gets mail-parser's own class, summaries and all.
+    if not _overridable(mailparser.MailParser):
+        return mailparser.MailParser
 
     class MailParser(mailparser.MailParser):  # type: ignore[misc]
         def _make_mail(self, complete: bool = True) -> dict[str, Any]:

@@ -72,6 +72,15 @@ class Verdict:
     results: tuple[Result, ...]
 
 
+_AUTHRES_INTERNALS = ("_parse_pattern", "_parse_rfc5322_cfws", "_parse_rfc5322_comment",
+                      "_parse_methodspec", "_parse_propspec", "parse_value")
+
+
+def _overridable(header_class: type) -> bool:
+    """Whether ``header_class`` still has every authres internal the quicker reading replaces."""
+    return all(callable(getattr(header_class, name, None)) for name in _AUTHRES_INTERNALS)
+
+
 @functools.cache
 def _authres_parser() -> Callable[[str], Any]:
     """authres's parser of one header value, built on first use so authres loads only then.
@@ -87,6 +96,12 @@ def _authres_parser() -> Callable[[str], Any]:
     import authres
     import authres.core
 
+    features = authres.core_features()
+    stock = authres.core.AuthenticationResultsHeader
+    # The quicker reading overrides these internals of authres 1.2 (constraints.txt pins the
+    # version CI tests); a release that renamed one gets authres's own reading instead.
+    if not _overridable(stock):
+        return lambda value: stock.parse_value(features, value)
     anchored = functools.cache(lambda pattern: re.compile("^" + pattern, re.IGNORECASE))
 
     class Header(authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
@@ -129,7 +144,6 @@ def _authres_parser() -> Callable[[str], Any]:
             return authres.core.AuthenticationResultProperty(
                 plain["type"], plain["name"], plain["value"])
 
-    features = authres.core_features()
     return lambda value: Header.parse_value(features, value)
 
 

@@ -398,3 +398,14 @@ def test_check_never_raises(data: bytes) -> None:
     """Whatever parse() makes of arbitrary bytes, check() returns a finding."""
     result = check(parse(data), trusted_authserv_ids=TRUSTED, dkim_lookup=lambda name: None)
     assert isinstance(result, Authenticity) and all(re.match(r"\S", r) for r in result.reasons)
+
+
+def test_authres_internals_the_quicker_reading_overrides_are_checked_first() -> None:
+    """The pinned authres has every internal overridden; a class missing one is not overridden."""
+    import authres.core
+
+    from modbot import verdicts
+
+    assert verdicts._overridable(authres.core.AuthenticationResultsHeader)
+    renamed = type("Renamed", (), {"parse_value": classmethod(lambda cls, *a: None)})
+    assert not verdicts._overridable(renamed)

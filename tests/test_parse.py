@@ -362,3 +362,13 @@ def test_candidate_is_fast_on_thirty_thousand_addresses() -> None:
 def test_candidate_never_raises(data: bytes) -> None:
     """Any bytes give a yes or a no."""
     assert linkedin_candidate(data) in (True, False)
+
+
+def test_mail_parser_internal_is_checked_before_it_is_overridden() -> None:
+    """The pinned mail-parser has ``_make_mail``; a class without it would be used as it is."""
+    import mailparser
+
+    from modbot.parse import _overridable
+
+    assert _overridable(mailparser.MailParser)
+    assert not _overridable(type("Renamed", (), {}))
