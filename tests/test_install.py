@@ -53,6 +53,48 @@ def test_readme_lists_every_command() -> None:
     assert "`modbot --version`" in table
 
 
+OPERATIONS = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+
+
+def anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of ``markdown``."""
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#+ (.+)$", markdown, re.MULTILINE)}
+
+
+def test_readme_says_the_counselor_answers_the_digest() -> None:
+    """Where the README speaks of held items and the pause, it says the counselor answers the
+    digest ("resolve 3 4", "resolve all", "resume"), not only that IT runs a command."""
+    table = section("Commands")
+    held = next(row for row in table.splitlines() if row.startswith("| `modbot held`"))
+    resume = next(row for row in table.splitlines() if row.startswith("| `modbot resume`"))
+    assert '"resolve 3 4", "resolve all"' in held and "answering the digest" in held
+    assert '"resume"' in resume and "pause alert" in resume
+    shadow = " ".join(section("Into production").split())
+    assert '("resolve 3 4", "resolve all"; "resume"' in shadow and "no terminal" in shadow
+
+
+def test_readme_links_operations_sections_that_exist() -> None:
+    """The README links the shadow-mode switch and the counselor's answers in
+    docs/operations.md, and those sections are there."""
+    linked = set(re.findall(r"\(docs/operations\.md#([\w-]+)\)", README))
+    assert {"the-shadow-week-and-the-switch-to-automatic-replies",
+            "what-waits-for-the-counselor"} <= linked
+    assert linked <= anchors(OPERATIONS), linked - anchors(OPERATIONS)
+
+
+def test_operations_tells_how_an_answer_closes_items() -> None:
+    """docs/operations.md says what an answer may say, which answers count, and what IT runs."""
+    text = " ".join(OPERATIONS.split("## What waits for the counselor", 1)[1]
+                    .split("\n## ", 1)[0].split())
+    for said in ('"resolve 3 4"', '"resolve all"', '"resume"', "pause alert",
+                 "`In-Reply-To`", "one-time reference", "`modbot resolve ID...`",
+                 "`modbot resume`"):
+        assert said in text, said
+    switch = OPERATIONS.split("## The shadow week", 1)[1].split("\n## ", 1)[0]
+    assert "answers the digest" in " ".join(switch.split())
+
+
 @pytest.fixture(scope="module")
 def kept_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """`modbot demo --keep DIR` run once: its output and the configuration it kept."""
