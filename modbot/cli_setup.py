@@ -50,6 +50,22 @@ def init(
                                              "(name,email,linkedin_url). Default: none.")] = None,
     database: Annotated[str | None, _answer("FILE|URL", "Database file or SQLAlchemy URL. "
                                             "Default: /var/lib/modbot/modbot.db.")] = None,
+    mail_system: Annotated[str | None, _answer(
+        "SYSTEM", "Which system receives the college's mail: microsoft365, google, server "
+                  "(your own Postfix or other), proofpoint, mimecast, barracuda or cisco (a "
+                  "gateway in front of Microsoft 365), or unknown. It decides whose verdict "
+                  "modbot believes (docs/deployment.md).")] = None,
+    tenant: Annotated[str | None, _answer(
+        "TENANT-ID", "Microsoft 365 tenant id (a GUID: Entra admin center, Overview). Needed "
+                     "for microsoft365; for a gateway, when it hands mail to Microsoft 365.")
+    ] = None,
+    gateway_hosts: Annotated[str | None, _answer(
+        "HOST,...", "The gateway's inbound hosts, comma-separated (its MX records), for "
+                    "proofpoint, barracuda and cisco.")] = None,
+    authserv_ids: Annotated[str | None, _answer(
+        "ID,...", "For server: the authserv-id your MX writes in Authentication-Results "
+                  "(OpenDKIM's AuthservID). Default: none; modbot verifies DKIM itself.")
+    ] = None,
 ) -> None:
     """Write a first configuration from a few questions (owner-only; never overwrites a file)."""
     from modbot import newconfig
@@ -59,13 +75,25 @@ def init(
         _fail(f"{target} already exists; modbot init never overwrites a configuration")
     given = {"name": name, "email": email, "contact": contact, "imap_host": imap_host,
              "imap_user": imap_user, "smtp_host": smtp_host, "smtp_user": smtp_user,
-             "security": security, "directory": directory, "database": database}
+             "security": security, "directory": directory, "database": database,
+             "mail_system": mail_system, "tenant": tenant, "gateway_hosts": gateway_hosts,
+             "authserv_ids": authserv_ids}
     answers: dict[str, str] = {}
     missing: list[str] = []
     problems: list[str] = []
     for question in newconfig.QUESTIONS:
         option = "--" + question.key.replace("_", "-")
         value = given[question.key]
+        if not newconfig.asked(question, answers):
+            if value is not None:
+                unused = (f"{option} does not apply to --mail-system "
+                          f"{answers.get('mail_system', '')}")
+                if non_interactive:
+                    problems.append(unused)
+                else:
+                    typer.echo(f"note: {unused}; it is left out", err=True)
+            answers[question.key] = ""
+            continue
         default = newconfig.default_for(question, answers)
         if value is None and non_interactive:
             if default is None:
@@ -102,7 +130,8 @@ def init(
                "if the SMTP server needs a login)\n"
                f"  modbot --config {target} check\n"
                "modbot starts in shadow mode: it decides and records, and sends nothing, until "
-               "[policy] mode says otherwise.")
+               "[policy] mode says otherwise. `check` also reports which LinkedIn "
+               "notifications of the last 30 days modbot can prove (docs/deployment.md).")
 
 
 def _ask(question: Any, default: str | None, answers: dict[str, str]) -> str:

@@ -28,12 +28,31 @@ PORTS = {"imap": {"tls": 993, "starttls": 143, "none": 143},
 
 @dataclass(frozen=True)
 class Question:
-    """One answer ``modbot init`` needs: its key, its prompt, and its default (None: required)."""
+    """One answer ``modbot init`` needs: its key, its prompt, and its default (None: required).
+
+    ``only_for`` names the answers to the mail-system question it is asked for (empty: always).
+    """
 
     key: str
     prompt: str
     default: str | None = None
     choices: tuple[str, ...] = ()
+    only_for: tuple[str, ...] = ()
+
+
+# Which system receives the college's mail decides whose verdict modbot believes
+# (docs/deployment.md): Exchange Online's for the tenant, a gateway's at its hosts, or the
+# authserv-id of Google's or the college's own MX.
+GATEWAYS = {"proofpoint": ("Proofpoint", ("pphosted.com", "ppe-hosted.com")),
+            "mimecast": ("Mimecast", ("mimecast.com",)),
+            "barracuda": ("Barracuda", ("barracudanetworks.com",)),
+            "cisco": ("Cisco Secure Email", ("iphmx.com",))}
+MAIL_SYSTEMS = ("microsoft365", "google", "server", *GATEWAYS, "unknown")
+_MICROSOFT = ("microsoft365", *GATEWAYS)
+# Authserv-ids every customer of a vendor writes, on its outbound mail too.
+SHARED_AUTHSERV_IDS = ("ppops.net", "pphosted.com", "mimecast.com", "outlook.com",
+                       "microsoft.com", "barracudanetworks.com", "iphmx.com")
+_TENANT = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 
 
 QUESTIONS = (
@@ -51,7 +70,24 @@ QUESTIONS = (
              default=""),
     Question("database", "Database file (or a SQLAlchemy URL)",
              default="/var/lib/modbot/modbot.db"),
+    Question("mail_system", "Which system receives the college's mail (google: Workspace; "
+             "server: your own Postfix or other; proofpoint … cisco: a gateway in front of "
+             "Microsoft 365; unknown: decide later with `modbot check`)", choices=MAIL_SYSTEMS),
+    Question("tenant", "Microsoft 365 tenant id (Entra admin center, Overview, Tenant ID)",
+             only_for=_MICROSOFT),
+    Question("gateway_hosts", "The gateway's inbound hosts, separated by commas (the "
+             "domain's MX records, such as mx0a-00000d07.pphosted.com)",
+             only_for=("proofpoint", "barracuda", "cisco")),
+    Question("authserv_ids", "The authserv-id your mail server writes in "
+             "Authentication-Results (OpenDKIM's and OpenDMARC's AuthservID, usually its host "
+             "name); empty: modbot verifies LinkedIn's DKIM signature itself",
+             default="", only_for=("server",)),
 )
+
+
+def asked(question: Question, answers: dict[str, str]) -> bool:
+    """Whether ``question`` applies, given the earlier ``answers`` (the mail system's)."""
+    return not question.only_for or answers.get("mail_system", "") in question.only_for
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,8 @@ def check_answer(key: str, value: str, answers: dict[str, str]) -> Verdict:
         if value == "none" and not all(config.is_loopback(h) for h in hosts):
             return Verdict('"none" sends the password in clear text: only for servers on this '
                            "machine (localhost, 127.0.0.1)")
+    if key in ("mail_system", "tenant", "gateway_hosts", "authserv_ids"):
+        return _check_mail_answer(key, value, answers)
     if key == "directory" and value:
         return _check_directory(Path(value).expanduser().absolute())
     if key == "database" and value and "://" not in value:
@@ -98,6 +136,60 @@ def _is_host(value: str) -> bool:
         return True
     except ValueError:
         return bool(re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?", value))
+
+
+def _check_mail_answer(key: str, value: str, answers: dict[str, str]) -> Verdict:
+    """The answers that say whose verdict to believe (docs/deployment.md)."""
+    system = answers.get("mail_system", "")
+    if key == "mail_system":
+        if value not in MAIL_SYSTEMS:
+            return Verdict(f"answer one of: {', '.join(MAIL_SYSTEMS)}")
+        if value == "mimecast":
+            return Verdict(warning="Mimecast writes its verdict where its position proves "
+                                   "nothing, so LinkedIn's notifications stay held until IT "
+                                   "lets them through Mimecast unchanged or trusts its ARC "
+                                   "seal in Exchange (docs/deployment.md, \"Mimecast\")")
+        return Verdict()
+    if key == "tenant":
+        if not value:
+            return Verdict("an answer is needed: Microsoft 365 tenant id (Entra admin center, "
+                           "Overview, Tenant ID)") if system == "microsoft365" else Verdict()
+        if not _TENANT.fullmatch(value):
+            what = "a domain" if "." in value else "not a tenant id"
+            return Verdict(f"{value!r} is {what}: the tenant id looks like "
+                           "5d3e2773-e07f-4432-a630-1a0f68a28a05 (Entra admin center, "
+                           "Overview, Tenant ID)")
+        return Verdict()
+    hosts = split_hosts(value)
+    if key == "gateway_hosts" and not hosts:
+        return Verdict("an answer is needed: the gateway's hosts, from the domain's MX records")
+    for host in hosts:
+        if not _is_host(host):
+            return Verdict(f"{host!r} is not a host name: give names such as "
+                           "mx0a-00000d07.pphosted.com, separated by commas")
+        shared = next((s for s in SHARED_AUTHSERV_IDS if host == s or host == "*." + s), None)
+        if shared:
+            return Verdict(f"{host!r} is written by every customer of that vendor, on its "
+                           "outbound mail too: give your own hosts")
+    if key == "gateway_hosts" and system in GATEWAYS:
+        name, suffixes = GATEWAYS[system]
+        other = [h for h in hosts if not any(_host_under(h, s) for s in suffixes)]
+        if other:
+            return Verdict(warning=f"{', '.join(other)} is not a {name} host "
+                                   f"(…{suffixes[0]}): modbot believes the gateway only where "
+                                   "these hosts wrote its Received lines; `modbot check` shows "
+                                   "which hosts the mail names")
+    return Verdict()
+
+
+def split_hosts(value: str) -> list[str]:
+    """Host names given separated by commas or spaces, lower-cased, each once."""
+    return list(dict.fromkeys(h.lower().rstrip(".") for h in re.split(r"[,\s]+", value) if h))
+
+
+def _host_under(host: str, suffix: str) -> bool:
+    """``host`` is ``suffix`` or a name under it."""
+    return host == suffix or host.endswith("." + suffix)
 
 
 def _check_directory(path: Path) -> Verdict:
@@ -217,10 +309,7 @@ url = {_toml(database_url(answers["database"]))}
 # A new installation watches first: "shadow" decides and records but sends nothing. Read a
 # week of digests, then switch to "review" (approve each reply) or "auto".
 mode = "shadow"
-# The authserv-ids of the counselor's own receiving mail servers, whose Authentication-Results
-# headers modbot may believe (see `modbot classify --explain` on a real notification):
-# trusted_authserv_ids = ["mx.counsel.example.edu"]
-
+{trust_block(answers)}
 [directory]
 {directory_line}
 [logging]
@@ -228,6 +317,47 @@ mode = "shadow"
 level = "INFO"
 format = "text"
 """
+
+
+def trust_block(answers: dict[str, str]) -> str:
+    """The ``[policy]`` keys that say whose verdict to believe, for the mail system answered."""
+    system = answers.get("mail_system", "unknown").strip()
+    tenant = answers.get("tenant", "").strip().lower()
+    hosts = split_hosts(answers.get("gateway_hosts", ""))
+    ids = split_hosts(answers.get("authserv_ids", ""))
+    lines = ["# Whose verdict on a message is believed depends on the system that receives the",
+             "# college's mail (docs/deployment.md); `modbot check` reports what the last 30 days",
+             "# of mail prove with these settings, and suggests others."]
+    if tenant:
+        lines += ["# Microsoft 365: Exchange Online's own verdict, where it writes it on this "
+                  "tenant's copies.",
+                  f"microsoft365_tenant = {_toml(tenant)}"]
+    if hosts:
+        name = GATEWAYS[system][0] if system in GATEWAYS else "The gateway"
+        lines += [f"# {name}: its verdict, between its own Received lines, when its link "
+                  "rewriting made",
+                  "# Exchange's check fail.",
+                  "gateway_hosts = [" + ", ".join(_toml(h) for h in hosts) + "]"]
+    if system == "mimecast":
+        lines += ["# Mimecast: its verdict proves nothing where it writes it; notifications stay "
+                  "held until",
+                  "# IT lets them through unchanged or trusts its ARC seal in Exchange "
+                  "(docs/deployment.md)."]
+    if system == "google":
+        ids = ["mx.google.com"]
+        lines.append("# Google Workspace: the verdict right under Google's ingress Received line.")
+    elif ids:
+        lines.append("# Your mail server's verdict, above its ingress Received line.")
+    if ids:
+        lines.append("trusted_authserv_ids = [" + ", ".join(_toml(i) for i in ids) + "]")
+    if not (tenant or hosts or ids):
+        lines += ["# Nothing set: modbot verifies LinkedIn's DKIM signature itself, which fails "
+                  "where a",
+                  "# gateway or Safe Links rewrote the links. For example:",
+                  '# microsoft365_tenant = "5d3e2773-e07f-4432-a630-1a0f68a28a05"',
+                  '# gateway_hosts = ["mx0a-00000d07.pphosted.com"]',
+                  '# trusted_authserv_ids = ["mx.counsel.example.edu"]']
+    return "\n".join(lines) + "\n"
 
 
 def check(text: str, path: Path) -> None:

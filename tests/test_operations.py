@@ -33,6 +33,8 @@ ANSWERS = {
     "smtp-host": "smtp.counsel.example.edu",
     "smtp-user": "anunez",
     "security": "starttls",
+    "mail-system": "microsoft365",
+    "tenant": "5D3E2773-E07F-4432-A630-1A0F68A28A05",
 }
 
 
@@ -61,6 +63,7 @@ def test_init_interactive_writes_a_loadable_config(tmp_path: Path, passwords: No
         "",  # SMTP user: the default, the IMAP user
         "ssl", "tls",  # a wrong answer is asked again
         str(directory), str(tmp_path / "modbot.db"),
+        "google",  # Google Workspace: its verdict, with no further question
     ]
     result = runner.invoke(app, ["init", str(target)], input="\n".join(answers) + "\n")
     assert result.exit_code == 0, result.output
@@ -75,6 +78,7 @@ def test_init_interactive_writes_a_loadable_config(tmp_path: Path, passwords: No
     assert settings.directory.csv == directory
     assert settings.database.url == f"sqlite:///{tmp_path / 'modbot.db'}"
     assert settings.policy.mode is Mode.SHADOW
+    assert settings.policy.trusted_authserv_ids == ("mx.google.com",)
 
 
 def test_init_non_interactive_keeps_every_character(tmp_path: Path, passwords: None) -> None:
@@ -338,6 +342,7 @@ def test_init_checks_each_answer_as_it_is_typed(tmp_path: Path, passwords: None)
         "none", "tls",  # clear text to a remote server: refused at once
         str(tmp_path / "later.csv"),  # does not exist yet: a warning, not a refusal
         str(tmp_path / "modbot.db"),
+        "unknown",
     ]
     result = runner.invoke(app, ["init", str(target)], input="\n".join(answers) + "\n")
     assert result.exit_code == 0, result.output
