@@ -318,6 +318,12 @@ def report(survey: Survey) -> tuple[str, str, list[str]]:
     met = Counter(w for f in findings for w in f.wrappers)
     lines.append("  link wrappers met: " + (", ".join(
         f"{WRAPPERS.get(w, w)} ({c})" for w, c in met.most_common()) or "none"))
+    broken = sum(1 for f in unknown + spoofs if f.wrappers and f.evidence == authenticity.DKIM)
+    if broken:
+        copies = "1 copy" if broken == 1 else f"{broken} copies"
+        lines.append(f"  {copies} failed DKIM with rewritten links: a rewritten body breaks "
+                     "LinkedIn's signature, so genuine mail reads as forged until the receiving "
+                     "system's own verdict is trusted")
     lines += _suggestion_lines(survey, proven=len(proven))
     return level, headline, lines
 

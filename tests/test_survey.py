@@ -138,6 +138,7 @@ def test_unconfigured_exchange_mailbox_gets_the_tenant_and_gateway_suggested() -
     assert f'microsoft365_tenant = "{TENANT}"' in text
     assert 'gateway_hosts = ["mx0a-00000d07.pphosted.com"]' in text
     assert "Safe Links (6)" in text
+    assert "6 copies failed DKIM with rewritten links" in text
     assert "confirm each value" in text
 
 
