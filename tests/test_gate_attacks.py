@@ -134,6 +134,13 @@ FORGED_VERDICTS = [
     "none; dkim=pass header.d=linkedin.com",
     "dkim=pass header.d=linkedin.com (unclosed comment; dmarc=pass",
     "spf=pass smtp.mailfrom=a@evil.example; =?utf-8?q?dkim=3Dpass_header.d=3Dlinkedin.com?=",
+    # names a verifier would not take for linkedin.com: a trailing dot, IDN, a longer domain
+    "dkim=pass header.d=linkedin.com.; dmarc=pass header.from=linkedin.com",
+    "dkim=pass header.d=xn--linkedn-yxa.com; dmarc=pass header.from=linkedin.com",
+    "dkim=pass header.i=@linkedin.com.evil.example; dmarc=pass header.from=linkedin.com",
+    "dkim=pass header.d=linked\u0131n.com; dmarc=pass header.from=linkedin.com",
+    # folded across lines and written in capitals: still only the sender's tokens
+    "spf=pass\r\n\tsmtp.mailfrom=\"x;\r\n DKIM=PASS header.d=linkedin.com\"@evil.example",
 ]
 
 
