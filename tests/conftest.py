@@ -16,15 +16,14 @@ from modbot.tls import client_context
 
 @pytest.fixture(autouse=True)
 def _restore_umask() -> Iterator[None]:
-    """Give each test's umask back: an in-process `modbot` command sets 077 for the process.
+    """Start and end each test with umask 022: an in-process `modbot` command sets 077.
 
     Left at 077, a Dovecot started by a later test creates directories its own users cannot
     enter, and every login fails with "Temporary authentication failure".
     """
-    mask = os.umask(0o022)
-    os.umask(mask)
+    os.umask(0o022)
     yield
-    os.umask(mask)
+    os.umask(0o022)
 
 
 @pytest.fixture(scope="session")

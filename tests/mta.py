@@ -454,14 +454,20 @@ def start_pipeline(cert: trustme.LeafCert, client_context: ssl.SSLContext,
     and Postfix; raise ``servers.ServerUnavailable`` if any of them cannot start."""
     programs = _programs()
     servers.remove_stale_instances(PREFIX, OWNER_FILE)
-    dovecot = servers.start_dovecot(cert, client_context, lmtp_hostname=STORE)
-    root = Path(tempfile.mkdtemp(prefix=PREFIX, dir=servers.INSTANCE_PARENT))
-    pipeline = Pipeline(root, dovecot)
+    # The daemons read what is written here under their own users: an in-process `modbot`
+    # command earlier in the run may have left the umask at 077.
+    mask = os.umask(0o022)
     try:
-        _start(pipeline, programs, zone, attempts)
-    except BaseException:
-        pipeline.stop()
-        raise
+        dovecot = servers.start_dovecot(cert, client_context, lmtp_hostname=STORE)
+        root = Path(tempfile.mkdtemp(prefix=PREFIX, dir=servers.INSTANCE_PARENT))
+        pipeline = Pipeline(root, dovecot)
+        try:
+            _start(pipeline, programs, zone, attempts)
+        except BaseException:
+            pipeline.stop()
+            raise
+    finally:
+        os.umask(mask)
     return pipeline
 
 
@@ -511,7 +517,8 @@ def _start(pipeline: Pipeline, programs: Mapping[str, str], zone: Mapping[str, s
     dmarc_milter = f"unix:{root}/opendmarc.sock"
     milters = {"opendkim_opendmarc": f"{dkim_milter},{dmarc_milter}", "opendkim": dkim_milter}
     etc = root / "etc"
-    etc.mkdir(mode=0o755)
+    etc.mkdir()
+    etc.chmod(0o755)  # whatever the umask an earlier test left
     _make_postfix_directories(root / "spool", root / "data")
     assert pipeline.dovecot.lmtp_port is not None
     (etc / "main.cf").write_text(_MAIN_CF.format(mx=MX, domain=MAIL_DOMAIN, root=root,

@@ -416,9 +416,12 @@ def start_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
         key = root / "key.pem"
         cert.private_key_pem.write_to_path(key)
         key.chmod(0o600)
-        (root / "users").mkdir(mode=0o755)
+        # Modes set outright: an in-process `modbot` command may have left the umask at 077.
+        (root / "users").mkdir()
+        (root / "users").chmod(0o755)
         home = root / "home"
-        home.mkdir(mode=0o755)
+        home.mkdir()
+        home.chmod(0o755)
         os.chown(home, accounts.mail_uid, accounts.mail_gid)
         imap_port, imaps_port = free_port(), free_port()
         while imaps_port == imap_port:

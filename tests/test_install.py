@@ -3,6 +3,7 @@ the code, and a demo that says what to do next."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -99,7 +100,11 @@ def test_operations_tells_how_an_answer_closes_items() -> None:
 def kept_demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     """`modbot demo --keep DIR` run once: its output and the configuration it kept."""
     keep = tmp_path_factory.mktemp("install") / "demo"
-    result = runner.invoke(app, ["demo", "--keep", str(keep)])
+    mask = os.umask(0o022)  # the in-process command sets 077; later servers need it back
+    try:
+        result = runner.invoke(app, ["demo", "--keep", str(keep)])
+    finally:
+        os.umask(mask)
     assert result.exit_code == 0, result.output
     return result.output, keep / "modbot.toml"
 
