@@ -15,20 +15,23 @@ from dataclasses import dataclass
 
 from modbot import authenticity, classify, parse
 from modbot.config import PolicySettings
+from modbot.kinds import REPLY_KINDS
 from modbot.mailbox import HEADER_LIMIT, Summary
 from modbot.model import (
     Action,
     Authenticity,
     Classification,
+    ClassifierRule,
     Decision,
     History,
     Kind,
     Person,
+    PolicyRule,
     Recipient,
     Unresolved,
     Verdict,
 )
-from modbot.policy import REPLY_KINDS, Facts, decide
+from modbot.policy import Facts, decide
 from modbot.recipients import Directory, resolve
 
 DnsLookup = Callable[[bytes], bytes | None]
@@ -87,8 +90,8 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
         source = resolution.source if isinstance(resolution, Recipient) else None
         return Judgement(notification.message_id, found, classification, decision, source)
     except Exception as exc:  # one bad message must never stop the loop
-        return held("processing-error", f"could not be processed ({type(exc).__name__}); "
-                    "held for the counselor", classified_by="error")
+        return held(PolicyRule.PROCESSING_ERROR, f"could not be processed ({type(exc).__name__}); "
+                    "held for the counselor", classified_by=ClassifierRule.ERROR)
 
 
 def too_large(summary: Summary, limit: int) -> Judgement:
@@ -99,4 +102,4 @@ def too_large(summary: Summary, limit: int) -> Judgement:
     else:
         reason = (f"it is {summary.size / 1e6:.1f} MB, over the {limit / 1e6:g} MB limit "
                   "(imap.max_message_bytes); held for the counselor without reading it")
-    return held("too-large", reason)
+    return held(PolicyRule.TOO_LARGE, reason)

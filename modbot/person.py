@@ -20,10 +20,11 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link
+from modbot.kinds import PERSON_KINDS
 from modbot.model import Kind, Notification, Person, Verdict
 from modbot.parse import MAX_SCAN_CHARS, clean_line, extract_links
 
-__all__ = ["APOSTROPHE", "find_person", "normalise_profile_url"]
+__all__ = ["APOSTROPHE", "PERSON_KINDS", "find_person", "normalise_profile_url"]
 
 APOSTROPHE = "['\u2019]"  # the typewriter and the typographic apostrophe, in a pattern
 _Q = APOSTROPHE
@@ -55,8 +56,6 @@ _LABELLED_LINK = re.compile(r"^([^\n:]{1,160}):[ \t]*(https?://\S+)", re.MULTILI
 _PROFILE_PATH = re.compile(r"(?:/comm)?/(?:profile/view|in/[^/?#\s]+)", re.IGNORECASE)
 _INVITATION_ID = re.compile(
     r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
-_PERSON_KINDS = frozenset({Kind.CONNECTION_INVITATION, Kind.LINKEDIN_MESSAGE,
-                           Kind.RECOMMENDATION_REQUEST, Kind.GROUP_JOIN_REQUEST})
 
 
 def normalise_profile_url(url: str) -> str | None:
@@ -183,7 +182,7 @@ def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
     """
     if kind is Kind.GROUP_ACTIVITY:
         return Person(group=_group(words))
-    if kind not in _PERSON_KINDS:
+    if kind not in PERSON_KINDS:
         return Person()
     counselors = _Counselors(words)
     name = _name(kind, n, words, counselors)

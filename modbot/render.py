@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modbot.errors import TemplateError
+from modbot.kinds import REPLY_TEMPLATES
 from modbot.model import Person, Recipient
 
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
     from modbot.config import CounselorSettings
 
-REPLY_TEMPLATES = (
-    "connection_invitation", "group_join_request", "linkedin_message", "recommendation_request",
-)
 PRACTICE_TEMPLATES = ("group_welcome", "advice_for_contacting")
 TEMPLATE_NAMES = REPLY_TEMPLATES + PRACTICE_TEMPLATES
 SUFFIX = ".j2"
