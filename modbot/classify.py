@@ -35,7 +35,6 @@ from modbot.brand import is_linkedin, is_linkedin_link
 from modbot.model import Authenticity, Classification, ClassifierRule, Kind, Notification, Verdict
 from modbot.parse import clean_line
 from modbot.person import APOSTROPHE, find_person
-from modbot.person import normalise_profile_url as normalise_profile_url  # re-exported
 
 MAX_WORDS = 100_000  # characters of subject and body searched for phrases
 

@@ -262,9 +262,9 @@ def run(ctx: typer.Context) -> None:
 def _classify_one(path: Path, settings: Settings | None, dns: bool,
                   trust: list[str]) -> dict[str, Any]:
     from modbot.config import PolicySettings
+    from modbot.directory.combined import open_directory
     from modbot.judging import judge
     from modbot.model import Action, History
-    from modbot.recipients import open_directory
 
     raw = path.read_bytes()
     directory = open_directory(settings.directory) if settings is not None else None

@@ -286,7 +286,7 @@ _LDAP_ONLY = ("ldap_base_dn", "ldap_bind_dn", "ldap_password_env", "ldap_passwor
 class DirectorySettings(_Section):
     """Where inviters' addresses come from: a CSV file, an LDAP directory, or both.
 
-    With both, every lookup asks both and they must agree (see ``modbot.recipients``).
+    With both, every lookup asks both and they must agree (see ``modbot.directory.combined``).
     """
 
     csv: Path | None = None

@@ -44,7 +44,7 @@ from modbot.store import Store
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from modbot.recipients import Directory
+    from modbot.directory.index import Directory
 
 PERIOD, WEEKS = timedelta(days=7), 8
 TEMPLATE = "digest.j2"

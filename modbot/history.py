@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
+from modbot.directory.index import profile_key
 from modbot.model import Classification, History, Recipient
-from modbot.recipients import normalize_profile_url
 from modbot.store import Replied
 
 
@@ -58,7 +58,7 @@ class Answered:
 
     def add(self, reply: Replied) -> None:
         """Count ``reply``, read from the store or just queued by the poll."""
-        profile = normalize_profile_url(reply.profile_url) if reply.profile_url else None
+        profile = profile_key(reply.profile_url) if reply.profile_url else None
         for seen in (self._shadow,) if reply.shadow else (self._real, self._shadow):
             if reply.invitation_id:
                 seen.invitations.add(reply.invitation_id)  # answered once, however long ago
@@ -76,7 +76,7 @@ class Answered:
         """The policy's facts about earlier replies for a notification that would get one;
         ``shadow``: the reply would be made in shadow mode, so shadow replies count too."""
         seen = self._shadow if shadow else self._real
-        profile = normalize_profile_url(c.person.profile_url) if c.person.profile_url else None
+        profile = profile_key(c.person.profile_url) if c.person.profile_url else None
         return History(
             # Answered at this address, or under this LinkedIn profile: LinkedIn's relay gives
             # every message its own reply address, so a person whose auto-responder answers our

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from modbot import authenticity, classify, parse
 from modbot.config import PolicySettings
+from modbot.directory.index import Directory
 from modbot.kinds import REPLY_KINDS
 from modbot.mailbox import HEADER_LIMIT, Summary
 from modbot.model import (
@@ -32,7 +33,7 @@ from modbot.model import (
     Verdict,
 )
 from modbot.policy import Facts, decide
-from modbot.recipients import Directory, resolve
+from modbot.recipients import resolve
 
 DnsLookup = Callable[[bytes], bytes | None]
 HistoryFor = Callable[[Classification, Recipient | None, Sequence[str]], History]

@@ -24,7 +24,7 @@ from modbot.kinds import PERSON_KINDS
 from modbot.model import Kind, Notification, Person, Verdict
 from modbot.parse import MAX_SCAN_CHARS, clean_line, extract_links
 
-__all__ = ["APOSTROPHE", "PERSON_KINDS", "find_person", "normalise_profile_url"]
+__all__ = ["APOSTROPHE", "PERSON_KINDS", "canonical_profile_url", "find_person"]
 
 APOSTROPHE = "['\u2019]"  # the typewriter and the typographic apostrophe, in a pattern
 _Q = APOSTROPHE
@@ -58,7 +58,7 @@ _INVITATION_ID = re.compile(
     r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
 
 
-def normalise_profile_url(url: str) -> str | None:
+def canonical_profile_url(url: str) -> str | None:
     """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None.
 
     Any linkedin.com host counts (``se.linkedin.com`` since 2025). An accept link that names
@@ -119,10 +119,10 @@ def _profile_url(n: Notification, name: str | None) -> str | None:
         return None
     named = [m.group(2) for m in _LABELLED_LINK.finditer(n.text[:MAX_SCAN_CHARS])
              if wanted in clean_line(m.group(1)).casefold()]
-    anchors = [(url, text) for url, text in _anchors(n.html) if normalise_profile_url(url)]
+    anchors = [(url, text) for url, text in _anchors(n.html) if canonical_profile_url(url)]
     urls = [*named[-1:], *(url for url, text in anchors if text.casefold() == wanted),
             *(url for url, _ in anchors if _profile_rank(url) == 0)]
-    return next((p for u in urls for p in [normalise_profile_url(u)] if p), None)
+    return next((p for u in urls for p in [canonical_profile_url(u)] if p), None)
 
 
 class _Counselors:

@@ -68,8 +68,8 @@ from modbot.tls import client_context
 if TYPE_CHECKING:
     import ssl
 
+    from modbot.directory.index import Directory
     from modbot.judging import Judgement
-    from modbot.recipients import Directory
     from modbot.render import Templates
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,7 @@ class Context:
 
     @cached_property
     def directory(self) -> Directory | None:
-        from modbot.recipients import open_directory
+        from modbot.directory.combined import open_directory
 
         return open_directory(self.settings.directory)
 

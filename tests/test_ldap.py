@@ -16,10 +16,12 @@ from pydantic import SecretStr
 
 from modbot import config
 from modbot.config import DirectorySettings
+from modbot.directory.combined import CombinedDirectory, open_directory
+from modbot.directory.index import NOT_FOUND
+from modbot.directory.ldap import RETRY_AFTER, LdapDirectory, name_filters, url_filters
 from modbot.errors import ConfigError, DirectoryError
-from modbot.ldap_directory import RETRY_AFTER, LdapDirectory, name_filters, url_filters
 from modbot.model import Authenticity, Classification, Kind, Person, Recipient, Unresolved, Verdict
-from modbot.recipients import NOT_FOUND, CombinedDirectory, open_directory, resolve
+from modbot.recipients import resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
@@ -134,7 +136,7 @@ def test_ambiguous_name_is_unresolved(ldap: LdapDirectory) -> None:
 def test_too_many_candidates_is_unresolved(ldap: LdapDirectory,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """When the server has more candidates than modbot reads, nobody is chosen."""
-    monkeypatch.setattr("modbot.ldap_directory.MAX_CANDIDATES", 1)
+    monkeypatch.setattr("modbot.directory.ldap.MAX_CANDIDATES", 1)
     assert ldap.lookup("Alex Chen", None) == Unresolved(
         "more than 1 directory entries resemble this person; none is chosen")
 

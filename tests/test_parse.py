@@ -316,7 +316,8 @@ def test_the_stages_load_their_libraries_only_when_used() -> None:
     """Importing the pure stages loads no parsing, checking or configuration library."""
     heavy = ("mailparser", "authres", "dkim", "dns", "tldextract", "requests", "pydantic")
     code = ("import sys, modbot.parse, modbot.authenticity, modbot.classify, modbot.policy, "
-            f"modbot.recipients; print(*[m for m in {heavy!r} if m in sys.modules])")
+            "modbot.recipients, modbot.directory.combined, modbot.kinds; "
+            f"print(*[m for m in {heavy!r} if m in sys.modules])")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
     assert loaded == []
