@@ -16,7 +16,7 @@ the sender never makes a message or an invitation. Phrases are read only when th
 carries no key at all.
 
 The person the decided kind is about is read by ``modbot.person``; ``classify`` hands it the
-facts the rules read, so both see the same text.
+clues the rules read, so both see the same text.
 
 Pure: no network, database, clock or environment, and it never raises for bad mail. This module
 must never log message content, and a counselor's rule must never run before the safety rules.
@@ -40,7 +40,7 @@ MAX_WORDS = 100_000  # characters of subject and body searched for phrases
 
 
 @dataclass(frozen=True)
-class Facts:
+class Clues:
     """What the rules look at, computed once per message."""
 
     notification: Notification
@@ -54,7 +54,7 @@ class Facts:
     lines: tuple[str, ...]  # non-empty body lines (the text part, else the HTML as text)
 
 
-Test = Callable[[Facts], str | None]  # evidence found, or None
+Test = Callable[[Clues], str | None]  # evidence found, or None
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _linkedin_class(*values: str) -> Test:
 def _sender(pattern: str, also: Test | None = None) -> Test:
     rx = re.compile(pattern, re.IGNORECASE)
 
-    def test(f: Facts) -> str | None:
+    def test(f: Clues) -> str | None:
         if not f.local_part or not rx.fullmatch(f.local_part):
             return None
         extra = also(f) if also else ""
@@ -134,7 +134,7 @@ def _sender(pattern: str, also: Test | None = None) -> Test:
 def _phrase(pattern: str) -> Test:
     rx = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
 
-    def test(f: Facts) -> str | None:
+    def test(f: Clues) -> str | None:
         match = rx.search(f.words)
         return f"the text says \u201c{clean_line(match.group(0))[:60]}\u201d" if match else None
     return test
@@ -207,7 +207,7 @@ _N = r"_?\d{1,3}"  # the version number LinkedIn appends to a key, which may cha
 _ONMICROSOFT = re.compile(r"(?:^|;)\s*d\s*=\s*[\w.-]+\.onmicrosoft\.com\s*(?:;|$)", re.IGNORECASE)
 
 
-def _staff_mail(f: Facts) -> str | None:
+def _staff_mail(f: Clues) -> str | None:
     """Mail a LinkedIn employee wrote: linkedin.com, but sent from Microsoft 365, not a template.
 
     LinkedIn's notifications come from its own servers with ``X-LinkedIn-*`` headers or a
@@ -301,7 +301,7 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-# --- facts --------------------------------------------------------------------------------------
+# --- clues --------------------------------------------------------------------------------------
 
 _LINK_KEYS = (
     ("ek", re.compile(r"([A-Za-z0-9_]+)$"), "ek= link parameter"),
@@ -362,14 +362,14 @@ def template_key(n: Notification) -> tuple[str | None, str]:
     return fallback
 
 
-def _facts(n: Notification, auth: Authenticity) -> Facts:
+def _clues(n: Notification, auth: Authenticity) -> Clues:
     key, source = template_key(n)
     sender = n.from_.email if n.from_ else ""
     local, _, domain = sender.rpartition("@")
     lines = (tuple(ln for ln in (clean_line(raw) for raw in n.text[:MAX_WORDS].splitlines()) if ln)
              or html_lines(n.html))
     from_linkedin = bool(domain) and is_linkedin(domain)
-    return Facts(n, auth, key, source,
+    return Clues(n, auth, key, source,
                  clean_line(n.header("x-linkedin-class") or "").upper(),
                  local.lower() if from_linkedin else "", from_linkedin,
                  "\n".join((n.subject, *lines))[:MAX_WORDS], lines)
@@ -383,12 +383,12 @@ def classify(n: Notification, auth: Authenticity,
     table. A message whose verdict is ``UNKNOWN`` is classified like any other; the policy
     decides what to do with it.
     """
-    facts = _facts(n, auth)
+    clues = _clues(n, auth)
     for rule in (*GUARDS, *extra_rules, *RULES):
-        evidence = rule.test(facts)
+        evidence = rule.test(clues)
         if evidence is not None:
             break
-    person = find_person(rule.kind, n, auth.verdict, facts.words, facts.lines)
+    person = find_person(rule.kind, n, auth.verdict, clues.words, clues.lines)
     return Classification(kind=rule.kind, rule=rule.name, person=person,
-                          template_key=facts.template_key,
+                          template_key=clues.template_key,
                           reasons=(f"{rule.name}: {evidence}.",))

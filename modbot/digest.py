@@ -23,9 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -55,7 +53,6 @@ SERIES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
 # A profile link is shown only from authentic mail and only to LinkedIn: a spoof's could lead
 # anywhere.
 _PROFILE = re.compile(r"^https://www\.linkedin\.com/[^\s<>\"'\\]*$")
-_SPECIALS = re.compile(r'["(),:;<>@\[\]\\]')  # as in render: no RFC 5322 specials in names
 
 
 @dataclass(frozen=True)
@@ -428,16 +425,8 @@ def build(data: DigestData, templates: Templates, counselor: CounselorSettings, 
     subject = render.header_text(clean_text(subject, 998) or "")
     if not subject:
         raise TemplateError(f"template {TEMPLATE} sets no subject")
-    name = " ".join(_SPECIALS.sub(" ", clean_text(counselor.name) or "").split())
-    name = render.header_text(name)
-    message = render.new_message()
-    message["From"] = Address(name, addr_spec=counselor.email)
-    message["To"] = Address(name, addr_spec=counselor.email)
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: made by a program, not a reply
-    message["X-Auto-Response-Suppress"] = "All"  # asks Exchange not to answer it
+    message = render.to_counselor(name=counselor.name, email=counselor.email, subject=subject,
+                                  date=now, message_id=message_id)
     message.set_content(text, charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
     render.set_boundary(message)

@@ -33,7 +33,7 @@ from modbot.model import (
     Verdict,
 )
 from modbot.policy import Facts, decide
-from modbot.recipients import resolve
+from modbot.recipients import find_address
 
 DnsLookup = Callable[[bytes], bytes | None]
 HistoryFor = Callable[[Classification, Recipient | None, Sequence[str]], History]
@@ -77,7 +77,7 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
         classification = classify.classify(authenticity.vouched(notification, found), found,
                                            rules)
         if classification.kind in REPLY_KINDS:
-            resolution = resolve(classification, found, directory)
+            resolution = find_address(classification, found, directory)
         else:
             resolution = Unresolved("no reply is needed for this kind")
         references = [

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import imaplib
-import logging
 import re
 import socket
 import ssl
@@ -38,6 +37,7 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError, ProtocolError
 
+from modbot import logs
 from modbot.config import ImapSettings
 from modbot.errors import MailboxAuthError, MailboxError
 
@@ -91,10 +91,7 @@ def keep_imapclient_quiet() -> None:
     logging to look at modbot would otherwise write students' names, addresses and messages into
     the log. A level set lower (or left unset, which inherits the root's) is raised to WARNING.
     """
-    for name in _IMAPCLIENT_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
+    logs.hold_at_warning(*_IMAPCLIENT_LOGGERS)
 
 
 @dataclass(frozen=True)

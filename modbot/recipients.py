@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 _RELAY_DOMAIN = "reply.linkedin.com"
 
 
-def resolve(classification: Classification, authenticity: Authenticity,
+def find_address(classification: Classification, authenticity: Authenticity,
             directory: Directory | None) -> Resolution:
     """Where to send the reply for this notification, or why there is nowhere."""
     person = classification.person

@@ -23,9 +23,9 @@ from modbot.parse import (
     _decode_header_value,
     _mail_parser,
     clean_line,
-    clean_text,
     linkedin_candidate,
     parse,
+    valid_unicode,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -262,7 +262,7 @@ def test_mail_parser_is_read_as_its_own_parse_gives_it(
 
 
 def reference_clean_line(value: str) -> str:
-    return re.sub(r"\s+", " ", CONTROL.sub(" ", clean_text(value))).strip()
+    return re.sub(r"\s+", " ", CONTROL.sub(" ", valid_unicode(value))).strip()
 
 
 LINE_PIECES = ["a", "\u00e9", " ", "  ", "\t", "\r\n", "\x00", "\x1c", "\x7f", "\x85", "\xa0",
