@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from modbot.errors import ConfigError
-from modbot.model import Action, Kind, Mode
+from modbot.model import Action, ClassifierRule, Kind, Mode
 
 if TYPE_CHECKING:
     from modbot.classify import Rule
@@ -384,9 +384,7 @@ class ClassifySettings(_Section):
     @field_validator("rules")
     @classmethod
     def _names_are_unique(cls, rules: tuple[dict[str, str], ...]) -> tuple[dict[str, str], ...]:
-        from modbot.classify import GUARDS, RULES
-
-        builtin = {rule.name for rule in (*GUARDS, *RULES)}
+        builtin = set(ClassifierRule) - {ClassifierRule.ERROR}
         seen: set[str] = set()
         for spec in rules:
             name = spec["name"]

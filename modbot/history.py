@@ -18,8 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from modbot.directory.index import profile_key
-from modbot.model import Classification, History, Recipient
-from modbot.store import Replied
+from modbot.model import AnsweredReply, Classification, History, Recipient
 
 
 class _Seen:
@@ -38,7 +37,7 @@ class Answered:
     invitation, and how many in the last hour and day before ``now``; counted once as
     automatic and review mode see them and once as shadow mode does (shadow replies too)."""
 
-    def __init__(self, replies: Iterable[Replied], now: datetime,
+    def __init__(self, replies: Iterable[AnsweredReply], now: datetime,
                  person_window: timedelta) -> None:
         self._since = now - person_window
         self._hour_ago = now - timedelta(hours=1)
@@ -56,7 +55,7 @@ class Answered:
     def last_day(self) -> int:
         return self._real.last_day
 
-    def add(self, reply: Replied) -> None:
+    def add(self, reply: AnsweredReply) -> None:
         """Count ``reply``, read from the store or just queued by the poll."""
         profile = profile_key(reply.profile_url) if reply.profile_url else None
         for seen in (self._shadow,) if reply.shadow else (self._real, self._shadow):

@@ -17,8 +17,8 @@ from modbot import authenticity, classify, parse
 from modbot.config import PolicySettings
 from modbot.directory.index import Directory
 from modbot.kinds import REPLY_KINDS
-from modbot.mailbox import HEADER_LIMIT, Summary
 from modbot.model import (
+    HEADER_LIMIT,
     Action,
     Authenticity,
     Classification,
@@ -29,6 +29,7 @@ from modbot.model import (
     Person,
     PolicyRule,
     Recipient,
+    Summary,
     Unresolved,
     Verdict,
 )

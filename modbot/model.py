@@ -11,6 +11,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
+
+# At most this much of each header block is fetched: a LinkedIn notification's headers are a
+# few kilobytes, while a crafted message can carry a megabyte of To: addresses.
+HEADER_LIMIT = 256 * 1024
 
 
 class Kind(enum.StrEnum):
@@ -135,6 +140,23 @@ class Address:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """What is known of a message before its body is fetched.
+
+    ``header`` is its header block, cut at ``HEADER_LIMIT`` bytes; ``size`` is its whole size
+    as the server reports it (``RFC822.SIZE``).
+    """
+
+    header: bytes
+    size: int
+
+    @property
+    def header_truncated(self) -> bool:
+        """True when the header block is longer than ``HEADER_LIMIT`` and was cut."""
+        return len(self.header) >= HEADER_LIMIT
+
+
+@dataclass(frozen=True)
 class Notification:
     """One parsed email: what the later stages may look at.
 
@@ -236,6 +258,23 @@ class Unresolved:
 
 
 Resolution = Recipient | Unresolved
+
+
+class AnsweredReply(Protocol):
+    """One reply that counts as answered, as the history facts need it (the store's rows)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def profile_url(self) -> str | None: ...
+    @property
+    def invitation_id(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def shadow(self) -> bool:
+        """Decided in shadow mode: recorded, never sent."""
+        ...
 
 
 @dataclass(frozen=True)
