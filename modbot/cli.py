@@ -619,9 +619,9 @@ def _review_decide(ctx: typer.Context, ids: list[int] | None, every: bool, *,
     if bool(ids) == every:
         _fail("give the numbers from `modbot review`, or --all", code=2)
     _, store = _review_store(ctx)
-    act = review.approve if approving else review.reject
+    decide = review.approve if approving else review.reject
     try:
-        outcome = act(store, None if every else ids, datetime.now(UTC))
+        outcome = decide(store, None if every else ids, datetime.now(UTC))
     except ModbotError as exc:
         _fail(str(exc))
     done = len(outcome.approved if approving else outcome.rejected)
