@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from modbot import config, digest, store, words
+from modbot.model import PolicyRule
 from modbot.render import Templates
 from modbot.store import Store
 
@@ -78,10 +79,10 @@ def fill(db: Store) -> None:
         week.add("group_join_request", f"Member {back}", start + day)
         for i in range(4 + back % 5):
             week.add("other_linkedin", None, start + i * day / 4, action="log",
-                     rule="configured-action", status=None)
+                     rule=PolicyRule.CONFIGURED_ACTION, status=None)
         if back in (3, 6):
             week.add("spoofed_linkedin", "LinkedIn Security", start, action="hold",
-                     rule="spoofed-linkedin", status=None, authentic=False,
+                     rule=PolicyRule.SPOOFED_LINKEDIN, status=None, authentic=False,
                      reason=SPOOF)
             with db.transaction() as c:  # the counselor looked at it that week
                 c.execute(store.messages.update().where(store.messages.c.uid == week.count)
@@ -98,22 +99,22 @@ def fill(db: Store) -> None:
         week.add(kind, name, start + (i + 1) * day / 2)
     for i in range(11):
         week.add("other_linkedin", None, start + i * day / 2, action="log",
-                 rule="configured-action", status=None)
+                 rule=PolicyRule.CONFIGURED_ACTION, status=None)
     for i in range(4):
         week.add("group_activity", None, start + i * day, action="log",
-                 rule="configured-action", status=None)
+                 rule=PolicyRule.CONFIGURED_ACTION, status=None)
     week.add("connection_invitation", "Jordan Rivera", start + 2 * day, action="hold",
-             rule="no-address", status=None, profile="https://www.linkedin.com/in/jordan-rivera-4b1a2",
+             rule=PolicyRule.NO_ADDRESS, status=None, profile="https://www.linkedin.com/in/jordan-rivera-4b1a2",
              reason="no address to reply to: no one in the directory has this name")
     week.add("spoofed_linkedin", "LinkedIn Security", start + 3 * day, action="hold",
-             rule="spoofed-linkedin", status=None, authentic=False,
+             rule=PolicyRule.SPOOFED_LINKEDIN, status=None, authentic=False,
              profile="https://linkedin.example.net/verify",
              reason=SPOOF)
     week.add("linkedin_message", "Chloe Dubois", start + 4 * day + timedelta(hours=3),
              status=store.UNCERTAIN,
              error="the reply may have been sent: the connection ended before the server "
                    "confirmed it; held so it is never sent twice")
-    week.add("not_linkedin", None, start + 5 * day, action="hold", rule="answer-to-modbot",
+    week.add("not_linkedin", None, start + 5 * day, action="hold", rule=PolicyRule.ANSWER_TO_MODBOT,
              status=None, authentic=None,
              reason="a person answered modbot's mail; only the counselor answers it")
     failed = [db.poll_started("dana@imap.example.edu", start + 5 * day + timedelta(minutes=m))

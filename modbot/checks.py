@@ -252,8 +252,9 @@ def check_templates(settings: Settings, secrets: bool, report: Report) -> None:
 
 
 def check_directory(settings: Settings, secrets: bool, report: Report) -> None:
+    from modbot.directory.combined import CombinedDirectory, open_directory
+    from modbot.directory.csv import CsvDirectory
     from modbot.errors import DirectoryError
-    from modbot.recipients import CombinedDirectory, CsvDirectory, open_directory
 
     chosen = settings.directory
     if chosen.csv is None and chosen.ldap_url is None:

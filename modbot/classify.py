@@ -16,7 +16,7 @@ the sender never makes a message or an invitation. Phrases are read only when th
 carries no key at all.
 
 The person the decided kind is about is read by ``modbot.person``; ``classify`` hands it the
-facts the rules read, so both see the same text.
+clues the rules read, so both see the same text.
 
 Pure: no network, database, clock or environment, and it never raises for bad mail. This module
 must never log message content, and a counselor's rule must never run before the safety rules.
@@ -32,16 +32,15 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from modbot.brand import is_linkedin, is_linkedin_link
-from modbot.model import Authenticity, Classification, Kind, Notification, Verdict
+from modbot.model import Authenticity, Classification, ClassifierRule, Kind, Notification, Verdict
 from modbot.parse import clean_line
 from modbot.person import APOSTROPHE, find_person
-from modbot.person import normalise_profile_url as normalise_profile_url  # re-exported
 
 MAX_WORDS = 100_000  # characters of subject and body searched for phrases
 
 
 @dataclass(frozen=True)
-class Facts:
+class Clues:
     """What the rules look at, computed once per message."""
 
     notification: Notification
@@ -55,7 +54,7 @@ class Facts:
     lines: tuple[str, ...]  # non-empty body lines (the text part, else the HTML as text)
 
 
-Test = Callable[[Facts], str | None]  # evidence found, or None
+Test = Callable[[Clues], str | None]  # evidence found, or None
 
 
 @dataclass(frozen=True)
@@ -123,7 +122,7 @@ def _linkedin_class(*values: str) -> Test:
 def _sender(pattern: str, also: Test | None = None) -> Test:
     rx = re.compile(pattern, re.IGNORECASE)
 
-    def test(f: Facts) -> str | None:
+    def test(f: Clues) -> str | None:
         if not f.local_part or not rx.fullmatch(f.local_part):
             return None
         extra = also(f) if also else ""
@@ -135,7 +134,7 @@ def _sender(pattern: str, also: Test | None = None) -> Test:
 def _phrase(pattern: str) -> Test:
     rx = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
 
-    def test(f: Facts) -> str | None:
+    def test(f: Clues) -> str | None:
         match = rx.search(f.words)
         return f"the text says \u201c{clean_line(match.group(0))[:60]}\u201d" if match else None
     return test
@@ -203,12 +202,12 @@ JOBS = (r"job alert|jobs? (?:you may be interested in|for you)|alerta de empleo"
 
 # --- the table ----------------------------------------------------------------------------------
 
-K = Kind
+K, R = Kind, ClassifierRule
 _N = r"_?\d{1,3}"  # the version number LinkedIn appends to a key, which may change
 _ONMICROSOFT = re.compile(r"(?:^|;)\s*d\s*=\s*[\w.-]+\.onmicrosoft\.com\s*(?:;|$)", re.IGNORECASE)
 
 
-def _staff_mail(f: Facts) -> str | None:
+def _staff_mail(f: Clues) -> str | None:
     """Mail a LinkedIn employee wrote: linkedin.com, but sent from Microsoft 365, not a template.
 
     LinkedIn's notifications come from its own servers with ``X-LinkedIn-*`` headers or a
@@ -229,44 +228,44 @@ def _staff_mail(f: Facts) -> str | None:
 
 
 GUARDS: tuple[Rule, ...] = (
-    Rule("not_linkedin", K.NOT_LINKEDIN,
+    Rule(R.NOT_LINKEDIN, K.NOT_LINKEDIN,
          lambda f: None if f.auth.looks_like_linkedin else "does not claim to be LinkedIn mail"),
-    Rule("spoofed_linkedin", K.SPOOFED_LINKEDIN,
+    Rule(R.SPOOFED_LINKEDIN, K.SPOOFED_LINKEDIN,
          lambda f: "looks like LinkedIn but is a spoof" if f.auth.verdict is Verdict.SPOOF
          else None),
     # An employee's own mail is correspondence, never a notification to answer.
-    Rule("linkedin_staff_mail", K.OTHER_LINKEDIN, _staff_mail),
+    Rule(R.LINKEDIN_STAFF_MAIL, K.OTHER_LINKEDIN, _staff_mail),
 )
 
 # LinkedIn's known template keys (whole keys, as seen in real mail), most specific first.
 _TEMPLATES: tuple[tuple[str, Kind, tuple[str, ...]], ...] = (
     # A digest names several people: no single person to answer.
-    ("template_digest_of_people", K.UNKNOWN_LINKEDIN,
+    (R.TEMPLATE_DIGEST_OF_PEOPLE, K.UNKNOWN_LINKEDIN,
      (rf"email_m2m_invite_digest{_N}", r"email_type_messaging_digest")),
     # "You have 1 new message": a summary with no relay to answer by email.
-    ("template_notification_digest", K.OTHER_LINKEDIN, (rf"email_notification_digest{_N}",)),
-    ("template_accepted_invitation", K.OTHER_LINKEDIN, (rf"accept_invite{_N}",)),
+    (R.TEMPLATE_NOTIFICATION_DIGEST, K.OTHER_LINKEDIN, (rf"email_notification_digest{_N}",)),
+    (R.TEMPLATE_ACCEPTED_INVITATION, K.OTHER_LINKEDIN, (rf"accept_invite{_N}",)),
     # People you may know, and people to follow: both sent from messages-noreply@.
-    ("template_people_you_may_know", K.OTHER_LINKEDIN,
+    (R.TEMPLATE_PEOPLE_YOU_MAY_KNOW, K.OTHER_LINKEDIN,
      (r"connection_suggestion_email", rf"email_pymk{_N}", rf"email_edge_discover{_N}")),
-    ("template_sign_up_nudge", K.OTHER_LINKEDIN, (rf"email_invite_signup_dropoffs{_N}",)),
-    ("template_group_applicant_response", K.GROUP_ACTIVITY,
+    (R.TEMPLATE_SIGN_UP_NUDGE, K.OTHER_LINKEDIN, (rf"email_invite_signup_dropoffs{_N}",)),
+    (R.TEMPLATE_GROUP_APPLICANT_RESPONSE, K.GROUP_ACTIVITY,
      (r"group_applicant_template_response",)),
     # No real key is known for these two features: keys named after the feature, exactly.
-    ("template_group_join_request", K.GROUP_JOIN_REQUEST,
+    (R.TEMPLATE_GROUP_JOIN_REQUEST, K.GROUP_JOIN_REQUEST,
      (rf"(?:email_)?groups?_join_request{_N}", rf"(?:email_)?groups?_request_to_join{_N}")),
-    ("template_recommendation_request", K.RECOMMENDATION_REQUEST,
+    (R.TEMPLATE_RECOMMENDATION_REQUEST, K.RECOMMENDATION_REQUEST,
      (rf"(?:email_)?recommendation_request{_N}", rf"(?:email_)?request_recommendation{_N}")),
-    ("template_group_activity", K.GROUP_ACTIVITY,
+    (R.TEMPLATE_GROUP_ACTIVITY, K.GROUP_ACTIVITY,
      (rf"email_groups_recommended_by_admin{_N}", r"grp")),  # "grp" from trk=eml-grp-sub
-    ("template_invitation", K.CONNECTION_INVITATION,
+    (R.TEMPLATE_INVITATION, K.CONNECTION_INVITATION,
      (r"M2M_Invitation", rf"email_m2m_invite_single{_N}", rf"invite_member{_N}",
       rf"invite_guest(?:{_N})?", rf"(?:first|second)_guest_reminder{_N}",
       rf"email_m2m_invite_reminder{_N}")),
-    ("template_message", K.LINKEDIN_MESSAGE,
+    (R.TEMPLATE_MESSAGE, K.LINKEDIN_MESSAGE,
      (rf"email_hire_inmail_initial_single{_N}", r"email_member_message_v\d{1,2}",
       r"inmail_sent")),
-    ("template_other", K.OTHER_LINKEDIN,
+    (R.TEMPLATE_OTHER, K.OTHER_LINKEDIN,
      (r"jobs_jymbii_digest", rf"email_job_alert_digest{_N}", rf"email_news_letter_round_up{_N}")),
 )
 _KNOWN_KEY = re.compile("|".join(f"(?:{p})" for _, _, keys in _TEMPLATES for p in keys),
@@ -275,34 +274,34 @@ _KNOWN_KEY = re.compile("|".join(f"(?:{p})" for _, _, keys in _TEMPLATES for p i
 RULES: tuple[Rule, ...] = (
     *(Rule(name, kind, _keys(*keys)) for name, kind, keys in _TEMPLATES),
     # Any other key: LinkedIn mail of a kind not yet seen, never guessed from words in the key.
-    Rule("template_unknown", K.UNKNOWN_LINKEDIN,
+    Rule(R.TEMPLATE_UNKNOWN, K.UNKNOWN_LINKEDIN,
          lambda f: f"template key {f.template_key} from {f.template_source} is not a known one"
          if f.template_key else None),
     # Without a key: the class header, then the sender (never for a message or an invitation),
     # then phrases.
-    Rule("class_invitation", K.CONNECTION_INVITATION, _linkedin_class("INVITE-GUEST")),
-    Rule("class_message", K.LINKEDIN_MESSAGE, _linkedin_class("INMAIL", "MBR-TO-MBR")),
-    Rule("class_other", K.OTHER_LINKEDIN, _linkedin_class("JOBS-TO-MBR", "SAVEDSEARCH", "WELCOME")),
-    Rule("sender_groups_join_request", K.GROUP_JOIN_REQUEST,
+    Rule(R.CLASS_INVITATION, K.CONNECTION_INVITATION, _linkedin_class("INVITE-GUEST")),
+    Rule(R.CLASS_MESSAGE, K.LINKEDIN_MESSAGE, _linkedin_class("INMAIL", "MBR-TO-MBR")),
+    Rule(R.CLASS_OTHER, K.OTHER_LINKEDIN, _linkedin_class("JOBS-TO-MBR", "SAVEDSEARCH", "WELCOME")),
+    Rule(R.SENDER_GROUPS_JOIN_REQUEST, K.GROUP_JOIN_REQUEST,
          _sender(r"groups?(?:-noreply)?|group-digests", _phrase(GROUP_JOIN))),
-    Rule("sender_groups", K.GROUP_ACTIVITY, _sender(r"groups?(?:-noreply)?|group-digests")),
-    Rule("sender_other", K.OTHER_LINKEDIN,
+    Rule(R.SENDER_GROUPS, K.GROUP_ACTIVITY, _sender(r"groups?(?:-noreply)?|group-digests")),
+    Rule(R.SENDER_OTHER, K.OTHER_LINKEDIN,
          _sender(r"jobs-.*|jobs|jobalerts-noreply|editors-noreply|updates(?:-noreply)?|welcome"
                  r"|connections|invitations-noreply|linkedin|news|security-noreply"
                  r"|career-interests-noreply")),
-    Rule("phrase_accepted_invitation", K.OTHER_LINKEDIN, _phrase(ACCEPTED)),
-    Rule("phrase_people_you_may_know", K.OTHER_LINKEDIN, _phrase(PEOPLE_YOU_MAY_KNOW)),
-    Rule("phrase_recommendation_request", K.RECOMMENDATION_REQUEST, _phrase(RECOMMENDATION)),
-    Rule("phrase_group_join_request", K.GROUP_JOIN_REQUEST, _phrase(GROUP_JOIN)),
-    Rule("phrase_invitation", K.CONNECTION_INVITATION, _phrase(INVITATION)),
-    Rule("phrase_message", K.LINKEDIN_MESSAGE, _phrase(MESSAGE)),
-    Rule("phrase_group_activity", K.GROUP_ACTIVITY, _phrase(GROUP_ACTIVITY)),
-    Rule("phrase_jobs", K.OTHER_LINKEDIN, _phrase(JOBS)),
-    Rule("default_unknown_linkedin", K.UNKNOWN_LINKEDIN, lambda f: "no other rule matched"),
+    Rule(R.PHRASE_ACCEPTED_INVITATION, K.OTHER_LINKEDIN, _phrase(ACCEPTED)),
+    Rule(R.PHRASE_PEOPLE_YOU_MAY_KNOW, K.OTHER_LINKEDIN, _phrase(PEOPLE_YOU_MAY_KNOW)),
+    Rule(R.PHRASE_RECOMMENDATION_REQUEST, K.RECOMMENDATION_REQUEST, _phrase(RECOMMENDATION)),
+    Rule(R.PHRASE_GROUP_JOIN_REQUEST, K.GROUP_JOIN_REQUEST, _phrase(GROUP_JOIN)),
+    Rule(R.PHRASE_INVITATION, K.CONNECTION_INVITATION, _phrase(INVITATION)),
+    Rule(R.PHRASE_MESSAGE, K.LINKEDIN_MESSAGE, _phrase(MESSAGE)),
+    Rule(R.PHRASE_GROUP_ACTIVITY, K.GROUP_ACTIVITY, _phrase(GROUP_ACTIVITY)),
+    Rule(R.PHRASE_JOBS, K.OTHER_LINKEDIN, _phrase(JOBS)),
+    Rule(R.DEFAULT_UNKNOWN_LINKEDIN, K.UNKNOWN_LINKEDIN, lambda f: "no other rule matched"),
 )
 
 
-# --- facts --------------------------------------------------------------------------------------
+# --- clues --------------------------------------------------------------------------------------
 
 _LINK_KEYS = (
     ("ek", re.compile(r"([A-Za-z0-9_]+)$"), "ek= link parameter"),
@@ -363,14 +362,14 @@ def template_key(n: Notification) -> tuple[str | None, str]:
     return fallback
 
 
-def _facts(n: Notification, auth: Authenticity) -> Facts:
+def _clues(n: Notification, auth: Authenticity) -> Clues:
     key, source = template_key(n)
     sender = n.from_.email if n.from_ else ""
     local, _, domain = sender.rpartition("@")
     lines = (tuple(ln for ln in (clean_line(raw) for raw in n.text[:MAX_WORDS].splitlines()) if ln)
              or html_lines(n.html))
     from_linkedin = bool(domain) and is_linkedin(domain)
-    return Facts(n, auth, key, source,
+    return Clues(n, auth, key, source,
                  clean_line(n.header("x-linkedin-class") or "").upper(),
                  local.lower() if from_linkedin else "", from_linkedin,
                  "\n".join((n.subject, *lines))[:MAX_WORDS], lines)
@@ -384,12 +383,12 @@ def classify(n: Notification, auth: Authenticity,
     table. A message whose verdict is ``UNKNOWN`` is classified like any other; the policy
     decides what to do with it.
     """
-    facts = _facts(n, auth)
+    clues = _clues(n, auth)
     for rule in (*GUARDS, *extra_rules, *RULES):
-        evidence = rule.test(facts)
+        evidence = rule.test(clues)
         if evidence is not None:
             break
-    person = find_person(rule.kind, n, auth.verdict, facts.words, facts.lines)
+    person = find_person(rule.kind, n, auth.verdict, clues.words, clues.lines)
     return Classification(kind=rule.kind, rule=rule.name, person=person,
-                          template_key=facts.template_key,
+                          template_key=clues.template_key,
                           reasons=(f"{rule.name}: {evidence}.",))

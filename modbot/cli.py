@@ -262,9 +262,9 @@ def run(ctx: typer.Context) -> None:
 def _classify_one(path: Path, settings: Settings | None, dns: bool,
                   trust: list[str]) -> dict[str, Any]:
     from modbot.config import PolicySettings
+    from modbot.directory.combined import open_directory
     from modbot.judging import judge
     from modbot.model import Action, History
-    from modbot.recipients import open_directory
 
     raw = path.read_bytes()
     directory = open_directory(settings.directory) if settings is not None else None
@@ -528,14 +528,16 @@ def _profile_link(item: dict[str, Any]) -> str | None:
 def _paste_text(item: dict[str, Any], templates: Any, settings: Settings) -> str | None:
     """The reply the person would have had, to paste into LinkedIn by hand; None for an item
     whose kind gets no reply (a fake notification, unknown mail)."""
+    from modbot.kinds import TEMPLATE_OF
     from modbot.model import Person, Recipient
-    from modbot.render import REPLY_TEMPLATES, clean_text, reply_text
+    from modbot.render import clean_text, reply_text
 
-    if item["kind"] not in REPLY_TEMPLATES or item.get("outbox_status") == "review":
+    template = TEMPLATE_OF.get(item["kind"])
+    if template is None or item.get("outbox_status") == "review":
         return None  # a reply waiting for review is seen with `modbot review show`
     name = clean_text(item.get("person_name"))
     try:
-        return reply_text(templates, template=item["kind"], counselor=settings.counselor,
+        return reply_text(templates, template=template, counselor=settings.counselor,
                           recipient=Recipient(name or "", "", "held"), person=Person(name=name))
     except ModbotError:
         return None  # `modbot check` names the broken template

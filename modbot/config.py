@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from modbot.errors import ConfigError
-from modbot.model import Action, Kind, Mode
+from modbot.model import Action, ClassifierRule, Kind, Mode
 
 if TYPE_CHECKING:
     from modbot.classify import Rule
@@ -286,7 +286,7 @@ _LDAP_ONLY = ("ldap_base_dn", "ldap_bind_dn", "ldap_password_env", "ldap_passwor
 class DirectorySettings(_Section):
     """Where inviters' addresses come from: a CSV file, an LDAP directory, or both.
 
-    With both, every lookup asks both and they must agree (see ``modbot.recipients``).
+    With both, every lookup asks both and they must agree (see ``modbot.directory.combined``).
     """
 
     csv: Path | None = None
@@ -384,9 +384,7 @@ class ClassifySettings(_Section):
     @field_validator("rules")
     @classmethod
     def _names_are_unique(cls, rules: tuple[dict[str, str], ...]) -> tuple[dict[str, str], ...]:
-        from modbot.classify import GUARDS, RULES
-
-        builtin = {rule.name for rule in (*GUARDS, *RULES)}
+        builtin = set(ClassifierRule) - {ClassifierRule.ERROR}
         seen: set[str] = set()
         for spec in rules:
             name = spec["name"]

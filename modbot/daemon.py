@@ -140,19 +140,6 @@ def start_line(accounts: Sequence[Settings], now: datetime) -> str:
             f"{due:%a %Y-%m-%d %H:%M} {due.tzname()}")
 
 
-def resume(settings: Settings, now: datetime) -> bool:
-    """End the pause a reached cap started, so automatic replies go out again.
-
-    Returns False when replies were not paused. For ``modbot resume``; ``now`` is the caller's
-    clock. Replies held while paused stay held for the counselor.
-    """
-    opened = Store.open(settings.database.url)
-    try:
-        return opened.resume(settings.account, now) > 0
-    finally:
-        opened.close()
-
-
 async def send_review_email(ctx: Context, now: datetime) -> bool:
     """Send the review email when replies wait for approval and none went out recently."""
     settings = ctx.settings

@@ -20,9 +20,7 @@ import logging
 import ssl
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
 
 from modbot import render, store
 from modbot.config import Settings
@@ -69,15 +67,10 @@ def alert_message(settings: Settings, pause: store.Pause, now: datetime,
     else:
         how = ('To start automatic replies again, answer the next weekly digest with "resume", '
                "or ask IT to run this on the server:\n\n    modbot resume\n\n")
-    message = render.new_message()
-    message["From"] = Address(counselor.name, addr_spec=counselor.email)
-    message["To"] = Address(counselor.name, addr_spec=counselor.email)
-    message["Subject"] = "modbot has paused its replies" + (
-        f" [MR-{reference}]" if reference else "")
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = pause.alert_message_id
-    message["Auto-Submitted"] = "auto-generated"
-    message["X-Auto-Response-Suppress"] = "All"
+    message = render.to_counselor(
+        name=counselor.name, email=counselor.email,
+        subject="modbot has paused its replies" + (f" [MR-{reference}]" if reference else ""),
+        date=now, message_id=pause.alert_message_id)
     message.set_content(
         f"modbot stopped sending automatic replies at {pause.started_at:%Y-%m-%d %H:%M} UTC.\n\n"
         f"Why: {pause.reason}\n\n"

@@ -23,43 +23,36 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select
 
-from modbot import render, words
+from modbot import kinds, render, words
 from modbot import store as db
 from modbot.config import CounselorSettings, PolicySettings, Settings
 from modbot.errors import TemplateError
-from modbot.model import Person, Recipient
+from modbot.model import CAP_RULES, Kind, Person, Recipient
+from modbot.model import PolicyRule as P
 from modbot.render import Templates, clean_text
 from modbot.store import Store
 
 if TYPE_CHECKING:
     from jinja2 import Environment
 
-    from modbot.recipients import Directory
+    from modbot.directory.index import Directory
 
 PERIOD, WEEKS = timedelta(days=7), 8
 TEMPLATE = "digest.j2"
-CAP_RULES = ("hourly-cap", "daily-cap")
 MAX_NAMES = 12  # names listed per kind of reply; the rest are counted
-# The chart's series in stacking order, and the kinds each one counts.
-SERIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("invitations", ("connection_invitation",)), ("groups", ("group_join_request",)),
-    ("messages", ("linkedin_message",)), ("recommendations", ("recommendation_request",)),
-    ("other", ("group_activity", "other_linkedin")),
-    ("suspect", ("spoofed_linkedin", "unknown_linkedin")),
-)
+# The chart's series in stacking order, and the kinds each one counts (from the table of kinds).
+SERIES: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+    (series.key, tuple(kind.value for kind in kinds.charted(series))) for series in kinds.SERIES)
 # A profile link is shown only from authentic mail and only to LinkedIn: a spoof's could lead
 # anywhere.
 _PROFILE = re.compile(r"^https://www\.linkedin\.com/[^\s<>\"'\\]*$")
-_SPECIALS = re.compile(r'["(),:;<>@\[\]\\]')  # as in render: no RFC 5322 specials in names
 
 
 @dataclass(frozen=True)
@@ -201,14 +194,14 @@ def listed(data: DigestData) -> list[int]:
 NEEDS: tuple[tuple[str, Callable[[Row], bool]], ...] = (
     ("uncertain", lambda r: r.status == db.UNCERTAIN),
     ("failed", lambda r: r.status == db.FAILED),
-    ("error", lambda r: r.policy_rule == "processing-error"),
-    ("spoof", lambda r: r.kind == "spoofed_linkedin"),
-    ("answer", lambda r: r.policy_rule == "answer-to-modbot"),
+    ("error", lambda r: r.policy_rule == P.PROCESSING_ERROR),
+    ("spoof", lambda r: r.kind == Kind.SPOOFED_LINKEDIN),
+    ("answer", lambda r: r.policy_rule == P.ANSWER_TO_MODBOT),
     ("review", lambda r: r.status == db.REVIEW),
-    ("no-address", lambda r: r.policy_rule == "no-address"),
-    ("cap", lambda r: r.policy_rule in (*CAP_RULES, "replies-paused")),
-    ("unverified", lambda r: r.policy_rule == "unverified"),
-    ("unknown", lambda r: r.kind == "unknown_linkedin"),
+    ("no-address", lambda r: r.policy_rule == P.NO_ADDRESS),
+    ("cap", lambda r: r.policy_rule in (*CAP_RULES, P.REPLIES_PAUSED)),
+    ("unverified", lambda r: r.policy_rule == P.UNVERIFIED),
+    ("unknown", lambda r: r.kind == Kind.UNKNOWN_LINKEDIN),
     ("held", lambda r: True),
 )
 # The order they are listed in: what may have gone wrong, then a reply to paste, then what to
@@ -260,11 +253,12 @@ def _paste(row: Row, templates: Templates, counselor: CounselorSettings
            ) -> tuple[tuple[str, ...], ...]:
     # A reply that may have been sent is given too: where the Sent folder lacks it, paste it.
     held = row.action == "hold" or row.status in (db.FAILED, db.UNCERTAIN)
-    if row.kind not in render.REPLY_TEMPLATES or not held:
+    template = kinds.TEMPLATE_OF.get(row.kind)
+    if template is None or not held:
         return ()
     name = clean_text(row.person_name)
     try:
-        text = render.reply_text(templates, template=row.kind, counselor=counselor,
+        text = render.reply_text(templates, template=template, counselor=counselor,
                                  recipient=Recipient(name or "", "", "digest"),
                                  person=Person(name=name))
     except TemplateError:
@@ -376,6 +370,7 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
         "caps": sorted(data.caps.items()), "waiting": data.waiting,
         "directory_skipped": data.directory_skipped,
         "series": [key for key, _kinds in SERIES], "weeks": _chart(data, zone),
+        "series_names": {s.key: (s.label, s.colour) for s in kinds.SERIES},
     }
 
 
@@ -430,16 +425,8 @@ def build(data: DigestData, templates: Templates, counselor: CounselorSettings, 
     subject = render.header_text(clean_text(subject, 998) or "")
     if not subject:
         raise TemplateError(f"template {TEMPLATE} sets no subject")
-    name = " ".join(_SPECIALS.sub(" ", clean_text(counselor.name) or "").split())
-    name = render.header_text(name)
-    message = render.new_message()
-    message["From"] = Address(name, addr_spec=counselor.email)
-    message["To"] = Address(name, addr_spec=counselor.email)
-    message["Subject"] = subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: made by a program, not a reply
-    message["X-Auto-Response-Suppress"] = "All"  # asks Exchange not to answer it
+    message = render.to_counselor(name=counselor.name, email=counselor.email, subject=subject,
+                                  date=now, message_id=message_id)
     message.set_content(text, charset="utf-8")
     message.add_alternative(html, subtype="html", charset="utf-8")
     render.set_boundary(message)

@@ -17,9 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
-from modbot.model import Classification, History, Recipient
-from modbot.recipients import normalize_profile_url
-from modbot.store import Replied
+from modbot.directory.index import profile_key
+from modbot.model import AnsweredReply, Classification, History, Recipient
 
 
 class _Seen:
@@ -38,7 +37,7 @@ class Answered:
     invitation, and how many in the last hour and day before ``now``; counted once as
     automatic and review mode see them and once as shadow mode does (shadow replies too)."""
 
-    def __init__(self, replies: Iterable[Replied], now: datetime,
+    def __init__(self, replies: Iterable[AnsweredReply], now: datetime,
                  person_window: timedelta) -> None:
         self._since = now - person_window
         self._hour_ago = now - timedelta(hours=1)
@@ -56,9 +55,9 @@ class Answered:
     def last_day(self) -> int:
         return self._real.last_day
 
-    def add(self, reply: Replied) -> None:
+    def add(self, reply: AnsweredReply) -> None:
         """Count ``reply``, read from the store or just queued by the poll."""
-        profile = normalize_profile_url(reply.profile_url) if reply.profile_url else None
+        profile = profile_key(reply.profile_url) if reply.profile_url else None
         for seen in (self._shadow,) if reply.shadow else (self._real, self._shadow):
             if reply.invitation_id:
                 seen.invitations.add(reply.invitation_id)  # answered once, however long ago
@@ -76,7 +75,7 @@ class Answered:
         """The policy's facts about earlier replies for a notification that would get one;
         ``shadow``: the reply would be made in shadow mode, so shadow replies count too."""
         seen = self._shadow if shadow else self._real
-        profile = normalize_profile_url(c.person.profile_url) if c.person.profile_url else None
+        profile = profile_key(c.person.profile_url) if c.person.profile_url else None
         return History(
             # Answered at this address, or under this LinkedIn profile: LinkedIn's relay gives
             # every message its own reply address, so a person whose auto-responder answers our

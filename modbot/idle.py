@@ -27,6 +27,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from modbot.config import ImapSettings
@@ -40,7 +41,7 @@ CHECK_SECONDS = 1.0
 RESTART_SECONDS = 600.0
 QUIET_SECONDS = 240.0
 STOP_SECONDS = 3.0  # leaving IDLE and logging out at a stop; then the socket is cut
-MAX_BACKOFF = 300.0
+MAX_BACKOFF = timedelta(minutes=5)
 
 
 def _settle(future: asyncio.Future[Any], setter: Callable[[Any], None], value: object) -> None:
@@ -48,9 +49,10 @@ def _settle(future: asyncio.Future[Any], setter: Callable[[Any], None], value: o
         setter(value)
 
 
-def backoff(failures: int) -> float:
-    """Seconds before reconnecting after ``failures`` failures in a row: 1, 2, 4 ... 300."""
-    return min(2.0 ** max(failures - 1, 0), MAX_BACKOFF)
+def backoff(failures: int) -> timedelta:
+    """How long to wait before reconnecting after ``failures`` failures in a row: 1, 2, 4 ...
+    seconds, never more than five minutes."""
+    return min(timedelta(seconds=2 ** min(max(failures - 1, 0), 16)), MAX_BACKOFF)
 
 
 class IdleWatcher:
@@ -96,7 +98,7 @@ class IdleWatcher:
                     return
                 # A connection that reached IDLE worked: its end starts the backoff afresh.
                 failures = 1 if self.connections > reached else failures + 1
-                delay = backoff(failures)
+                delay = backoff(failures).total_seconds()
                 reason = str(exc) if isinstance(exc, ModbotError) else type(exc).__name__
                 log.warning("%s: IDLE: %s; connecting again in %g s", self._name,
                             reason.rstrip("."), delay)

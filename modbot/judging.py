@@ -15,21 +15,26 @@ from dataclasses import dataclass
 
 from modbot import authenticity, classify, parse
 from modbot.config import PolicySettings
-from modbot.mailbox import HEADER_LIMIT, Summary
+from modbot.directory.index import Directory
+from modbot.kinds import REPLY_KINDS
 from modbot.model import (
+    HEADER_LIMIT,
     Action,
     Authenticity,
     Classification,
+    ClassifierRule,
     Decision,
     History,
     Kind,
     Person,
+    PolicyRule,
     Recipient,
+    Summary,
     Unresolved,
     Verdict,
 )
-from modbot.policy import REPLY_KINDS, Facts, decide
-from modbot.recipients import Directory, resolve
+from modbot.policy import Facts, decide
+from modbot.recipients import find_address
 
 DnsLookup = Callable[[bytes], bytes | None]
 HistoryFor = Callable[[Classification, Recipient | None, Sequence[str]], History]
@@ -73,7 +78,7 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
         classification = classify.classify(authenticity.vouched(notification, found), found,
                                            rules)
         if classification.kind in REPLY_KINDS:
-            resolution = resolve(classification, found, directory)
+            resolution = find_address(classification, found, directory)
         else:
             resolution = Unresolved("no reply is needed for this kind")
         references = [
@@ -87,8 +92,8 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
         source = resolution.source if isinstance(resolution, Recipient) else None
         return Judgement(notification.message_id, found, classification, decision, source)
     except Exception as exc:  # one bad message must never stop the loop
-        return held("processing-error", f"could not be processed ({type(exc).__name__}); "
-                    "held for the counselor", classified_by="error")
+        return held(PolicyRule.PROCESSING_ERROR, f"could not be processed ({type(exc).__name__}); "
+                    "held for the counselor", classified_by=ClassifierRule.ERROR)
 
 
 def too_large(summary: Summary, limit: int) -> Judgement:
@@ -99,4 +104,4 @@ def too_large(summary: Summary, limit: int) -> Judgement:
     else:
         reason = (f"it is {summary.size / 1e6:.1f} MB, over the {limit / 1e6:g} MB limit "
                   "(imap.max_message_bytes); held for the counselor without reading it")
-    return held("too-large", reason)
+    return held(PolicyRule.TOO_LARGE, reason)

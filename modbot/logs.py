@@ -63,14 +63,34 @@ QUIET_LIBRARIES = ("imapclient", "sqlalchemy", "aiosmtplib", "mail", "mailparser
                    "apscheduler")
 
 
+def hold_at_warning(*names: str) -> None:
+    """Hold the loggers ``names`` at WARNING or above, whatever level the application logs at.
+
+    For libraries that log what must never reach a log at INFO or DEBUG: a protocol exchange,
+    SQL and its result rows, token requests. A level set lower (or left unset, which inherits
+    the root's) is raised to WARNING; a higher one is kept.
+    """
+    for name in names:
+        logger = logging.getLogger(name)
+        if logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
+
+
+def silence(name: str) -> None:
+    """Drop every record of logger ``name``, for a library that logs message content at any
+    level. A filter, unlike a level alone, also keeps records from logging's last resort."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.CRITICAL + 1)
+    logger.addFilter(lambda record: False)
+
+
 def install(level: str, fmt: str = "text") -> logging.Handler:
     """Send the root logger's records at ``level`` and above to stderr in ``fmt``, with the
     libraries in ``QUIET_LIBRARIES`` held at WARNING.
 
     Calling it again replaces the handler it installed before and leaves any other alone.
     """
-    for name in QUIET_LIBRARIES:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    hold_at_warning(*QUIET_LIBRARIES)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, StderrHandler):

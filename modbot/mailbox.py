@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import imaplib
-import logging
 import re
 import socket
 import ssl
@@ -38,15 +37,14 @@ from typing import Any
 from imapclient import IMAPClient
 from imapclient.exceptions import CapabilityError, LoginError, ProtocolError
 
+from modbot import logs
 from modbot.config import ImapSettings
 from modbot.errors import MailboxAuthError, MailboxError
+from modbot.model import HEADER_LIMIT, Summary
 
 __all__ = ["FETCH_BATCH", "HEADER_LIMIT", "FolderState", "Mailbox", "Summary"]
 
 FETCH_BATCH = 500  # UIDs per FETCH: one round trip per batch, never one per message
-# At most this much of each header block is fetched: a LinkedIn notification's headers are a
-# few kilobytes, while a crafted message can carry a megabyte of To: addresses.
-HEADER_LIMIT = 256 * 1024
 
 _HEADER_ITEM = b"BODY.PEEK[HEADER]"
 _HEADER_KEY = b"BODY[HEADER]"
@@ -91,27 +89,7 @@ def keep_imapclient_quiet() -> None:
     logging to look at modbot would otherwise write students' names, addresses and messages into
     the log. A level set lower (or left unset, which inherits the root's) is raised to WARNING.
     """
-    for name in _IMAPCLIENT_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
-
-
-@dataclass(frozen=True)
-class Summary:
-    """What is known of a message before its body is fetched.
-
-    ``header`` is its header block, cut at ``HEADER_LIMIT`` bytes; ``size`` is its whole size
-    as the server reports it (``RFC822.SIZE``).
-    """
-
-    header: bytes
-    size: int
-
-    @property
-    def header_truncated(self) -> bool:
-        """True when the header block is longer than ``HEADER_LIMIT`` and was cut."""
-        return len(self.header) >= HEADER_LIMIT
+    logs.hold_at_warning(*_IMAPCLIENT_LOGGERS)
 
 
 class Mailbox:

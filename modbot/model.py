@@ -11,6 +11,11 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
+
+# At most this much of each header block is fetched: a LinkedIn notification's headers are a
+# few kilobytes, while a crafted message can carry a megabyte of To: addresses.
+HEADER_LIMIT = 256 * 1024
 
 
 class Kind(enum.StrEnum):
@@ -36,6 +41,80 @@ class Action(enum.StrEnum):
     IGNORE = "ignore"
 
 
+class PolicyRule(enum.StrEnum):
+    """The name of the rule that decided a ``Decision``; stable: the store keeps it.
+
+    The policy's own table (``modbot.policy.RULES``) in its order, then the holds made around
+    it: a message that could not be read, one too large to fetch, a reply stopped by a pause,
+    and the counselor's answer to modbot's own mail.
+    """
+
+    ALREADY_HANDLED = "already-handled"
+    ANSWER_TO_MODBOT = "answer-to-modbot"
+    NOT_LINKEDIN = "not-linkedin"
+    SPOOFED_LINKEDIN = "spoofed-linkedin"
+    CONFIGURED_ACTION = "configured-action"
+    UNVERIFIED = "unverified"
+    NO_ADDRESS = "no-address"
+    INVITATION_ALREADY_ANSWERED = "invitation-already-answered"
+    PERSON_ALREADY_ANSWERED = "person-already-answered"
+    HOURLY_CAP = "hourly-cap"
+    DAILY_CAP = "daily-cap"
+    REPLY = "reply"
+    # decided outside the policy's table
+    PROCESSING_ERROR = "processing-error"
+    TOO_LARGE = "too-large"
+    REPLIES_PAUSED = "replies-paused"
+    REVIEW_ANSWER = "review-answer"
+
+
+# The rules that hold a reply because a cap is reached.
+CAP_RULES = frozenset({PolicyRule.HOURLY_CAP, PolicyRule.DAILY_CAP})
+
+
+class ClassifierRule(enum.StrEnum):
+    """The name of a built-in rule of the classifier (``modbot.classify``); stable: the store
+    keeps it as the message's ``classify_rule``. A counselor's own rules bring their own names.
+    """
+
+    # the guards, first
+    NOT_LINKEDIN = "not_linkedin"
+    SPOOFED_LINKEDIN = "spoofed_linkedin"
+    LINKEDIN_STAFF_MAIL = "linkedin_staff_mail"
+    # LinkedIn's template keys
+    TEMPLATE_DIGEST_OF_PEOPLE = "template_digest_of_people"
+    TEMPLATE_NOTIFICATION_DIGEST = "template_notification_digest"
+    TEMPLATE_ACCEPTED_INVITATION = "template_accepted_invitation"
+    TEMPLATE_PEOPLE_YOU_MAY_KNOW = "template_people_you_may_know"
+    TEMPLATE_SIGN_UP_NUDGE = "template_sign_up_nudge"
+    TEMPLATE_GROUP_APPLICANT_RESPONSE = "template_group_applicant_response"
+    TEMPLATE_GROUP_JOIN_REQUEST = "template_group_join_request"
+    TEMPLATE_RECOMMENDATION_REQUEST = "template_recommendation_request"
+    TEMPLATE_GROUP_ACTIVITY = "template_group_activity"
+    TEMPLATE_INVITATION = "template_invitation"
+    TEMPLATE_MESSAGE = "template_message"
+    TEMPLATE_OTHER = "template_other"
+    TEMPLATE_UNKNOWN = "template_unknown"
+    # the class header, the sender, then phrases
+    CLASS_INVITATION = "class_invitation"
+    CLASS_MESSAGE = "class_message"
+    CLASS_OTHER = "class_other"
+    SENDER_GROUPS_JOIN_REQUEST = "sender_groups_join_request"
+    SENDER_GROUPS = "sender_groups"
+    SENDER_OTHER = "sender_other"
+    PHRASE_ACCEPTED_INVITATION = "phrase_accepted_invitation"
+    PHRASE_PEOPLE_YOU_MAY_KNOW = "phrase_people_you_may_know"
+    PHRASE_RECOMMENDATION_REQUEST = "phrase_recommendation_request"
+    PHRASE_GROUP_JOIN_REQUEST = "phrase_group_join_request"
+    PHRASE_INVITATION = "phrase_invitation"
+    PHRASE_MESSAGE = "phrase_message"
+    PHRASE_GROUP_ACTIVITY = "phrase_group_activity"
+    PHRASE_JOBS = "phrase_jobs"
+    DEFAULT_UNKNOWN_LINKEDIN = "default_unknown_linkedin"
+    # what a message that never reached the classifier is recorded as classified by
+    ERROR = "error"
+
+
 class Mode(enum.StrEnum):
     """How far a reply goes: decided and logged only, queued for approval, or sent."""
 
@@ -58,6 +137,23 @@ class Address:
 
     name: str
     email: str
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What is known of a message before its body is fetched.
+
+    ``header`` is its header block, cut at ``HEADER_LIMIT`` bytes; ``size`` is its whole size
+    as the server reports it (``RFC822.SIZE``).
+    """
+
+    header: bytes
+    size: int
+
+    @property
+    def header_truncated(self) -> bool:
+        """True when the header block is longer than ``HEADER_LIMIT`` and was cut."""
+        return len(self.header) >= HEADER_LIMIT
 
 
 @dataclass(frozen=True)
@@ -162,6 +258,23 @@ class Unresolved:
 
 
 Resolution = Recipient | Unresolved
+
+
+class AnsweredReply(Protocol):
+    """One reply that counts as answered, as the history facts need it (the store's rows)."""
+
+    @property
+    def email(self) -> str: ...
+    @property
+    def profile_url(self) -> str | None: ...
+    @property
+    def invitation_id(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def shadow(self) -> bool:
+        """Decided in shadow mode: recorded, never sent."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -193,8 +193,8 @@ def _host_under(host: str, suffix: str) -> bool:
 
 
 def _check_directory(path: Path) -> Verdict:
+    from modbot.directory.csv import CsvDirectory
     from modbot.errors import DirectoryError
-    from modbot.recipients import CsvDirectory
 
     if not path.exists():
         return Verdict(warning=f"{path} does not exist yet: put the campus directory export "

@@ -20,7 +20,6 @@ import email.parser
 import email.policy
 import functools
 import html
-import logging
 import re
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -29,6 +28,7 @@ from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 
+from modbot import logs
 from modbot.brand import claims_linkedin_name, looks_like_linkedin_domain
 from modbot.model import Address, Notification
 
@@ -62,7 +62,7 @@ _TRAILING = ".,;:!?)]}'\"*"
 
 # --- text hygiene -----------------------------------------------------------------------------
 
-def clean_text(value: str) -> str:
+def valid_unicode(value: str) -> str:
     """``value`` as valid Unicode: surrogates left by undecodable bytes become text or U+FFFD."""
     if value.isascii():
         return value
@@ -80,7 +80,7 @@ def clean_text(value: str) -> str:
 
 def clean_line(value: str) -> str:
     """``value`` on one line: control characters and runs of white space become one space."""
-    value = clean_text(value)
+    value = valid_unicode(value)
     if not value.isprintable():  # only then can it hold a control character
         value = _CONTROL.sub(" ", value)
     return " ".join(value.split())
@@ -296,9 +296,7 @@ def _silence_mailparser() -> None:
     Done on first use rather than at import; a filter, unlike a level, also stops records from
     reaching logging's last-resort handler.
     """
-    logger = logging.getLogger("mailparser")
-    logger.setLevel(logging.CRITICAL + 1)
-    logger.addFilter(lambda record: False)
+    logs.silence("mailparser")
 
 
 def _overridable(parser_class: type) -> bool:
@@ -338,8 +336,8 @@ def parse(raw: bytes) -> Notification:
     try:
         parsed = _mail_parser().from_bytes(prepared)
         message = parsed.message
-        text = clean_text("\n".join(parsed.text_plain))
-        body_html = clean_text("\n".join(parsed.text_html))
+        text = valid_unicode("\n".join(parsed.text_plain))
+        body_html = valid_unicode("\n".join(parsed.text_html))
         categories = sorted(str(c) for c in parsed.defects_categories)
         if categories:
             defects.append(f"mail-parser reported defects: {', '.join(categories)}.")

@@ -20,10 +20,11 @@ from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from modbot.brand import claims_linkedin_name, is_linkedin, is_linkedin_link
+from modbot.kinds import PERSON_KINDS
 from modbot.model import Kind, Notification, Person, Verdict
 from modbot.parse import MAX_SCAN_CHARS, clean_line, extract_links
 
-__all__ = ["APOSTROPHE", "find_person", "normalise_profile_url"]
+__all__ = ["APOSTROPHE", "PERSON_KINDS", "canonical_profile_url", "find_person"]
 
 APOSTROPHE = "['\u2019]"  # the typewriter and the typographic apostrophe, in a pattern
 _Q = APOSTROPHE
@@ -55,11 +56,9 @@ _LABELLED_LINK = re.compile(r"^([^\n:]{1,160}):[ \t]*(https?://\S+)", re.MULTILI
 _PROFILE_PATH = re.compile(r"(?:/comm)?/(?:profile/view|in/[^/?#\s]+)", re.IGNORECASE)
 _INVITATION_ID = re.compile(
     r"[?&]invitationId=([A-Za-z0-9_-]{1,64})|/invitationId/([A-Za-z0-9_-]{1,64})", re.IGNORECASE)
-_PERSON_KINDS = frozenset({Kind.CONNECTION_INVITATION, Kind.LINKEDIN_MESSAGE,
-                           Kind.RECOMMENDATION_REQUEST, Kind.GROUP_JOIN_REQUEST})
 
 
-def normalise_profile_url(url: str) -> str | None:
+def canonical_profile_url(url: str) -> str | None:
     """``https://www.linkedin.com/<path>`` of a LinkedIn profile link, tracking removed, or None.
 
     Any linkedin.com host counts (``se.linkedin.com`` since 2025). An accept link that names
@@ -120,10 +119,10 @@ def _profile_url(n: Notification, name: str | None) -> str | None:
         return None
     named = [m.group(2) for m in _LABELLED_LINK.finditer(n.text[:MAX_SCAN_CHARS])
              if wanted in clean_line(m.group(1)).casefold()]
-    anchors = [(url, text) for url, text in _anchors(n.html) if normalise_profile_url(url)]
+    anchors = [(url, text) for url, text in _anchors(n.html) if canonical_profile_url(url)]
     urls = [*named[-1:], *(url for url, text in anchors if text.casefold() == wanted),
             *(url for url, _ in anchors if _profile_rank(url) == 0)]
-    return next((p for u in urls for p in [normalise_profile_url(u)] if p), None)
+    return next((p for u in urls for p in [canonical_profile_url(u)] if p), None)
 
 
 class _Counselors:
@@ -183,7 +182,7 @@ def find_person(kind: Kind, n: Notification, verdict: Verdict, words: str,
     """
     if kind is Kind.GROUP_ACTIVITY:
         return Person(group=_group(words))
-    if kind not in _PERSON_KINDS:
+    if kind not in PERSON_KINDS:
         return Person()
     counselors = _Counselors(words)
     name = _name(kind, n, words, counselors)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from modbot import words
+from modbot.kinds import BY_KIND, DEFAULT_ACTIONS, REPLY_KINDS
 from modbot.model import (
+    CAP_RULES,
     Action,
     Authenticity,
     Classification,
@@ -21,6 +23,7 @@ from modbot.model import (
     History,
     Kind,
     Mode,
+    PolicyRule,
     Recipient,
     Resolution,
     Unresolved,
@@ -29,19 +32,6 @@ from modbot.model import (
 if TYPE_CHECKING:
     from modbot.config import PolicySettings  # pydantic only for whoever builds the settings
 
-DEFAULT_ACTIONS: dict[Kind, Action] = {
-    Kind.CONNECTION_INVITATION: Action.REPLY,
-    Kind.GROUP_JOIN_REQUEST: Action.REPLY,
-    Kind.LINKEDIN_MESSAGE: Action.REPLY,
-    Kind.RECOMMENDATION_REQUEST: Action.REPLY,
-    Kind.SPOOFED_LINKEDIN: Action.HOLD,
-    Kind.UNKNOWN_LINKEDIN: Action.HOLD,
-    Kind.GROUP_ACTIVITY: Action.LOG,
-    Kind.OTHER_LINKEDIN: Action.LOG,
-    Kind.NOT_LINKEDIN: Action.IGNORE,
-}
-REPLY_KINDS = frozenset(kind for kind, action in DEFAULT_ACTIONS.items() if action is Action.REPLY)
-CAP_RULES = ("hourly-cap", "daily-cap")
 # How a configured action other than reply reads in a reason.
 _CONFIGURED = {Action.HOLD: "held for you", Action.LOG: "only noted: it needs no answer",
                Action.IGNORE: "left alone"}
@@ -76,7 +66,7 @@ class Facts:
     def configured_action(self) -> Action:
         action = self.settings.actions.get(self.kind, DEFAULT_ACTIONS[self.kind])
         if action is Action.REPLY and self.kind not in REPLY_KINDS:
-            return Action.HOLD  # only the four reply kinds have a reply template
+            return Action.HOLD  # only a kind with a reply template can be answered
         return action
 
 
@@ -166,19 +156,20 @@ def _reply(f: Facts) -> Outcome | None:
     return Action.REPLY, f"{words.kind_phrase(f.kind.value)} gets the standard reply"
 
 
-RULES: tuple[tuple[str, RuleTest], ...] = (
-    ("already-handled", _already_handled),
-    ("answer-to-modbot", _answer_to_modbot),
-    ("not-linkedin", _not_linkedin),
-    ("spoofed-linkedin", _spoof),
-    ("configured-action", _configured),
-    ("unverified", _unverified),
-    ("no-address", _no_address),
-    ("invitation-already-answered", _invitation_answered),
-    ("person-already-answered", _person_answered),
-    ("hourly-cap", _hourly_cap),
-    ("daily-cap", _daily_cap),
-    ("reply", _reply),
+P = PolicyRule
+RULES: tuple[tuple[PolicyRule, RuleTest], ...] = (
+    (P.ALREADY_HANDLED, _already_handled),
+    (P.ANSWER_TO_MODBOT, _answer_to_modbot),
+    (P.NOT_LINKEDIN, _not_linkedin),
+    (P.SPOOFED_LINKEDIN, _spoof),
+    (P.CONFIGURED_ACTION, _configured),
+    (P.UNVERIFIED, _unverified),
+    (P.NO_ADDRESS, _no_address),
+    (P.INVITATION_ALREADY_ANSWERED, _invitation_answered),
+    (P.PERSON_ALREADY_ANSWERED, _person_answered),
+    (P.HOURLY_CAP, _hourly_cap),
+    (P.DAILY_CAP, _daily_cap),
+    (P.REPLY, _reply),
 )
 
 
@@ -197,6 +188,7 @@ def decide(facts: Facts) -> Decision:
                             mode=mode if name in CAP_RULES else Mode.AUTO)
         assert isinstance(facts.resolution, Recipient)
         source = f"address from {facts.resolution.source}"
-        return Decision(action, name, (reason, source, *evidence), template=facts.kind.value,
+        return Decision(action, name, (reason, source, *evidence),
+                        template=BY_KIND[facts.kind].reply_template,
                         recipient=facts.resolution, mode=mode)
     raise AssertionError("the last policy rule always decides")

@@ -45,8 +45,10 @@ from modbot import store
 from modbot.config import Settings
 from modbot.errors import MailboxError, ModbotError, StoreError
 from modbot.history import Answered
+from modbot.kinds import REPLY_KINDS
 from modbot.mailbox import Mailbox
 from modbot.model import (
+    CAP_RULES,
     Action,
     Authenticity,
     Classification,
@@ -58,15 +60,16 @@ from modbot.model import (
     Recipient,
     Verdict,
 )
-from modbot.policy import REPLY_KINDS, mode_for
+from modbot.model import PolicyRule as P
+from modbot.policy import mode_for
 from modbot.store import Store
 from modbot.tls import client_context
 
 if TYPE_CHECKING:
     import ssl
 
+    from modbot.directory.index import Directory
     from modbot.judging import Judgement
-    from modbot.recipients import Directory
     from modbot.render import Templates
 
 log = logging.getLogger(__name__)
@@ -74,7 +77,6 @@ log = logging.getLogger(__name__)
 DnsLookup = Callable[[bytes], bytes | None]
 Checkpoint = Callable[[str], None]
 BATCH = 200
-CAP_RULES = frozenset({"hourly-cap", "daily-cap"})
 PURGE_EVERY = timedelta(hours=1)
 # A kept connection unused for longer is replaced rather than trusted: servers end idle
 # sessions after 30 minutes at the earliest (RFC 9051), NAT boxes often much sooner and silently.
@@ -137,7 +139,7 @@ class Context:
 
     @cached_property
     def directory(self) -> Directory | None:
-        from modbot.recipients import open_directory
+        from modbot.directory.combined import open_directory
 
         return open_directory(self.settings.directory)
 
@@ -477,9 +479,9 @@ class Poller:
         else:
             reasons = ("an answer to a review email or digest was ignored", *outcome.findings)
         unknown = Authenticity(False, Verdict.UNKNOWN, ())
-        classification = Classification(Kind.NOT_LINKEDIN, "review-answer", Person(), None, ())
+        classification = Classification(Kind.NOT_LINKEDIN, P.REVIEW_ANSWER, Person(), None, ())
         action = Action.LOG if outcome.acted else Action.HOLD
-        decision = Decision(action, "review-answer", reasons)
+        decision = Decision(action, P.REVIEW_ANSWER, reasons)
         return Judgement(None, unknown, classification, decision, None)
 
     def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:
@@ -490,7 +492,7 @@ class Poller:
             if pause is not None:
                 reason = (f"replies are paused since {pause.started_at:%Y-%m-%d %H:%M} UTC "
                           "because a cap was reached; `modbot resume` starts them again")
-                return replace(j, decision=Decision(Action.HOLD, "replies-paused",
+                return replace(j, decision=Decision(Action.HOLD, P.REPLIES_PAUSED,
                                                     (reason, *d.reasons)))
         elif d.rule in CAP_RULES and d.mode is not Mode.SHADOW \
                 and self.store.active_pause(self.account) is None:

@@ -22,7 +22,6 @@ provider or a server error is a ``TokenUnavailableError``, worth trying again la
 from __future__ import annotations
 
 import json
-import logging
 import re
 import ssl
 import urllib.error
@@ -32,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from modbot import logs
 from modbot.config import OAuth2Settings, is_loopback
 from modbot.errors import ConfigError, ModbotError
 
@@ -65,10 +65,7 @@ def keep_libraries_quiet() -> None:
     At DEBUG they may log token requests and answers; a counselor who turns on debug logging to
     look at modbot must not find a refresh token in the log.
     """
-    for name in _LIBRARY_LOGGERS:
-        logger = logging.getLogger(name)
-        if logger.level < logging.WARNING:
-            logger.setLevel(logging.WARNING)
+    logs.hold_at_warning(*_LIBRARY_LOGGERS)
 
 
 def provider_name(settings: OAuth2Settings, *, start: bool = False) -> str:

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modbot.errors import TemplateError
+from modbot.kinds import REPLY_TEMPLATES
 from modbot.model import Person, Recipient
 
 if TYPE_CHECKING:
@@ -49,9 +50,6 @@ if TYPE_CHECKING:
 
     from modbot.config import CounselorSettings
 
-REPLY_TEMPLATES = (
-    "connection_invitation", "group_join_request", "linkedin_message", "recommendation_request",
-)
 PRACTICE_TEMPLATES = ("group_welcome", "advice_for_contacting")
 TEMPLATE_NAMES = REPLY_TEMPLATES + PRACTICE_TEMPLATES
 SUFFIX = ".j2"
@@ -284,7 +282,7 @@ def _context(counselor: CounselorSettings, person: Person, recipient_name: str |
 
 
 def _address(addr_spec: str, name: str | None = None) -> Address:
-    display = header_text(" ".join(_SPECIALS.sub(" ", clean_text(name) or "").split()))
+    display = display_name(name)
     try:
         if not addr_spec.isascii() or "=?" in addr_spec:
             raise ValueError("non-ASCII")
@@ -328,6 +326,44 @@ def new_message() -> EmailMessage:
     return EmailMessage(policy=POLICY)
 
 
+def automatic_headers(*, reply: bool) -> tuple[tuple[str, str], ...]:
+    """The headers that mark mail modbot writes as automatic, in the order they are written.
+
+    RFC 3834 section 5: a reply says ``auto-replied``, anything else modbot writes (the digest,
+    the review email, the pause alert) ``auto-generated``; no Precedence header (section
+    3.1.8). ``X-Auto-Response-Suppress`` asks Exchange not to answer it with an automatic
+    answer of its own (an out-of-office quoting a one-time token, a loop).
+    """
+    return (("Auto-Submitted", "auto-replied" if reply else "auto-generated"),
+            ("X-Auto-Response-Suppress", "All"))
+
+
+def display_name(name: str | None) -> str:
+    """``name`` made safe as a header's display name: one line, no RFC 5322 specials, no
+    encoded-word."""
+    return header_text(" ".join(_SPECIALS.sub(" ", clean_text(name) or "").split()))
+
+
+def to_counselor(*, name: str, email: str, subject: str, date: datetime, message_id: str,
+                 kind: str | None = None) -> EmailMessage:
+    """A new email from the counselor's address to itself, marked automatic, without a body.
+
+    For what modbot tells the counselor (the digest, the review email, the pause alert): the
+    caller adds the body. ``kind`` becomes ``X-Modbot-Kind``, which lets modbot recognise its
+    own mail.
+    """
+    message = new_message()
+    message["From"] = message["To"] = Address(display_name(name), addr_spec=email)
+    message["Subject"] = header_text(subject)
+    message["Date"] = format_datetime(date)
+    message["Message-ID"] = message_id
+    for header, value in automatic_headers(reply=False):
+        message[header] = value
+    if kind is not None:
+        message["X-Modbot-Kind"] = kind
+    return message
+
+
 def reply_message(templates: Templates, *, template: str, counselor: CounselorSettings,
                   recipient: Recipient, person: Person, message_id: str, date: datetime,
                   redirect_to: str | None = None) -> Message:
@@ -361,9 +397,8 @@ def reply_message(templates: Templates, *, template: str, counselor: CounselorSe
     message["Subject"] = _unstructured(header_text(rendered.subject))
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id
-    # RFC 3834 section 5: mark the reply as automatic; no Precedence header (section 3.1.8).
-    message["Auto-Submitted"] = "auto-replied"
-    message["X-Auto-Response-Suppress"] = "All"  # asks Exchange not to answer it with its own
+    for header, value in automatic_headers(reply=True):
+        message[header] = value
     message["X-Modbot-Kind"] = template
     for name, value in mime:
         message[name] = value

@@ -2,7 +2,7 @@
 
 ``build_review_email`` lists the replies that wait for review (``modbot.review_queue``) with a
 one-time token; ``handle_answer`` acts on the counselor's answer holding lines such as
-"approve 2 5", "reject 3" or "approve all", through ``review_queue.decide``. The weekly digest
+"approve 2 5", "reject 3" or "approve all", through ``review_queue.settle``. The weekly digest
 numbers the held items and gets a one-time token the same way (``register_digest``); an answer
 to it holds lines such as "resolve 3 4", "resolve all" or "resume", acted on through
 ``review_queue.resolve_in`` and the store's ``resume``. The one email that tells the counselor
@@ -32,11 +32,10 @@ import secrets
 import textwrap
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
-from email.utils import format_datetime, getaddresses
+from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, select, update
@@ -50,12 +49,12 @@ from modbot.review_queue import (
     Waiting,
     age_text,
     approve,
-    decide,
     preview,
     readdress,
     reject,
     resolve,
     resolve_in,
+    settle,
     waiting,
 )
 from modbot.store import Store, review_mails
@@ -155,15 +154,11 @@ def build_review_email(store: Store, settings: Settings, templates: render.Templ
         c.execute(review_mails.insert().values(
             account=settings.account, message_id=message_id, token_hash=_hash(token),
             items=json.dumps([w.id for w in items]), sent_at=now, expires_at=expires))
-    message = render.new_message()
-    message["From"] = message["To"] = Address("modbot", addr_spec=settings.counselor.email)
-    message["Subject"] = f"modbot: {len(items)} repl{'y' if len(items) == 1 else 'ies'} to " \
-                         f"review [MR-{token}]"
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = message_id
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: made by a program
-    message["X-Auto-Response-Suppress"] = "All"  # no out-of-office answer quoting the token
-    message["X-Modbot-Kind"] = "review"
+    message = render.to_counselor(
+        name="modbot", email=settings.counselor.email,
+        subject=f"modbot: {len(items)} repl{'y' if len(items) == 1 else 'ies'} to review "
+                f"[MR-{token}]",
+        date=now, message_id=message_id, kind="review")
     message.set_content(_email_text(items, token, expires, settings, templates), charset="utf-8")
     return message
 
@@ -360,7 +355,7 @@ def _act(store: Store, row: Any, wanted_approve: list[int | str], wanted_reject:
                                                     review_mails.c.used_at.is_(None))
                          .values(used_at=now)).rowcount:
             return _ignored(["that review email's reference was already used"])
-        approved, rejected, missing = decide(c, to_approve & listed, to_reject & listed, now)
+        approved, rejected, missing = settle(c, to_approve & listed, to_reject & listed, now)
     findings += [f"Number {i} no longer waited, so the answer did not change it."
                  for i in missing]
     summary = (f"The counselor's answer to a review email approved {len(approved)} and "

@@ -3,7 +3,7 @@
 Replies decided in review mode wait in the outbox with status ``review``. This module lists them
 (``waiting``), approves them (``queued``: the normal outbox sends them at the next poll, under
 the Message-ID fixed when they were decided), rejects them (``rejected``, and the notification is
-resolved), readdresses one and shows one exactly as it would go out. ``decide`` is the one place
+resolved), readdresses one and shows one exactly as it would go out. ``settle`` is the one place
 a status changes, for the commands here and for an answer to a review email (``modbot.review``).
 ``resolve_in`` closes held items (the digest's numbers, ``modbot resolve``), for the command and
 for an answer to the digest alike.
@@ -33,12 +33,12 @@ __all__ = [
     "Waiting",
     "age_text",
     "approve",
-    "decide",
     "preview",
     "readdress",
     "reject",
     "resolve",
     "resolve_in",
+    "settle",
     "waiting",
 ]
 
@@ -93,7 +93,7 @@ def waiting(store: Store, now: datetime) -> list[Waiting]:
             for r in rows]
 
 
-def decide(c: Connection, approve: set[int], reject: set[int],
+def settle(c: Connection, approve: set[int], reject: set[int],
             now: datetime) -> tuple[tuple[int, ...], tuple[int, ...], list[int]]:
     """Approve and reject the waiting replies among ``approve`` and ``reject``, inside ``c``.
 
@@ -150,7 +150,7 @@ def _by_hand(store: Store, ids: Sequence[int] | None, now: datetime, *,
     with store.transaction() as c:
         chosen = set(ids) if ids is not None else set(
             c.execute(select(outbox.c.id).where(outbox.c.status == REVIEW)).scalars())
-        approved, rejected, missing = decide(c, chosen if approving else set(),
+        approved, rejected, missing = settle(c, chosen if approving else set(),
                                               set() if approving else chosen, now)
     return ReviewOutcome(True, approved, rejected, tuple(
         f"Number {i} does not wait for review, so it was left alone." for i in missing))

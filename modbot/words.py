@@ -3,65 +3,59 @@
 The store, the JSON output and the configuration speak in stable identifiers
 (``other_linkedin``, ``failed_temporary``); every place a person reads (the digest, the review
 email, ``held``, ``run-once``, the demo) says the same thing in these words instead, so a new
-kind or state is worded once, here. Pure values and lookups: this module must never import
-anything beyond the standard library, so every command can use it cheaply.
+kind or state is worded once, here (a kind's own label and phrase live in its row of
+``modbot.kinds``). Pure values and lookups: this module must never import anything beyond the
+standard library and modbot's value modules, so every command can use it cheaply.
 """
 
 from __future__ import annotations
 
-# kind -> (a label for a heading or a column, the phrase inside a sentence)
-KINDS: dict[str, tuple[str, str]] = {
-    "connection_invitation": ("Connection invitation", "a connection invitation"),
-    "group_join_request": ("Request to join your group", "a request to join your LinkedIn group"),
-    "group_activity": ("LinkedIn group news", "news from a LinkedIn group"),
-    "linkedin_message": ("LinkedIn message", "a LinkedIn message"),
-    "recommendation_request": ("Recommendation request", "a request for a recommendation"),
-    "other_linkedin": ("LinkedIn job alerts and news", "a LinkedIn job alert or news"),
-    "spoofed_linkedin": ("Fake LinkedIn mail", "mail pretending to come from LinkedIn"),
-    "unknown_linkedin": ("LinkedIn mail of an unknown kind",
-                         "LinkedIn mail of a kind modbot does not know"),
-    "not_linkedin": ("Email not from LinkedIn", "an email not from LinkedIn"),
-}
+from modbot.kinds import ROWS
+from modbot.model import ClassifierRule, PolicyRule
+
+# kind -> (a label for a heading or a column, the phrase inside a sentence), from the table
+KINDS: dict[str, tuple[str, str]] = {row.kind.value: (row.label, row.phrase) for row in ROWS}
+C = ClassifierRule
 # Each rule of the classifier (``modbot.classify``) -> the message inside a sentence, as precise
 # as that rule knows it; a test fails when a rule has no words here. The policy's own rules
 # that stand for a message (``review-answer``) are worded here too.
 DETAILS: dict[str, str] = {
     # the guards, first
-    "not_linkedin": "an email not from LinkedIn",
-    "spoofed_linkedin": "mail pretending to come from LinkedIn",
-    "linkedin_staff_mail": "a LinkedIn employee's own mail (not a notification)",
+    C.NOT_LINKEDIN: "an email not from LinkedIn",
+    C.SPOOFED_LINKEDIN: "mail pretending to come from LinkedIn",
+    C.LINKEDIN_STAFF_MAIL: "a LinkedIn employee's own mail (not a notification)",
     # LinkedIn's template keys
-    "template_digest_of_people": "a LinkedIn summary naming several people",
-    "template_notification_digest": "a LinkedIn summary of new notifications",
-    "template_accepted_invitation": "a note that someone accepted your invitation",
-    "template_people_you_may_know": "LinkedIn's suggestions of people you may know",
-    "template_sign_up_nudge": "a LinkedIn sign-up reminder",
-    "template_group_applicant_response": "a group manager's answer to a request to join",
-    "template_group_join_request": "a request to join your LinkedIn group",
-    "template_recommendation_request": "a request for a recommendation",
-    "template_group_activity": "news from a LinkedIn group",
-    "template_invitation": "a connection invitation",
-    "template_message": "a LinkedIn message",
-    "template_other": "a LinkedIn job alert or newsletter",
-    "template_unknown": "LinkedIn mail of a new kind modbot does not know yet",
+    C.TEMPLATE_DIGEST_OF_PEOPLE: "a LinkedIn summary naming several people",
+    C.TEMPLATE_NOTIFICATION_DIGEST: "a LinkedIn summary of new notifications",
+    C.TEMPLATE_ACCEPTED_INVITATION: "a note that someone accepted your invitation",
+    C.TEMPLATE_PEOPLE_YOU_MAY_KNOW: "LinkedIn's suggestions of people you may know",
+    C.TEMPLATE_SIGN_UP_NUDGE: "a LinkedIn sign-up reminder",
+    C.TEMPLATE_GROUP_APPLICANT_RESPONSE: "a group manager's answer to a request to join",
+    C.TEMPLATE_GROUP_JOIN_REQUEST: "a request to join your LinkedIn group",
+    C.TEMPLATE_RECOMMENDATION_REQUEST: "a request for a recommendation",
+    C.TEMPLATE_GROUP_ACTIVITY: "news from a LinkedIn group",
+    C.TEMPLATE_INVITATION: "a connection invitation",
+    C.TEMPLATE_MESSAGE: "a LinkedIn message",
+    C.TEMPLATE_OTHER: "a LinkedIn job alert or newsletter",
+    C.TEMPLATE_UNKNOWN: "LinkedIn mail of a new kind modbot does not know yet",
     # the class header, the sender, then phrases
-    "class_invitation": "a connection invitation",
-    "class_message": "a LinkedIn message",
-    "class_other": "a LinkedIn job alert or welcome",
-    "sender_groups_join_request": "a request to join your LinkedIn group",
-    "sender_groups": "news from a LinkedIn group",
-    "sender_other": "a LinkedIn job alert or news",
-    "phrase_accepted_invitation": "a note that someone accepted your invitation",
-    "phrase_people_you_may_know": "LinkedIn's suggestions of people you may know",
-    "phrase_recommendation_request": "a request for a recommendation",
-    "phrase_group_join_request": "a request to join your LinkedIn group",
-    "phrase_invitation": "a connection invitation",
-    "phrase_message": "a LinkedIn message",
-    "phrase_group_activity": "news from a LinkedIn group",
-    "phrase_jobs": "a LinkedIn job alert",
-    "default_unknown_linkedin": "LinkedIn mail of a kind modbot does not know",
+    C.CLASS_INVITATION: "a connection invitation",
+    C.CLASS_MESSAGE: "a LinkedIn message",
+    C.CLASS_OTHER: "a LinkedIn job alert or welcome",
+    C.SENDER_GROUPS_JOIN_REQUEST: "a request to join your LinkedIn group",
+    C.SENDER_GROUPS: "news from a LinkedIn group",
+    C.SENDER_OTHER: "a LinkedIn job alert or news",
+    C.PHRASE_ACCEPTED_INVITATION: "a note that someone accepted your invitation",
+    C.PHRASE_PEOPLE_YOU_MAY_KNOW: "LinkedIn's suggestions of people you may know",
+    C.PHRASE_RECOMMENDATION_REQUEST: "a request for a recommendation",
+    C.PHRASE_GROUP_JOIN_REQUEST: "a request to join your LinkedIn group",
+    C.PHRASE_INVITATION: "a connection invitation",
+    C.PHRASE_MESSAGE: "a LinkedIn message",
+    C.PHRASE_GROUP_ACTIVITY: "news from a LinkedIn group",
+    C.PHRASE_JOBS: "a LinkedIn job alert",
+    C.DEFAULT_UNKNOWN_LINKEDIN: "LinkedIn mail of a kind modbot does not know",
     # policy rules that stand for the message
-    "review-answer": "your answer to modbot's email",
+    PolicyRule.REVIEW_ANSWER: "your answer to modbot's email",
 }
 # authentic (True, False, None as stored) -> words
 AUTHENTIC: dict[bool | None, str] = {

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from modbot.config import PolicySettings
+from modbot.directory.csv import CsvDirectory
+from modbot.directory.index import Directory
 from modbot.judging import Judgement, judge
 from modbot.model import Action, History, Mode
-from modbot.recipients import CsvDirectory, Directory
 
 MX = "mx.counsel.example.edu"
 SELECTOR = b"d2048-202308-00"

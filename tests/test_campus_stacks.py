@@ -26,9 +26,9 @@ from linkedin_mail import (
 from linkedin_mail import forged as forged_invitation
 
 from modbot.config import PolicySettings
+from modbot.directory.index import Directory
 from modbot.judging import Judgement, judge
 from modbot.model import History, Mode, Verdict
-from modbot.recipients import Directory
 
 TENANT = "5d3e2773-e07f-4432-a630-1a0f68a28a05"
 OTHER_TENANT = "84df9e7f-e9f6-40af-b435-aaaaaaaaaaaa"

@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modbot.authenticity import check, vouched
-from modbot.classify import RULES, Rule, classify, normalise_profile_url, template_key
+from modbot.classify import RULES, Rule, classify, template_key
 from modbot.model import Authenticity, Kind, Notification, Person, Verdict
 from modbot.parse import parse
-from modbot.person import find_person
+from modbot.person import canonical_profile_url, find_person
 
 DATA = Path(__file__).parent / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
@@ -415,7 +415,7 @@ def test_configured_rules_run_before_the_built_in_ones() -> None:
 ])
 def test_profile_urls_are_normalised(url: str, normal: str | None) -> None:
     """Profile links lose tracking parameters and point at https://www.linkedin.com."""
-    assert normalise_profile_url(url) == normal
+    assert canonical_profile_url(url) == normal
 
 
 @settings(max_examples=200, deadline=None)

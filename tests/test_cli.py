@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from modbot.cli import app
+from modbot.model import PolicyRule
 from modbot.store import Store
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -106,7 +107,7 @@ def test_held_and_resolve(config_file: Path, tmp_path: Path) -> None:
         "seen_at": now, "kind": "connection_invitation", "authentic": True,
         "classify_rule": "r", "person_name": "Priya Natarajan", "profile_url": None,
         "invitation_id": None, "address_source": None, "action": "hold",
-        "policy_rule": "no-address", "reasons": ["the person is not in the directory"],
+        "policy_rule": PolicyRule.NO_ADDRESS, "reasons": ["the person is not in the directory"],
         "error": None,
     }, None)
     listed = runner.invoke(app, ["--config", str(config_file), "held"])

@@ -17,6 +17,7 @@ import pytest
 
 from modbot import config, digest, store
 from modbot.config import Settings
+from modbot.model import PolicyRule
 from modbot.render import Templates, default_templates_dir
 from modbot.store import Store
 
@@ -110,7 +111,7 @@ def parts(message: EmailMessage) -> tuple[str, str]:
 
 def test_no_address_item_has_reason_and_paste_text(db: Store, templates: Templates) -> None:
     """A held invitation without an address shows its reason and the reply to paste."""
-    hold(db, "connection_invitation", "no-address",
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS,
          "no address to reply to: no one in the directory has this name", name="Jordan Rivera")
     for part in parts(make(db, templates)):
         assert "No address to reply to: no one in the directory has this name." in part
@@ -120,7 +121,8 @@ def test_no_address_item_has_reason_and_paste_text(db: Store, templates: Templat
 
 def test_paste_text_is_plain_lines_in_the_text_part(db: Store, templates: Templates) -> None:
     """The text part gives the reply unindented, between rules, ready to copy."""
-    hold(db, "linkedin_message", "no-address", "no address to reply to", name="Jordan Rivera")
+    hold(db, "linkedin_message", PolicyRule.NO_ADDRESS, "no address to reply to",
+         name="Jordan Rivera")
     text, _ = parts(make(db, templates))
     pasted = text.split("-" * 60)[1]
     assert pasted.startswith("\nHello Jordan Rivera,\n\nThank you for your message")
@@ -128,7 +130,7 @@ def test_paste_text_is_plain_lines_in_the_text_part(db: Store, templates: Templa
 
 def test_spoof_is_listed_without_paste_text(db: Store, templates: Templates) -> None:
     """A spoof needs the counselor but gets no reply to paste."""
-    hold(db, "spoofed_linkedin", "spoofed-linkedin",
+    hold(db, "spoofed_linkedin", PolicyRule.SPOOFED_LINKEDIN,
          "pretends to come from LinkedIn but is shown not to; it is never answered",
          authentic=False)
     text, visible = parts(make(db, templates))
@@ -139,11 +141,11 @@ def test_spoof_is_listed_without_paste_text(db: Store, templates: Templates) -> 
 
 def test_profile_link_only_from_authentic_linkedin(db: Store, templates: Templates) -> None:
     """A profile link is shown for authentic mail only, and only to www.linkedin.com."""
-    hold(db, "connection_invitation", "no-address", "no address",
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address",
          profile_url="https://www.linkedin.com/in/jordan")
-    hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof", authentic=False,
+    hold(db, "spoofed_linkedin", PolicyRule.SPOOFED_LINKEDIN, "a spoof", authentic=False,
          profile_url="https://www.linkedin.com/in/spoof")
-    hold(db, "connection_invitation", "no-address", "no address",
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address",
          profile_url="https://linkedin.example.net/in/lure")
     text, _ = parts(make(db, templates))
     assert "https://www.linkedin.com/in/jordan" in text
@@ -174,7 +176,7 @@ def test_review_item_says_it_waits_for_approval(db: Store, templates: Templates)
 
 def test_answer_to_modbot_is_listed(db: Store, templates: Templates) -> None:
     """A person's answer to modbot's mail is listed for the counselor."""
-    hold(db, "not_linkedin", "answer-to-modbot",
+    hold(db, "not_linkedin", PolicyRule.ANSWER_TO_MODBOT,
          "a person answered modbot's mail; only the counselor answers it", name=None)
     _, visible = parts(make(db, templates))
     assert "A person answered modbot" in visible
@@ -183,8 +185,9 @@ def test_answer_to_modbot_is_listed(db: Store, templates: Templates) -> None:
 
 def test_items_stay_listed_until_resolved(db: Store, templates: Templates) -> None:
     """An old unresolved item is listed; a resolved one is not."""
-    hold(db, "unknown_linkedin", "configured-action", "held", name="Old Item", at=NOW - 40 * DAY)
-    done = hold(db, "unknown_linkedin", "configured-action", "held", name="Closed Item")
+    hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "held", name="Old Item",
+         at=NOW - 40 * DAY)
+    done = hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "held", name="Closed Item")
     with db.transaction() as c:
         c.execute(store.messages.update().where(store.messages.c.uid == done)
                   .values(resolved_at=NOW))
@@ -196,11 +199,11 @@ def test_subject_counts_what_needs_the_counselor(db: Store, templates: Templates
     """The subject says how many items need the counselor; fake mail, needing only deleting,
     is counted apart."""
     assert make(db, templates)["Subject"].startswith("Nothing needs you")
-    hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof")
+    hold(db, "spoofed_linkedin", PolicyRule.SPOOFED_LINKEDIN, "a spoof")
     assert make(db, templates)["Subject"].startswith("1 fake LinkedIn email to delete")
-    hold(db, "unknown_linkedin", "configured-action", "unknown")
+    hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "unknown")
     assert make(db, templates)["Subject"].startswith("1 item needs you")
-    hold(db, "unknown_linkedin", "configured-action", "unknown")
+    hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "unknown")
     assert make(db, templates)["Subject"].startswith("2 items need you")
 
 
@@ -246,7 +249,7 @@ def test_trouble_names_the_digest_and_leads_needs_you(db: Store, templates: Temp
 
 def test_problem_and_items_share_the_subject(db: Store, templates: Templates) -> None:
     """With a problem and held items the subject names the problem, then counts the items."""
-    hold(db, "unknown_linkedin", "configured-action", "unknown")
+    hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "unknown")
     subject = make(db, templates, healthy=False)["Subject"]
     assert subject.startswith("modbot has not read your inbox yet — tell IT · 1 item needs you")
 
@@ -285,7 +288,8 @@ def row_of(db: Store, uid: int) -> int:
 def test_items_are_numbered_as_held_and_resolve_name_them(db: Store,
                                                          templates: Templates) -> None:
     """Each item shows the number that `modbot held`, `modbot resolve` and an answer use."""
-    first = row_of(db, hold(db, "unknown_linkedin", "configured-action", "held", name="Kim Ito"))
+    first = row_of(db, hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "held",
+                            name="Kim Ito"))
     text, visible = parts(make(db, templates, reference="cd" * 16))
     assert f"[#{first} · LinkedIn mail of an unknown kind] Kim Ito" in text
     assert f'such as "resolve {first}", or "resolve all"' in text
@@ -296,12 +300,12 @@ def test_items_are_numbered_as_held_and_resolve_name_them(db: Store,
 def test_items_with_something_to_do_come_first(db: Store, templates: Templates) -> None:
     """A reply to paste or one that may have been sent comes before reading and deciding, and a
     fake notification, with nothing to do but delete it, comes last."""
-    hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof", name="Fake Sender",
+    hold(db, "spoofed_linkedin", PolicyRule.SPOOFED_LINKEDIN, "a spoof", name="Fake Sender",
          at=NOW - 3 * DAY)
-    hold(db, "unknown_linkedin", "configured-action", "held", name="Unknown Kind",
+    hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "held", name="Unknown Kind",
          at=NOW - 3 * DAY)
-    hold(db, "not_linkedin", "answer-to-modbot", "a person answered", name="Answer Person")
-    hold(db, "connection_invitation", "no-address", "no address", name="Paste Person")
+    hold(db, "not_linkedin", PolicyRule.ANSWER_TO_MODBOT, "a person answered", name="Answer Person")
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address", name="Paste Person")
     add(db, name="Maybe Sent", status=store.UNCERTAIN, error="the line was lost")
     text, _ = parts(make(db, templates))
     order = [text.index(name) for name in
@@ -328,8 +332,8 @@ def test_no_identifier_or_python_reaches_the_counselor(db: Store, templates: Tem
     """Kinds, states and authenticity are words: no identifier, None or class name is shown."""
     for kind in ("other_linkedin", "group_activity", "unknown_linkedin", "spoofed_linkedin",
                  "recommendation_request", "group_join_request", "linkedin_message"):
-        hold(db, kind, "configured-action", "held", authentic=None)
-        add(db, kind, "Some One", action="log", rule="configured-action", status=None)
+        hold(db, kind, PolicyRule.CONFIGURED_ACTION, "held", authentic=None)
+        add(db, kind, "Some One", action="log", rule=PolicyRule.CONFIGURED_ACTION, status=None)
     add(db, status=store.SHADOW)
     add(db, status=store.FAILED, error="the server said no")
     for part in parts(make(db, templates, settings(mode="shadow"))):
@@ -351,7 +355,7 @@ def widths(markup: str) -> list[int]:
 def test_html_fits_a_400_pixel_screen(db: Store, templates: Templates) -> None:
     """Nothing in the HTML is fixed wider than a narrow column: the card is fluid, up to 640 px,
     so it lays out on a 400 px phone; long lines and links wrap."""
-    hold(db, "connection_invitation", "no-address", "no address", name="Jordan Rivera",
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address", name="Jordan Rivera",
          profile_url="https://www.linkedin.com/in/" + "a" * 120)
     add(db, name="Ana Lima")
     markup = make(db, templates).get_body(preferencelist=("html",))
@@ -366,7 +370,7 @@ def test_chart_writes_its_numbers_out(db: Store, templates: Templates) -> None:
     """Each week's bar is followed by its counts in words, so no colour has to be told apart."""
     add(db, at=NOW - DAY)
     add(db, "linkedin_message", at=NOW - DAY)
-    hold(db, "spoofed_linkedin", "spoofed-linkedin", "a spoof", at=NOW - DAY)
+    hold(db, "spoofed_linkedin", PolicyRule.SPOOFED_LINKEDIN, "a spoof", at=NOW - DAY)
     _, visible = parts(make(db, templates))
     assert "Invitations 1 · Messages 1 · Fake or unknown 1" in visible
 
@@ -380,7 +384,7 @@ def test_chromium_lays_the_digest_out_within_400_pixels(db: Store, templates: Te
     """Headless Chromium at 400 px wide lays the page out no wider than the screen."""
     import subprocess
 
-    hold(db, "connection_invitation", "no-address", "no address", name="Jordan Rivera",
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address", name="Jordan Rivera",
          profile_url="https://www.linkedin.com/in/" + "a" * 120)
     for week in range(8):
         add(db, at=NOW - week * 7 * DAY - DAY)
@@ -441,8 +445,9 @@ def test_shadow_replies_would_have_been_sent(db: Store, templates: Templates) ->
 def test_logged_counts_by_kind(db: Store, templates: Templates) -> None:
     """Messages logged without a reply are counted by kind."""
     for _ in range(3):
-        add(db, "other_linkedin", None, action="log", rule="configured-action", status=None)
-    add(db, "group_activity", None, action="log", rule="configured-action", status=None)
+        add(db, "other_linkedin", None, action="log", rule=PolicyRule.CONFIGURED_ACTION,
+            status=None)
+    add(db, "group_activity", None, action="log", rule=PolicyRule.CONFIGURED_ACTION, status=None)
     text, _ = parts(make(db, templates))
     assert "LinkedIn group news: 1 message\nLinkedIn job alerts and news: 3 messages" in text
 
@@ -503,7 +508,7 @@ def test_health_says_nothing_of_a_clean_directory(db: Store, templates: Template
 def test_health_reports_caps_reached(db: Store, templates: Templates) -> None:
     """Messages held by the hourly cap are counted under health."""
     for _ in range(2):
-        hold(db, "connection_invitation", "hourly-cap", "the hourly cap of 20 is reached")
+        hold(db, "connection_invitation", PolicyRule.HOURLY_CAP, "the hourly cap of 20 is reached")
     text, _ = parts(make(db, templates))
     assert "! Reply cap: The hourly cap was reached and held 2 messages." in text
 
@@ -523,7 +528,7 @@ def test_chart_draws_eight_weeks_of_table_cells(db: Store, templates: Templates)
     add(db, at=NOW - DAY)
     add(db, "linkedin_message", at=NOW - DAY)
     add(db, at=NOW - 50 * DAY)
-    add(db, "not_linkedin", None, action="ignore", rule="not-linkedin", status=None)
+    add(db, "not_linkedin", None, action="ignore", rule=PolicyRule.NOT_LINKEDIN, status=None)
     message = make(db, templates)
     markup = message.get_body(preferencelist=("html",))
     assert markup is not None
@@ -539,7 +544,7 @@ def test_chart_draws_eight_weeks_of_table_cells(db: Store, templates: Templates)
 def test_html_uses_no_script_svg_image_or_style_block(db: Store, templates: Templates) -> None:
     """The HTML part is tables and inline styles only, as Gmail and Outlook render them."""
     add(db)
-    hold(db, "connection_invitation", "no-address", "no address")
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address")
     markup = make(db, templates).get_body(preferencelist=("html",))
     assert markup is not None
     content = markup.get_content().lower()
@@ -551,7 +556,7 @@ def test_hostile_name_is_escaped_in_html(db: Store, templates: Templates) -> Non
     """A person's name that is markup reaches the HTML part as text only."""
     hostile = '<script>alert(1)</script><img src=x onerror="y">'
     add(db, name=hostile)
-    hold(db, "connection_invitation", "no-address", "no address", name=hostile)
+    hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address", name=hostile)
     markup = make(db, templates).get_body(preferencelist=("html",))
     assert markup is not None
     content = markup.get_content()
@@ -573,7 +578,7 @@ def test_required_headers(db: Store, templates: Templates) -> None:
 def test_no_message_text_reaches_the_digest(db: Store, templates: Templates) -> None:
     """Only the policy's own reason is shown: evidence that quotes a notification never is."""
     quote = "the text says “Dear Dana, my grades are”"
-    add(db, action="hold", rule="no-address", status=None,
+    add(db, action="hold", rule=PolicyRule.NO_ADDRESS, status=None,
         reasons=("no address to reply to", quote))
     add(db, reasons=("answer it with its template", quote))
     for part in parts(make(db, templates)):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from modbot.directory.csv import CsvDirectory
 from modbot.errors import DirectoryError
 from modbot.model import Recipient, Unresolved
-from modbot.recipients import CsvDirectory
 
 
 def write(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:

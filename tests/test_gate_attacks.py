@@ -50,10 +50,11 @@ from linkedin_mail import (
 
 from modbot.authenticity import check, own_domain_verdict
 from modbot.config import CounselorSettings, DatabaseSettings, DirectorySettings, Settings
+from modbot.directory.csv import CsvDirectory
+from modbot.directory.index import Directory
 from modbot.model import Action, Verdict
 from modbot.parse import parse
 from modbot.poll import Context, Poller
-from modbot.recipients import CsvDirectory, Directory
 from modbot.tls import client_context
 
 

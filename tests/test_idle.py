@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import faults
@@ -189,7 +190,7 @@ def test_idle_wait_raises_when_the_server_hangs_up(
                                                     (50, 300)])
 def test_backoff_is_bounded(failures: int, seconds: float) -> None:
     """Reconnections wait 1, 2, 4 ... seconds, never more than five minutes."""
-    assert idle.backoff(failures) == seconds
+    assert idle.backoff(failures) == timedelta(seconds=seconds)
 
 
 class Watch:

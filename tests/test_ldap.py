@@ -16,10 +16,12 @@ from pydantic import SecretStr
 
 from modbot import config
 from modbot.config import DirectorySettings
+from modbot.directory.combined import CombinedDirectory, open_directory
+from modbot.directory.index import NOT_FOUND
+from modbot.directory.ldap import RETRY_AFTER, LdapDirectory, name_filters, url_filters
 from modbot.errors import ConfigError, DirectoryError
-from modbot.ldap_directory import RETRY_AFTER, LdapDirectory, name_filters, url_filters
 from modbot.model import Authenticity, Classification, Kind, Person, Recipient, Unresolved, Verdict
-from modbot.recipients import NOT_FOUND, CombinedDirectory, open_directory, resolve
+from modbot.recipients import find_address
 
 ROOT = Path(__file__).resolve().parent.parent
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
@@ -76,7 +78,7 @@ def invitation(name: str | None, url: str | None = None) -> Classification:
 def test_profile_url_match_wins(ldap: LdapDirectory) -> None:
     """A /comm/ profile link with tracking finds the labeledURI entry that goes by the name."""
     url = "https://www.linkedin.com/comm/in/jordan-rivera-42?midToken=AQ&trk=eml-x"
-    found = resolve(invitation("Jordan Rivera", url), AUTHENTIC, ldap)
+    found = find_address(invitation("Jordan Rivera", url), AUTHENTIC, ldap)
     assert found == Recipient("Jordan Rivera", "jrivera@students.example.edu",
                               "directory-ldap:profile-url")
 
@@ -85,7 +87,7 @@ def test_profile_url_match_wins(ldap: LdapDirectory) -> None:
 def test_profile_url_of_someone_else_is_held(ldap: LdapDirectory) -> None:
     """A profile link whose entry goes by another name than the notification's is not used."""
     url = "https://www.linkedin.com/comm/in/jordan-rivera-42?midToken=AQ&trk=eml-x"
-    found = resolve(invitation("Someone Else", url), AUTHENTIC, ldap)
+    found = find_address(invitation("Someone Else", url), AUTHENTIC, ldap)
     assert isinstance(found, Unresolved) and "belongs to Jordan Rivera" in found.reason
 
 
@@ -134,7 +136,7 @@ def test_ambiguous_name_is_unresolved(ldap: LdapDirectory) -> None:
 def test_too_many_candidates_is_unresolved(ldap: LdapDirectory,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """When the server has more candidates than modbot reads, nobody is chosen."""
-    monkeypatch.setattr("modbot.ldap_directory.MAX_CANDIDATES", 1)
+    monkeypatch.setattr("modbot.directory.ldap.MAX_CANDIDATES", 1)
     assert ldap.lookup("Alex Chen", None) == Unresolved(
         "more than 1 directory entries resemble this person; none is chosen")
 
@@ -251,7 +253,7 @@ def test_server_down_is_unresolved(slapd: ldapserver.Slapd, ca_file: Path) -> No
     port = servers.free_port()
     directory = open_directory(settings_for(slapd, ca_file, ldap_url=f"ldap://127.0.0.1:{port}"))
     assert directory is not None
-    found = resolve(invitation("Bob Smith"), AUTHENTIC, directory)
+    found = find_address(invitation("Bob Smith"), AUTHENTIC, directory)
     assert found == Unresolved(
         f"the directory could not be reached: ldap://127.0.0.1:{port} refused the connection")
 

@@ -23,9 +23,9 @@ from modbot.parse import (
     _decode_header_value,
     _mail_parser,
     clean_line,
-    clean_text,
     linkedin_candidate,
     parse,
+    valid_unicode,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -262,7 +262,7 @@ def test_mail_parser_is_read_as_its_own_parse_gives_it(
 
 
 def reference_clean_line(value: str) -> str:
-    return re.sub(r"\s+", " ", CONTROL.sub(" ", clean_text(value))).strip()
+    return re.sub(r"\s+", " ", CONTROL.sub(" ", valid_unicode(value))).strip()
 
 
 LINE_PIECES = ["a", "\u00e9", " ", "  ", "\t", "\r\n", "\x00", "\x1c", "\x7f", "\x85", "\xa0",
@@ -316,7 +316,8 @@ def test_the_stages_load_their_libraries_only_when_used() -> None:
     """Importing the pure stages loads no parsing, checking or configuration library."""
     heavy = ("mailparser", "authres", "dkim", "dns", "tldextract", "requests", "pydantic")
     code = ("import sys, modbot.parse, modbot.authenticity, modbot.classify, modbot.policy, "
-            f"modbot.recipients; print(*[m for m in {heavy!r} if m in sys.modules])")
+            "modbot.recipients, modbot.directory.combined, modbot.kinds; "
+            f"print(*[m for m in {heavy!r} if m in sys.modules])")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True).stdout.split()
     assert loaded == []

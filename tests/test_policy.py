@@ -13,6 +13,7 @@ from modbot.model import (
     Kind,
     Mode,
     Person,
+    PolicyRule,
     Recipient,
     Resolution,
     Unresolved,
@@ -62,7 +63,7 @@ def test_unverified_invitation_is_held() -> None:
     """An invitation whose origin cannot be confirmed is held, never answered."""
     decision = decide(facts(auth=UNKNOWN))
     assert decision.action is Action.HOLD
-    assert decision.rule == "unverified"
+    assert decision.rule == PolicyRule.UNVERIFIED
 
 
 def test_unresolved_person_is_held_with_reason() -> None:
@@ -76,7 +77,7 @@ def test_reminder_of_answered_invitation_is_only_logged() -> None:
     """A reminder of an invitation already answered is logged, not answered again."""
     decision = decide(facts(history=History(replied_to_invitation=True)))
     assert decision.action is Action.LOG
-    assert decision.rule == "invitation-already-answered"
+    assert decision.rule == PolicyRule.INVITATION_ALREADY_ANSWERED
 
 
 def test_person_answered_recently_is_only_logged() -> None:
@@ -88,14 +89,14 @@ def test_hourly_cap_holds() -> None:
     """Once the hourly cap is reached, further replies are held."""
     settings = PolicySettings(mode=Mode.AUTO, max_replies_per_hour=3)
     decision = decide(facts(history=History(replies_last_hour=3), settings=settings))
-    assert (decision.action, decision.rule) == (Action.HOLD, "hourly-cap")
+    assert (decision.action, decision.rule) == (Action.HOLD, PolicyRule.HOURLY_CAP)
 
 
 def test_daily_cap_holds() -> None:
     """Once the daily cap is reached, further replies are held."""
     settings = PolicySettings(mode=Mode.AUTO, max_replies_per_day=5)
     decision = decide(facts(history=History(replies_last_day=5), settings=settings))
-    assert (decision.action, decision.rule) == (Action.HOLD, "daily-cap")
+    assert (decision.action, decision.rule) == (Action.HOLD, PolicyRule.DAILY_CAP)
 
 
 def test_handled_message_is_ignored() -> None:
@@ -106,7 +107,7 @@ def test_handled_message_is_ignored() -> None:
 def test_answer_to_modbot_is_held() -> None:
     """A person's answer to modbot's own mail is held for the counselor."""
     decision = decide(facts(Kind.NOT_LINKEDIN, history=History(is_reply_to_our_mail=True)))
-    assert (decision.action, decision.rule) == (Action.HOLD, "answer-to-modbot")
+    assert (decision.action, decision.rule) == (Action.HOLD, PolicyRule.ANSWER_TO_MODBOT)
 
 
 def test_automatic_answer_to_modbot_is_only_logged() -> None:
@@ -145,7 +146,7 @@ def test_shadow_cap_tells_what_auto_would_do_and_pauses_nothing() -> None:
     starts and the reason says it is a prediction."""
     settings = PolicySettings(mode=Mode.SHADOW, max_replies_per_hour=3)
     decision = decide(facts(history=History(replies_last_hour=3), settings=settings))
-    assert (decision.action, decision.rule, decision.mode) == (Action.HOLD, "hourly-cap",
+    assert (decision.action, decision.rule, decision.mode) == (Action.HOLD, PolicyRule.HOURLY_CAP,
                                                                Mode.SHADOW)
     assert decision.reasons[0].startswith("in automatic mode the hourly cap of 3 replies would")
 

@@ -8,6 +8,9 @@ import pytest
 
 from modbot.classify import classify
 from modbot.config import DirectorySettings
+from modbot.directory.combined import CombinedDirectory, open_directory
+from modbot.directory.csv import CsvDirectory
+from modbot.directory.index import NOT_FOUND, Directory, Entry, normalize_name, profile_key
 from modbot.errors import DirectoryError
 from modbot.model import (
     Authenticity,
@@ -20,17 +23,7 @@ from modbot.model import (
     Verdict,
 )
 from modbot.parse import parse
-from modbot.recipients import (
-    NOT_FOUND,
-    CombinedDirectory,
-    CsvDirectory,
-    Directory,
-    Entry,
-    normalize_name,
-    normalize_profile_url,
-    open_directory,
-    resolve,
-)
+from modbot.recipients import find_address
 
 DATA = Path(__file__).parent / "data"
 
@@ -58,7 +51,7 @@ def invitation(name: str | None, url: str | None = None) -> Classification:
 def test_profile_url_match_wins(directory: Directory) -> None:
     """A profile URL in /comm/ form with tracking matches the directory's plain URL."""
     url = "https://www.linkedin.com/comm/in/jordan-rivera-42?midToken=AQ&trk=eml-x"
-    found = resolve(invitation("Jordan Rivera", url), AUTHENTIC, directory)
+    found = find_address(invitation("Jordan Rivera", url), AUTHENTIC, directory)
     assert isinstance(found, Recipient)
     assert found.email == "jrivera@students.example.edu"
     assert found.source == "directory-csv:profile-url"
@@ -67,21 +60,21 @@ def test_profile_url_match_wins(directory: Directory) -> None:
 def test_profile_url_of_someone_else_is_held(directory: Directory) -> None:
     """A profile link whose owner goes by another name than the notification's is never used."""
     url = "https://www.linkedin.com/in/jordan-rivera-42?trk=hero"
-    found = resolve(invitation("Mallory Stone", url), AUTHENTIC, directory)
+    found = find_address(invitation("Mallory Stone", url), AUTHENTIC, directory)
     assert isinstance(found, Unresolved)
     assert "belongs to Jordan Rivera" in found.reason
 
 
 def test_profile_url_without_a_name_is_held(directory: Directory) -> None:
     """A link alone, with no name to agree with it, reaches nobody."""
-    found = resolve(invitation(None, "https://www.linkedin.com/in/jordan-rivera-42"), AUTHENTIC,
-                    directory)
+    found = find_address(invitation(None, "https://www.linkedin.com/in/jordan-rivera-42"),
+                         AUTHENTIC, directory)
     assert isinstance(found, Unresolved)
 
 
 def test_name_match_ignores_case_accents_and_spaces(directory: Directory) -> None:
     """A name differing in case, accents and spacing still matches."""
-    found = resolve(invitation("  jose  maria NUNEZ "), AUTHENTIC, directory)
+    found = find_address(invitation("  jose  maria NUNEZ "), AUTHENTIC, directory)
     assert isinstance(found, Recipient)
     assert found.email == "jnunez@students.example.edu"
 
@@ -89,21 +82,21 @@ def test_name_match_ignores_case_accents_and_spaces(directory: Directory) -> Non
 @pytest.mark.parametrize("name", ["Jordan Alexis Rivera", "Jose Nunez"])
 def test_partial_name_is_held_with_the_candidate(directory: Directory, name: str) -> None:
     """A name matching only by first and last words may be two people: held, candidate named."""
-    found = resolve(invitation(name), AUTHENTIC, directory)
+    found = find_address(invitation(name), AUTHENTIC, directory)
     assert isinstance(found, Unresolved)
     assert "may be this person" in found.reason
 
 
 def test_ambiguous_name_is_unresolved(directory: Directory) -> None:
     """Two people with the same name are never guessed between."""
-    found = resolve(invitation("Alex Chen"), AUTHENTIC, directory)
+    found = find_address(invitation("Alex Chen"), AUTHENTIC, directory)
     assert isinstance(found, Unresolved)
     assert "2 directory entries" in found.reason
 
 
 def test_unknown_person_is_unresolved(directory: Directory) -> None:
     """A person missing from the directory is unresolved with that reason."""
-    found = resolve(invitation("Priya Natarajan"), AUTHENTIC, directory)
+    found = find_address(invitation("Priya Natarajan"), AUTHENTIC, directory)
     assert found == Unresolved("the person is not in the directory")
 
 
@@ -111,19 +104,19 @@ def test_message_relay_is_used_for_linkedin_messages(directory: Directory) -> No
     """A LinkedIn message is answered through its reply.linkedin.com relay."""
     person = Person(name="Sam Okafor", relay_address="abc-123@reply.linkedin.com")
     classification = Classification(Kind.LINKEDIN_MESSAGE, "t", person, None, ())
-    found = resolve(classification, AUTHENTIC, directory)
+    found = find_address(classification, AUTHENTIC, directory)
     assert found == Recipient("Sam Okafor", "abc-123@reply.linkedin.com", "linkedin-relay")
 
 
 def test_an_invitation_is_answered_only_through_the_directory(directory: Directory) -> None:
     """Whatever the message carried, an inviter's address comes from the directory alone."""
-    found = resolve(invitation("Someone Unlisted"), AUTHENTIC, directory)
+    found = find_address(invitation("Someone Unlisted"), AUTHENTIC, directory)
     assert isinstance(found, Unresolved)
 
 
 def test_no_directory_is_unresolved() -> None:
     """Without a directory an inviter is unresolved, with that reason."""
-    found = resolve(invitation("Jordan Rivera"), AUTHENTIC, None)
+    found = find_address(invitation("Jordan Rivera"), AUTHENTIC, None)
     assert isinstance(found, Unresolved)
     assert "no directory" in found.reason
 
@@ -161,7 +154,7 @@ def test_bad_directory_file_is_one_sentence(tmp_path: Path) -> None:
 ])
 def test_profile_url_normalization(url: str, key: str | None) -> None:
     """Profile URLs of every shape reduce to a comparable key."""
-    assert normalize_profile_url(url) == key
+    assert profile_key(url) == key
 
 
 def test_normalize_name() -> None:
@@ -175,7 +168,6 @@ def test_open_directory_reads_the_csv(tmp_path: Path) -> None:
     path.write_text(CSV, encoding="utf-8")
     assert isinstance(open_directory(DirectorySettings(csv=path)), CsvDirectory)
     assert open_directory(DirectorySettings()) is None
-    assert isinstance(Directory.from_csv(path), CsvDirectory)
 
 
 class Fixed(Directory):
@@ -243,8 +235,8 @@ def test_the_2025_invitation_reaches_the_directory_entry(tmp_path: Path) -> None
     path = tmp_path / "directory.csv"
     path.write_text("name,email,linkedin_url\nAstrid Lindqvist,alindqvist@students.example.edu,"
                     "linkedin.com/in/Astrid-Lindqvist-4b2a17\n", encoding="utf-8")
-    found = resolve(classification, AUTHENTIC, CsvDirectory.from_csv(path))
+    found = find_address(classification, AUTHENTIC, CsvDirectory.from_csv(path))
     assert found == Recipient("Astrid Lindqvist", "alindqvist@students.example.edu",
                               "directory-csv:profile-url")
     accept = next(url for url in n.links if "/invite-accept/" in url)
-    assert normalize_profile_url(accept) == "in/astrid-lindqvist-4b2a17"
+    assert profile_key(accept) == "in/astrid-lindqvist-4b2a17"

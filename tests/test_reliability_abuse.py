@@ -30,7 +30,6 @@ from sqlalchemy import func, select
 from trials import NOW
 
 from modbot import store
-from modbot.daemon import resume
 from modbot.poll import Context, Poller
 
 pytestmark = pytest.mark.integration
@@ -275,7 +274,7 @@ async def test_flood_is_capped_paused_alerted_once_and_never_repeated(
     assert len(alerts) == 1 and "modbot resume" in alerts[0].get_content()
     assert max(counts.values()) == 1
     assert recorded == len(messages)
-    assert resume(ctx.settings, NOW + timedelta(hours=25))
+    assert ctx.store.resume(ctx.settings.account, NOW + timedelta(hours=25)) > 0
     imap_user.append("INBOX", faults.invitation(late, serial=99_999))
     await Poller(ctx).poll(NOW + timedelta(hours=26))
     assert faults.recipients_count(smtp_server)[late.email] == 1

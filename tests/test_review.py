@@ -33,7 +33,7 @@ from modbot.config import (
     SmtpSettings,
 )
 from modbot.mailbox import Mailbox
-from modbot.model import Mode, Person, Recipient
+from modbot.model import Mode, Person, PolicyRule, Recipient
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
 from modbot.store import Store
@@ -440,7 +440,8 @@ def held_item(db: Store, n: int, name: str = "Priya Natarajan") -> int:
         "uidvalidity": 1, "uid": 100 + n, "seen_at": NOW, "kind": "connection_invitation",
         "authentic": True, "classify_rule": "template-key", "person_name": name,
         "profile_url": None, "invitation_id": None, "address_source": None,
-        "action": "hold", "policy_rule": "no-address", "reasons": ["no address to reply to"],
+        "action": "hold", "policy_rule": PolicyRule.NO_ADDRESS,
+        "reasons": ["no address to reply to"],
         "error": None,
     }, None)
     return next(int(i["id"]) for i in db.open_items() if i["message_key"] == f"held{n}")
@@ -893,4 +894,5 @@ async def test_answer_to_the_mailed_pause_alert_resumes_at_the_next_poll(
     report = await Poller(ctx).poll(LATER)
     assert ctx.store.active_pause(settings.account) is None
     (handled,) = report.handled
-    assert handled.rule == "review-answer" and handled.reasons[0].endswith("replies again.")
+    assert handled.rule == PolicyRule.REVIEW_ANSWER
+    assert handled.reasons[0].endswith("replies again.")

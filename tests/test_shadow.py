@@ -18,7 +18,7 @@ from modbot.config import (
     PolicySettings,
     Settings,
 )
-from modbot.model import Mode
+from modbot.model import Mode, PolicyRule
 from modbot.poll import Context, Poller
 from modbot.render import Templates
 from modbot.tls import client_context
@@ -70,8 +70,10 @@ async def test_shadow_decides_every_message_as_auto_does(
     assert smtp_server.messages == []
     await Poller(auto).poll(NOW)
     assert decisions(shadow) == decisions(auto)
-    assert ("connection_invitation", "log", "invitation-already-answered") in decisions(shadow)
-    assert ("connection_invitation", "hold", "hourly-cap") in decisions(shadow)  # the third
+    answered = ("connection_invitation", "log", PolicyRule.INVITATION_ALREADY_ANSWERED)
+    assert answered in decisions(shadow)
+    capped = ("connection_invitation", "hold", PolicyRule.HOURLY_CAP)
+    assert capped in decisions(shadow)  # the third
     to_people = [m for m in smtp_server.messages
                  if m.recipients != ("counselor@counsel.example.edu",)]
     assert len(to_people) == 2  # and the alert that the cap paused replies

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from modbot import classify, store, words
 from modbot.cli import _print_report, app
-from modbot.model import Action, Kind
+from modbot.model import Action, Kind, PolicyRule
 from modbot.poll import Handled, PollReport
 
 DATA = Path(__file__).parent / "data"
@@ -92,12 +92,12 @@ def test_run_once_report_speaks_words(capsys: pytest.CaptureFixture[str]) -> Non
     """What `run-once` prints names each notification and its fate in words."""
     report = PollReport(new_messages=3, candidates=3)
     report.handled += [
-        Handled(1, "other_linkedin", "log", "configured-action", ("as configured, ...",), None,
-                None, None),
+        Handled(1, "other_linkedin", "log", PolicyRule.CONFIGURED_ACTION,
+                ("as configured, ...",), None, None, None),
         Handled(2, "connection_invitation", "reply", "reply", ("a reason",), "Jordan Rivera",
                 "jrivera@students.example.edu", store.SHADOW),
-        Handled(3, "spoofed_linkedin", "hold", "spoofed-linkedin", ("a reason",), None, None,
-                None),
+        Handled(3, "spoofed_linkedin", "hold", PolicyRule.SPOOFED_LINKEDIN, ("a reason",), None,
+                None, None),
     ]
     _print_report(report)
     out = capsys.readouterr().out

@@ -1,8 +1,8 @@
 """Look people up in the campus LDAP directory (ldap3), matched exactly like the CSV file.
 
 Each lookup asks the server for every entry that might be the person, with a deliberately broad
-filter, then matches the answer here with ``modbot.recipients.Index``, the same rules as the CSV
-directory: profile URL first, then a unique normalized name (case, accents, spacing, middle
+filter, then matches the answer here with ``modbot.directory.index.Index``, the same rules as
+the CSV directory: profile URL first, then a unique normalized name (case, accents, spacing, middle
 names). The broad filter is what keeps ambiguity visible: a server compares names with its own
 rules, so the filter asks for the name as written, without accents, by first and last word
 (``cn=jordan*rivera``) and approximately (``cn~=…``: OpenLDAP compares words phonetically and
@@ -65,17 +65,17 @@ from ldap3.operation.search import parse_filter
 from ldap3.utils.conv import escape_filter_chars
 
 from modbot.config import DirectorySettings, Security
-from modbot.errors import DirectoryError
-from modbot.model import Resolution, Unresolved
-from modbot.recipients import (
+from modbot.directory.index import (
     Directory,
     Entry,
     Index,
     first_and_last,
     is_plain_address,
     normalize_name,
-    normalize_profile_url,
+    profile_key,
 )
+from modbot.errors import DirectoryError
+from modbot.model import Resolution, Unresolved
 from modbot.tls import client_context
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def _e(value: str) -> str:
 
 def url_filters(attribute: str, profile_url: str | None) -> list[str]:
     """Filter items that find an entry holding this profile, in any usual spelling."""
-    key = normalize_profile_url(profile_url) if profile_url else None
+    key = profile_key(profile_url) if profile_url else None
     if not key:
         return []
     kind, _, ident = key.partition("/")
