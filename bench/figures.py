@@ -29,14 +29,13 @@ import mailservers
 from environment import Environment
 
 from modbot import config, render
-from modbot import store as db
 from modbot.config import Settings
 from modbot.judging import judge
 from modbot.mailbox import Mailbox
 from modbot.model import History, Person, Recipient
 from modbot.outbox import Sender
 from modbot.poll import Context, Poller
-from modbot.store import Store
+from modbot.store import MessageRecord, OutboxStatus, ReplyRecord, Store, schema
 from modbot.tls import client_context
 
 BENCH = Path(__file__).resolve().parent
@@ -562,19 +561,17 @@ def _backlog_imap(env: Environment, sizes: Sizes) -> list[str]:
 def _queue(store: Store, account: str, count: int, now: datetime) -> None:
     for i in range(count):
         key = f"send-{now.timestamp()}-{i}"
-        message = {
-            "account": account, "message_key": key[:64], "folder": "INBOX", "uidvalidity": 1,
-            "uid": i + 1, "seen_at": now, "kind": "connection_invitation", "authentic": True,
-            "classify_rule": "template_invitation", "person_name": f"Alex Adams {i}",
-            "profile_url": None, "invitation_id": None, "address_source": "directory-csv",
-            "action": "reply", "policy_rule": "reply", "reasons": ["bench"], "error": None,
-        }
-        reply = {
-            "message_id": render.make_message_id("counsel.example.edu"),
-            "template": "connection_invitation", "recipient_name": f"Alex Adams {i}",
-            "recipient_email": f"student{i}@students.example.edu", "redirected_to": None,
-            "status": db.QUEUED, "created_at": now,
-        }
+        message = MessageRecord(
+            account=account, message_key=key[:64], folder="INBOX", uidvalidity=1, uid=i + 1,
+            seen_at=now, kind="connection_invitation", authentic=True,
+            classify_rule="template_invitation", person_name=f"Alex Adams {i}",
+            profile_url=None, invitation_id=None, address_source="directory-csv",
+            action="reply", policy_rule="reply", reasons=("bench",), error=None)
+        reply = ReplyRecord(
+            message_id=render.make_message_id("counsel.example.edu"),
+            template="connection_invitation", recipient_name=f"Alex Adams {i}",
+            recipient_email=f"student{i}@students.example.edu", redirected_to=None,
+            status=OutboxStatus.QUEUED, created_at=now)
         store.record(message, reply)
 
 
@@ -715,13 +712,13 @@ def idle(env: Environment, sizes: Sizes) -> list[Figure]:
             await asyncio.sleep(2.0)  # the first poll, and the IDLE connection settles
             for i in range(sizes.idle_samples):
                 await asyncio.sleep(rng.uniform(0.3, 1.7))  # irregular, unlike Dovecot's timer
-                before = len(observer.items(db.SENT))
+                before = len(observer.items(settings.account, OutboxStatus.SENT))
                 raw = corpus.with_message_id(
                     jordan.replace(_INVITATION_ID, str(rng.randrange(10**18, 10**19)).encode()),
                     f"daemon.{i}.{rng.getrandbits(48):012x}@linkedin.com")
                 start = perf()
                 user.maildir.deliver([raw])
-                while len(observer.items(db.SENT)) == before:
+                while len(observer.items(settings.account, OutboxStatus.SENT)) == before:
                     if perf() - start > 30:
                         raise RuntimeError("the daemon sent no reply within 30 s of a delivery")
                     await asyncio.sleep(0.01)
@@ -783,8 +780,8 @@ def memory(env: Environment, sizes: Sizes) -> list[Figure]:
 _MIX = (  # (share per 1000, kind, action, policy rule, outbox status)
     (850, "other_linkedin", "log", "log", None),
     (40, "group_activity", "log", "log", None),
-    (70, "connection_invitation", "reply", "reply", db.SENT),
-    (20, "linkedin_message", "reply", "reply", db.SENT),
+    (70, "connection_invitation", "reply", "reply", OutboxStatus.SENT),
+    (20, "linkedin_message", "reply", "reply", OutboxStatus.SENT),
     (10, "connection_invitation", "log", "already-replied-person", None),
     (9, "not_linkedin", "ignore", "not-linkedin", None),
     (1, "spoofed_linkedin", "hold", "spoof", None),
@@ -816,8 +813,8 @@ def _fill_actions(store: Store, account: str, count: int, now: datetime) -> None
                 "created_at": seen, "sent_at": seen + timedelta(seconds=5),
             })
     with store.transaction() as c:
-        c.execute(db.messages.insert(), rows)
-        c.execute(db.outbox.insert(), replies)
+        c.execute(schema.messages.insert(), rows)
+        c.execute(schema.outbox.insert(), replies)
 
 
 def digest(env: Environment, sizes: Sizes) -> list[Figure]:

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from modbot import config, digest, store, words
+from modbot import config, digest, words
 from modbot.model import PolicyRule
 from modbot.render import Templates
-from modbot.store import Store
+from modbot.store import MessageRecord, OutboxStatus, ReplyRecord, Store, schema
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # Monday 08:00 in Chicago
 SETTINGS = config.parse({
@@ -40,7 +40,8 @@ class Week:
         self.db, self.count = db, 0
 
     def add(self, kind: str, name: str | None, at: datetime, *, action: str = "reply",
-            rule: str = "reply", reason: str | None = None, status: str | None = store.SENT,
+            rule: str = "reply", reason: str | None = None,
+            status: OutboxStatus | None = OutboxStatus.SENT,
             error: str | None = None, authentic: bool | None = True,
             profile: str | None = None) -> None:
         self.count += 1
@@ -50,18 +51,19 @@ class Week:
             "kind": kind, "authentic": authentic, "classify_rule": "template-key",
             "person_name": name, "profile_url": profile, "invitation_id": None,
             "address_source": None, "action": action, "policy_rule": rule,
-            "reasons": [reason or (f"{words.kind_phrase(kind)} gets the standard reply"
+            "reasons": (reason or (f"{words.kind_phrase(kind)} gets the standard reply"
                                    if action == "reply" else
                                    f"as configured, {words.kind_phrase(kind)} is only noted: "
-                                   "it needs no answer")],
+                                   "it needs no answer"),),
             "error": None,
         }
-        reply = None
+        reply: dict[str, Any] | None = None
         if action == "reply":
             reply = {"message_id": f"<r{self.count}@careers.example.edu>", "template": kind,
                      "recipient_name": name, "recipient_email": f"s{self.count}@example.edu",
-                     "redirected_to": None, "status": store.QUEUED, "created_at": at}
-        item = self.db.record(row, reply)
+                     "redirected_to": None, "status": OutboxStatus.QUEUED, "created_at": at}
+        item = self.db.record(MessageRecord(**row),
+                              None if reply is None else ReplyRecord(**reply))
         if item is not None and status is not None:
             self.db.mark(item, status, now=at + timedelta(minutes=1), error=error)
 
@@ -85,10 +87,10 @@ def fill(db: Store) -> None:
                      rule=PolicyRule.SPOOFED_LINKEDIN, status=None, authentic=False,
                      reason=SPOOF)
             with db.transaction() as c:  # the counselor looked at it that week
-                c.execute(store.messages.update().where(store.messages.c.uid == week.count)
+                c.execute(schema.messages.update().where(schema.messages.c.uid == week.count)
                           .values(resolved_at=start + day))
         if back == 2:
-            week.add("recommendation_request", "Priya Natarajan", start, status=store.SENT)
+            week.add("recommendation_request", "Priya Natarajan", start, status=OutboxStatus.SENT)
     # This week.
     start = NOW - 7 * day
     sent = [("connection_invitation", "Ana Lima"), ("connection_invitation", "Marcus Okafor"),
@@ -111,7 +113,7 @@ def fill(db: Store) -> None:
              profile="https://linkedin.example.net/verify",
              reason=SPOOF)
     week.add("linkedin_message", "Chloe Dubois", start + 4 * day + timedelta(hours=3),
-             status=store.UNCERTAIN,
+             status=OutboxStatus.UNCERTAIN,
              error="the reply may have been sent: the connection ended before the server "
                    "confirmed it; held so it is never sent twice")
     week.add("not_linkedin", None, start + 5 * day, action="hold", rule=PolicyRule.ANSWER_TO_MODBOT,

@@ -130,21 +130,20 @@ def load_settings(path: Path | None, account: str | None,
 
 def check_database(url: str, report: Report) -> None:
     """Whether the database can be opened or created by this user; never creates it."""
-    from sqlalchemy.engine import make_url
+    from modbot.store import locate
 
     try:
-        parsed = make_url(url)
-    except Exception:
+        where = locate(url)
+    except ValueError:
         report("problem", f"database: {url!r} is not a database URL — fix [database] url")
         return
-    if parsed.get_backend_name() != "sqlite":
+    if where.backend != "sqlite":
         _check_server_database(url, report)
         return
-    database = parsed.database or ""
-    if database in ("", ":memory:") or database.startswith("file:"):
+    if where.file is None:
         report("note", "database: in memory; everything is forgotten when modbot stops")
         return
-    _check_sqlite_file(Path(database).expanduser(), report)
+    _check_sqlite_file(where.file, report)
 
 
 def _check_sqlite_file(path: Path, report: Report) -> None:
@@ -203,18 +202,14 @@ def _check_sqlite_file(path: Path, report: Report) -> None:
 
 
 def _check_server_database(url: str, report: Report) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from modbot.store import HEAD_REVISION, Store, current_revision
+    from modbot.errors import StoreError
+    from modbot.store import HEAD_REVISION, Store
 
     store = Store.open(url, migrate=False)  # creates nothing on a server
     try:
-        with store.engine.connect():
-            pass
-        revision = current_revision(store.engine)
-    except SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or type(exc).__name__).splitlines()[0][:200]
-        report("problem", f"database: cannot connect ({reason}) — check [database] url and "
+        revision = store.revision()
+    except StoreError as exc:
+        report("problem", f"database: cannot connect ({exc}) — check [database] url and "
                           "that the database server lets this machine in")
         return
     finally:

@@ -24,7 +24,7 @@ from modbot.errors import ModbotError
 if TYPE_CHECKING:
     from modbot.config import Settings
     from modbot.poll import PollReport
-    from modbot.store import Store
+    from modbot.store import Item, Store
 
 app = typer.Typer(
     name="modbot",
@@ -475,7 +475,7 @@ def held(ctx: typer.Context) -> None:
 
     settings = _settings(ctx, resolve_secrets=False)
     try:
-        items = Store.open(settings.database.url).open_items()
+        items = Store.open(settings.database.url).open_items(settings.account)
         templates = Templates.load(settings.templates.dir)
     except ModbotError as exc:
         _fail(str(exc))
@@ -483,11 +483,11 @@ def held(ctx: typer.Context) -> None:
         typer.echo("nothing waits for you")
         return
     for item in items:
-        who = clean_text(item.get("person_name"))
-        seen = _in_zone(item["seen_at"], settings.digest.timezone)
-        typer.echo(f"#{item['id']}  {seen}  "
-                   f"{words.kind_label(item['kind'])}{f' from {who}' if who else ''}")
-        reason = clean_text(item.get("last_error") or (item["reasons"] or [""])[0], 300)
+        who = clean_text(item.person_name)
+        seen = _in_zone(item.seen_at, settings.digest.timezone)
+        typer.echo(f"#{item.id}  {seen}  "
+                   f"{words.kind_label(item.kind)}{f' from {who}' if who else ''}")
+        reason = clean_text(item.last_error or (item.reasons or ("",))[0], 300)
         if reason:
             typer.echo(f"    why: {reason}")
         profile = _profile_link(item)
@@ -513,29 +513,30 @@ def _in_zone(moment: datetime, zone: str) -> str:
     return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
-def _profile_link(item: dict[str, Any]) -> str | None:
+def _profile_link(item: Item) -> str | None:
     """The person's LinkedIn profile, only from mail proven to be LinkedIn's: a fake
     notification's link goes wherever its sender wants."""
     import re
 
-    url = item.get("profile_url") or ""
-    if item.get("authentic") is True and re.match(r"^https://www\.linkedin\.com/[^\s<>\"'\\]*$",
+    url = item.profile_url or ""
+    if item.authentic is True and re.match(r"^https://www\.linkedin\.com/[^\s<>\"'\\]*$",
                                                   url):
         return str(url)
     return None
 
 
-def _paste_text(item: dict[str, Any], templates: Any, settings: Settings) -> str | None:
+def _paste_text(item: Item, templates: Any, settings: Settings) -> str | None:
     """The reply the person would have had, to paste into LinkedIn by hand; None for an item
     whose kind gets no reply (a fake notification, unknown mail)."""
     from modbot.kinds import TEMPLATE_OF
     from modbot.model import Person, Recipient
     from modbot.render import clean_text, reply_text
+    from modbot.store import OutboxStatus
 
-    template = TEMPLATE_OF.get(item["kind"])
-    if template is None or item.get("outbox_status") == "review":
+    template = TEMPLATE_OF.get(item.kind)
+    if template is None or item.outbox_status is OutboxStatus.REVIEW:
         return None  # a reply waiting for review is seen with `modbot review show`
-    name = clean_text(item.get("person_name"))
+    name = clean_text(item.person_name)
     try:
         return reply_text(templates, template=template, counselor=settings.counselor,
                           recipient=Recipient(name or "", "", "held"), person=Person(name=name))
@@ -559,8 +560,8 @@ def resolve(
         _fail("give the numbers from `modbot held`, or --all", code=2)
     settings = _settings(ctx, resolve_secrets=False)
     try:
-        outcome = close(Store.open(settings.database.url), None if resolve_all else ids,
-                        datetime.now(UTC))
+        outcome = close(Store.open(settings.database.url), settings.account,
+                        None if resolve_all else ids, datetime.now(UTC))
     except ModbotError as exc:
         _fail(str(exc))
     count = len(outcome.resolved)
@@ -600,8 +601,8 @@ def review_list(ctx: typer.Context) -> None:
 
     from modbot import review, words
 
-    _, store = _review_store(ctx)
-    items = review.waiting(store, datetime.now(UTC))
+    settings, store = _review_store(ctx)
+    items = review.waiting(store, settings.account, datetime.now(UTC))
     if not items:
         typer.echo("no reply waits for review")
         return
@@ -618,10 +619,10 @@ def _review_decide(ctx: typer.Context, ids: list[int] | None, every: bool, *,
 
     if bool(ids) == every:
         _fail("give the numbers from `modbot review`, or --all", code=2)
-    _, store = _review_store(ctx)
+    settings, store = _review_store(ctx)
     decide = review.approve if approving else review.reject
     try:
-        outcome = decide(store, None if every else ids, datetime.now(UTC))
+        outcome = decide(store, settings.account, None if every else ids, datetime.now(UTC))
     except ModbotError as exc:
         _fail(str(exc))
     done = len(outcome.approved if approving else outcome.rejected)
@@ -669,9 +670,10 @@ def _review_subject(store: Store, settings: Settings, templates: Any, item_id: i
 
     from modbot.model import Person, Recipient
     from modbot.render import reply_message
-    from modbot.store import REVIEW
+    from modbot.store import OutboxStatus
 
-    item = next(i for i in store.items(REVIEW) if i.id == item_id)
+    item = next(i for i in store.items(settings.account, OutboxStatus.REVIEW)
+                if i.id == item_id)
     message = reply_message(
         templates, template=item.template, counselor=settings.counselor,
         recipient=Recipient(item.recipient_name or "", item.recipient_email, "outbox"),
@@ -691,9 +693,9 @@ def review_edit(ctx: typer.Context, item: ReviewId, to: Annotated[str, typer.Opt
     """
     from modbot import review
 
-    _, store = _review_store(ctx)
+    settings, store = _review_store(ctx)
     try:
-        changed = review.readdress(store, item, to)
+        changed = review.readdress(store, settings.account, item, to)
     except ValueError:
         _fail(f"{to!r} is not one plain email address", code=2)
     except ModbotError as exc:

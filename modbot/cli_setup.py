@@ -180,18 +180,18 @@ def health(ctx: typer.Context) -> None:
 
     Recently means within three poll intervals (3 × [schedule] poll_seconds).
     """
-    from sqlalchemy.engine import make_url
-
     from modbot import config
-    from modbot.store import Store
+    from modbot.store import Store, locate
 
     try:
         settings = config.load((ctx.obj or {}).get("config"), resolve_secrets=False)
         url = settings.database.url
-        if make_url(url).get_backend_name() == "sqlite":
-            database = make_url(url).database or ""
-            if database not in ("", ":memory:") and not Path(database).expanduser().exists():
-                _fail(f"unhealthy: there is no database at {database} yet")
+        try:
+            database = locate(url).file
+        except ValueError:
+            database = None  # Store.open says what is wrong with it
+        if database is not None and not database.exists():
+            _fail(f"unhealthy: there is no database at {database} yet")
         store = Store.open(url, migrate=False)
         try:
             last = store.last_good_poll(settings.account)

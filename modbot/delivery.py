@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
-from modbot import render, store
+from modbot import render
 from modbot.config import Settings
 from modbot.errors import MaybeSentError, ModbotError, SendError, TemporarySendError
 from modbot.mailbox import Mailbox
 from modbot.model import Person, Recipient
 from modbot.outbox import Prepared, Sender, prepare
 from modbot.review import ALERT_TOKEN, register_pause_alert, review_email_failed
-from modbot.store import Store
+from modbot.store import OutboxItem, OutboxStatus, Pause, Store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(minutes=2 ** attempts), MAX_BACKOFF)
 
 
-def alert_message(settings: Settings, pause: store.Pause, now: datetime,
+def alert_message(settings: Settings, pause: Pause, now: datetime,
                   reference: str | None = None) -> EmailMessage:
     """The one email that tells the counselor that replies are paused, and how to resume.
 
@@ -93,9 +93,9 @@ async def reconcile(store_: Store, account: str, mailbox: Mailbox, sent_folder: 
         found = sent_folder is not None and await asyncio.to_thread(
             mailbox.find_message_id, sent_folder, item.message_id)
         if found:
-            store_.mark(item.id, store.SENT, now=now)
+            store_.mark(item.id, OutboxStatus.SENT, now=now)
         else:
-            store_.mark(item.id, store.UNCERTAIN, now=now, error=UNCONFIRMED)
+            store_.mark(item.id, OutboxStatus.UNCERTAIN, now=now, error=UNCONFIRMED)
 
 
 class Delivery:
@@ -117,8 +117,8 @@ class Delivery:
         self._copies = True  # whether to keep copies in the Sent folder during this run
         self._confirmed: int | None = None  # confirmed by the server, not yet recorded as sent
 
-    async def run(self, smtp_tls: ssl.SSLContext, alert: store.Pause | None,
-                  due: Sequence[store.OutboxItem], now: datetime) -> None:
+    async def run(self, smtp_tls: ssl.SSLContext, alert: Pause | None,
+                  due: Sequence[OutboxItem], now: datetime) -> None:
         """Send the alert (if any), then each reply in ``due``, over one connection; a reply's
         "sent" is recorded in the same transaction as the next one's "sending"."""
         try:
@@ -130,7 +130,7 @@ class Delivery:
             self.errors.append(str(exc))
             log.warning("sending postponed: %s", exc)
 
-    async def _send_replies(self, sender: Sender, due: Sequence[store.OutboxItem],
+    async def _send_replies(self, sender: Sender, due: Sequence[OutboxItem],
                             now: datetime) -> None:
         try:
             for item in due:
@@ -138,7 +138,7 @@ class Delivery:
         finally:
             self._record_confirmed(now)
 
-    async def _send_alert(self, sender: Sender, alert: store.Pause, now: datetime) -> None:
+    async def _send_alert(self, sender: Sender, alert: Pause, now: datetime) -> None:
         # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
         self.store.mark_alert(alert.id, now=now, attempted=True)
         reference = register_pause_alert(self.store, self.settings, alert.alert_message_id,
@@ -154,7 +154,7 @@ class Delivery:
         else:
             self.store.mark_alert(alert.id, now=now, sent=True)
 
-    def _build(self, item: store.OutboxItem, now: datetime) -> Prepared | str:
+    def _build(self, item: OutboxItem, now: datetime) -> Prepared | str:
         """The reply ready for the wire, or why it cannot be built."""
         try:
             return prepare(render.reply_message(
@@ -171,11 +171,11 @@ class Delivery:
         if confirmed is not None or sending is not None:
             self.store.hand_over(sent=confirmed, sending=sending, now=now)
 
-    async def _send_one(self, sender: Sender, item: store.OutboxItem, built: Prepared | str,
+    async def _send_one(self, sender: Sender, item: OutboxItem, built: Prepared | str,
                         now: datetime) -> None:
         if isinstance(built, str):
             self._record_confirmed(now)
-            self.store.mark(item.id, store.FAILED, now=now,
+            self.store.mark(item.id, OutboxStatus.FAILED, now=now,
                             error=f"the reply could not be built: {built}")
             self.errors.append(built)
             return
@@ -184,21 +184,21 @@ class Delivery:
         try:
             await sender.send(built)
         except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly
-            self.store.mark(item.id, store.UNCERTAIN, now=now, error=str(exc))
+            self.store.mark(item.id, OutboxStatus.UNCERTAIN, now=now, error=str(exc))
             self.errors.append(str(exc))
             return
         except TemporarySendError as exc:
             attempts = item.attempts + 1
             if attempts >= MAX_SEND_ATTEMPTS:
-                self.store.mark(item.id, store.FAILED, now=now, error=(
+                self.store.mark(item.id, OutboxStatus.FAILED, now=now, error=(
                     f"gave up after {attempts} attempts: {exc}"))
             else:
-                self.store.mark(item.id, store.RETRY, now=now, error=str(exc),
+                self.store.mark(item.id, OutboxStatus.RETRY, now=now, error=str(exc),
                                 next_attempt_at=now + backoff(attempts))
             self.errors.append(str(exc))
             return
         except SendError as exc:
-            self.store.mark(item.id, store.FAILED, now=now, error=str(exc))
+            self.store.mark(item.id, OutboxStatus.FAILED, now=now, error=str(exc))
             self.errors.append(str(exc))
             return
         self.checkpoint("sent")

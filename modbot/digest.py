@@ -17,7 +17,6 @@ SVG, image or ``<style>``), as Gmail and Outlook show them; the chart is cells o
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -28,16 +27,13 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
-
 from modbot import kinds, render, words
-from modbot import store as db
 from modbot.config import CounselorSettings, PolicySettings, Settings
 from modbot.errors import TemplateError
 from modbot.model import CAP_RULES, Kind, Person, Recipient
 from modbot.model import PolicyRule as P
 from modbot.render import Templates, clean_text
-from modbot.store import Store
+from modbot.store import Item, OutboxStatus, Store
 
 if TYPE_CHECKING:
     from jinja2 import Environment
@@ -73,13 +69,12 @@ class Row:
     classified_by: str | None = None  # the classifying rule, for more precise words
 
     @classmethod
-    def of(cls, row: Mapping[Any, Any]) -> Row:
-        reasons = row["reasons"]
-        reasons = json.loads(reasons) if isinstance(reasons, str) else reasons
-        return cls(row["kind"], row["person_name"], row["seen_at"], row["action"],
-                   row["policy_rule"], reasons[0] if reasons else row["policy_rule"],
-                   row["authentic"], row["profile_url"], row["outbox_status"], row["last_error"],
-                   row["id"], row["classify_rule"])
+    def of(cls, item: Item) -> Row:
+        reasons = item.reasons
+        return cls(item.kind, item.person_name, item.seen_at, item.action, item.policy_rule,
+                   reasons[0] if reasons else item.policy_rule, item.authentic,
+                   item.profile_url, item.outbox_status, item.last_error, item.id,
+                   item.classify_rule)
 
 
 @dataclass(frozen=True)
@@ -134,50 +129,33 @@ def gather(store: Store, settings: Settings, now: datetime, *,
     ``directory_skipped`` is ``skipped_rows`` of the directory the polls use, for the health.
     """
     start, first = now - PERIOD, now - WEEKS * PERIOD
-    m, o = db.messages, db.outbox
-    replies = (
-        select(m, o.c.status.label("outbox_status"), o.c.last_error)
-        .join(o, o.c.message_row == m.c.id)
-        .where(((o.c.status == db.SENT) & (o.c.sent_at >= start) & (o.c.sent_at < now))
-               | ((o.c.status == db.SHADOW) & (o.c.created_at >= start)
-                  & (o.c.created_at < now)))
-        .order_by(o.c.id))
-    # Counted by the database one week at a time, so 100k rows never come into Python.
-    counts = [
-        select(m.c.kind, m.c.action, m.c.policy_rule, func.count().label("n"))
-        .where(m.c.account == settings.account,
-               m.c.seen_at >= first + week * PERIOD, m.c.seen_at < first + (week + 1) * PERIOD)
-        .group_by(m.c.kind, m.c.action, m.c.policy_rule)
-        for week in range(WEEKS)]
-    waiting = select(func.count()).select_from(o.join(m, o.c.message_row == m.c.id)).where(
-        o.c.status.in_((db.QUEUED, db.RETRY, db.SENDING)))
     # One database may hold several inboxes: each counselor's digest tells of their own alone.
-    account = m.c.account == settings.account
-    replies, waiting = replies.where(account), waiting.where(account)
-    with store.transaction() as c:
-        reply_rows = tuple(Row.of(r._mapping) for r in c.execute(replies))
-        per_week = [c.execute(query).all() for query in counts]
-        waiting_count = int(c.execute(waiting).scalar_one())
+    account = settings.account
+    reply_rows = tuple(Row.of(item) for item in store.replies_between(account, start, now))
+    # Counted by the database one week at a time, so 100k rows never come into Python.
+    per_week = store.week_counts(account, [first + week * PERIOD for week in range(WEEKS)],
+                                 PERIOD)
+    waiting_count = store.waiting_to_send(account)
     weeks: list[Counter[str]] = [Counter() for _ in range(WEEKS)]
     for week, rows in enumerate(per_week):
         for row in rows:
             if row.kind != "not_linkedin":
                 weeks[week][row.kind] += row.n
     this_week = per_week[-1]
-    polls = store.polls_between(start, now, settings.account)
-    pause = store.active_pause(settings.account)
+    polls = store.polls_between(account, start, now)
+    pause = store.active_pause(account)
     stuck = now - timedelta(hours=1)  # a poll unfinished this long ago died or hung
     return DigestData(
         start=start, end=now, timezone=settings.digest.timezone, policy=settings.policy,
-        open_items=tuple(Row.of(r) for r in store.open_items(settings.account)),
+        open_items=tuple(Row.of(item) for item in store.open_items(account)),
         replies=reply_rows,
         logged=_count((r.kind, r.n) for r in this_week if r.action == "log"),
         caps=_count((r.policy_rule, r.n) for r in this_week if r.policy_rule in CAP_RULES),
         waiting=waiting_count, polls=len(polls),
         failed_polls=tuple(
-            (p["started_at"], p["error"] or "the poll did not finish") for p in polls
-            if not p["ok"] and (p["finished_at"] is not None or p["started_at"] < stuck)),
-        last_good_poll=store.last_good_poll(settings.account),
+            (p.started_at, p.error or "the poll did not finish") for p in polls
+            if not p.ok and (p.finished_at is not None or p.started_at < stuck)),
+        last_good_poll=store.last_good_poll(account),
         poll_seconds=settings.schedule.poll_seconds,
         weeks=tuple(weeks), warnings=tuple(_sign_in_warnings(settings, now)),
         paused=None if pause is None else (pause.started_at, pause.reason),
@@ -192,12 +170,12 @@ def listed(data: DigestData) -> list[int]:
 
 # An item's category: the first test that fits names it.
 NEEDS: tuple[tuple[str, Callable[[Row], bool]], ...] = (
-    ("uncertain", lambda r: r.status == db.UNCERTAIN),
-    ("failed", lambda r: r.status == db.FAILED),
+    ("uncertain", lambda r: r.status == OutboxStatus.UNCERTAIN),
+    ("failed", lambda r: r.status == OutboxStatus.FAILED),
     ("error", lambda r: r.policy_rule == P.PROCESSING_ERROR),
     ("spoof", lambda r: r.kind == Kind.SPOOFED_LINKEDIN),
     ("answer", lambda r: r.policy_rule == P.ANSWER_TO_MODBOT),
-    ("review", lambda r: r.status == db.REVIEW),
+    ("review", lambda r: r.status == OutboxStatus.REVIEW),
     ("no-address", lambda r: r.policy_rule == P.NO_ADDRESS),
     ("cap", lambda r: r.policy_rule in (*CAP_RULES, P.REPLIES_PAUSED)),
     ("unverified", lambda r: r.policy_rule == P.UNVERIFIED),
@@ -252,7 +230,7 @@ def _sentence(text: str) -> str:
 def _paste(row: Row, templates: Templates, counselor: CounselorSettings
            ) -> tuple[tuple[str, ...], ...]:
     # A reply that may have been sent is given too: where the Sent folder lacks it, paste it.
-    held = row.action == "hold" or row.status in (db.FAILED, db.UNCERTAIN)
+    held = row.action == "hold" or row.status in (OutboxStatus.FAILED, OutboxStatus.UNCERTAIN)
     template = kinds.TEMPLATE_OF.get(row.kind)
     if template is None or not held:
         return ()
@@ -270,7 +248,8 @@ def _need(row: Row, templates: Templates, counselor: CounselorSettings, zone: tz
     category = next(category for category, test in NEEDS if test(row))
     profile = row.profile_url if row.authentic and _PROFILE.match(row.profile_url or "") else None
     # A reply's trouble is told by the outbox's error; the policy's reason was to reply.
-    reason = row.error if row.status in (db.FAILED, db.UNCERTAIN, db.REVIEW) else row.reason
+    troubled = (OutboxStatus.FAILED, OutboxStatus.UNCERTAIN, OutboxStatus.REVIEW)
+    reason = row.error if row.status in troubled else row.reason
     return Need(category, row.id, row.kind, clean_text(row.person_name), _day(row.seen_at, zone),
                 _sentence(reason) if reason else None, profile, _paste(row, templates, counselor))
 
@@ -357,7 +336,8 @@ def _context(data: DigestData, templates: Templates, counselor: CounselorSetting
         "to_delete": sum(n.category in NOTHING_TO_DO for n in needs),
         "reference": reference, "counselor_email": counselor.email,
         "kinds": {kind: label for kind, (label, _phrase) in words.KINDS.items()},
-        "sent": _replies(data.replies, db.SENT), "shadow": _replies(data.replies, db.SHADOW),
+        "sent": _replies(data.replies, OutboxStatus.SENT),
+        "shadow": _replies(data.replies, OutboxStatus.SHADOW),
         "logged": sorted(data.logged.items()),
         "mode": data.policy.mode.value, "redirect": data.policy.redirect_all_to,
         "overrides": [(kind.value, mode.value) for kind, mode in data.policy.modes.items()],

@@ -8,13 +8,10 @@ step. Nothing is sent, recorded or marked; the next real poll finds everything a
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 from modbot.config import Settings
-from modbot.errors import StoreError
 from modbot.mailbox import FolderState, Mailbox
 from modbot.poll import Context, Poller, PollReport
 from modbot.store import Store
@@ -50,42 +47,9 @@ class DryPoller(Poller):
 
 
 def scratch_store(url: str) -> tuple[Store, str | None]:
-    """A copy of the database at ``url`` in memory, and a note when it could not be copied.
-
-    Only a SQLite file can be copied; for another database (or none yet) the copy starts empty,
-    as on a first poll.
-    """
-    from sqlalchemy import create_engine
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.pool import StaticPool
-
-    from modbot.store import upgrade
-
-    memory = sqlite3.connect(":memory:", check_same_thread=False)
-    parsed = make_url(url)
-    note = None
-    database = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and database not in ("", ":memory:") \
-            and not database.startswith("file:"):
-        path = Path(database).expanduser()
-        if path.exists():
-            try:
-                source = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-                try:
-                    source.backup(memory)
-                finally:
-                    source.close()
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot read the database {path}: {exc}") from None
-        else:
-            note = "no database yet: judged as the first poll would judge"
-    else:
-        note = ("the database is not a SQLite file and cannot be copied: judged as the first "
-                "poll would judge")
-    # One connection for every thread: the poll judges in worker threads.
-    engine = create_engine("sqlite://", creator=lambda: memory, poolclass=StaticPool)
-    upgrade(engine)
-    return Store(engine), note
+    """A copy of the database at ``url`` in memory, and a note when it could not be copied
+    (``Store.scratch_copy``)."""
+    return Store.scratch_copy(url)
 
 
 async def dry_run(settings: Settings, now: datetime) -> tuple[PollReport, str | None]:

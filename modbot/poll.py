@@ -39,9 +39,8 @@ from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from modbot import store
 from modbot.config import Settings
 from modbot.errors import MailboxError, ModbotError, StoreError
 from modbot.history import Answered
@@ -62,7 +61,15 @@ from modbot.model import (
 )
 from modbot.model import PolicyRule as P
 from modbot.policy import mode_for
-from modbot.store import Store
+from modbot.store import (
+    COUNTS_AS_REPLIED,
+    MessageRecord,
+    OutboxStatus,
+    Replied,
+    ReplyRecord,
+    Store,
+    message_key,
+)
 from modbot.tls import client_context
 
 if TYPE_CHECKING:
@@ -418,7 +425,7 @@ class Poller:
         for start in range(0, len(uids), BATCH):
             batch = sorted(uids[start:start + BATCH])
             summaries = await asyncio.to_thread(mailbox.fetch_summaries, batch)
-            keys = {uid: store.message_key(_header_message_id(s.header), s.header)
+            keys = {uid: message_key(_header_message_id(s.header), s.header)
                     for uid, s in summaries.items()}
             known = self.store.known_kinds(self.account, list(keys.values()))
             # Recorded by a poll that died before setting the keyword: set it now.
@@ -510,38 +517,36 @@ class Poller:
 
         c, d = j.classification, j.decision
         person = c.person
-        row: dict[str, Any] = {
-            "account": self.account, "message_key": key, "folder": self.settings.imap.folder,
-            "uidvalidity": uidvalidity, "uid": uid, "seen_at": now, "kind": c.kind.value,
-            "authentic": j.authenticity.authentic, "classify_rule": c.rule[:64],
-            "person_name": person.name, "profile_url": person.profile_url,
-            "invitation_id": person.invitation_id, "address_source": j.address_source,
-            "action": d.action.value, "policy_rule": d.rule, "reasons": d.reasons,
-            "error": j.error,
-        }
-        reply: dict[str, Any] | None = None
-        status: str | None = None
+        message = MessageRecord(
+            account=self.account, message_key=key, folder=self.settings.imap.folder,
+            uidvalidity=uidvalidity, uid=uid, seen_at=now, kind=c.kind.value,
+            authentic=j.authenticity.authentic, classify_rule=c.rule[:64],
+            person_name=person.name, profile_url=person.profile_url,
+            invitation_id=person.invitation_id, address_source=j.address_source,
+            action=d.action.value, policy_rule=d.rule, reasons=tuple(d.reasons),
+            error=j.error)
+        reply: ReplyRecord | None = None
+        status: OutboxStatus | None = None
         if d.action is Action.REPLY and d.recipient is not None:
-            status = {Mode.AUTO: store.QUEUED, Mode.REVIEW: store.REVIEW,
-                      Mode.SHADOW: store.SHADOW}[d.mode]
-            redirect = self.settings.policy.redirect_all_to
-            reply = {
-                "message_id": make_message_id(self.settings.counselor.domain),
-                "template": d.template or c.kind.value, "recipient_name": d.recipient.name,
-                "recipient_email": d.recipient.email, "redirected_to": redirect,
-                "status": status, "created_at": now,
-            }
+            status = {Mode.AUTO: OutboxStatus.QUEUED, Mode.REVIEW: OutboxStatus.REVIEW,
+                      Mode.SHADOW: OutboxStatus.SHADOW}[d.mode]
+            reply = ReplyRecord(
+                message_id=make_message_id(self.settings.counselor.domain),
+                template=d.template or c.kind.value, recipient_name=d.recipient.name,
+                recipient_email=d.recipient.email,
+                redirected_to=self.settings.policy.redirect_all_to, status=status,
+                created_at=now)
         try:
-            outbox_id = self.store.record(row, reply)
+            outbox_id = self.store.record(message, reply)
         except StoreError:
             if self.store.known_keys(self.account, [key]):
                 return None  # recorded meanwhile by another poll: it is handled
             raise
-        if reply is not None and status in (*store.COUNTS_AS_REPLIED, store.SHADOW) \
+        if reply is not None and status in (*COUNTS_AS_REPLIED, OutboxStatus.SHADOW) \
                 and self._answered is not None:
-            self._answered.add(store.Replied(reply["recipient_email"], person.profile_url,
-                                             person.invitation_id, now,
-                                             shadow=status == store.SHADOW))
+            self._answered.add(Replied(reply.recipient_email, person.profile_url,
+                                       person.invitation_id, now,
+                                       shadow=status is OutboxStatus.SHADOW))
         # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only, never content.
         log.debug("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
         recipient = d.recipient.email if d.recipient else None
@@ -563,7 +568,7 @@ class Poller:
 
     async def _send_due(self, now: datetime, report: PollReport) -> None:
         alert = self.store.alert_due(self.account) if self._alert_due else None
-        due = self.store.due(now, self.account)
+        due = self.store.due(self.account, now)
         self._alert_due = False
         if not due and alert is None:
             return

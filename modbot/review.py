@@ -2,10 +2,10 @@
 
 ``build_review_email`` lists the replies that wait for review (``modbot.review_queue``) with a
 one-time token; ``handle_answer`` acts on the counselor's answer holding lines such as
-"approve 2 5", "reject 3" or "approve all", through ``review_queue.settle``. The weekly digest
+"approve 2 5", "reject 3" or "approve all", through the store's ``answer_review``. The weekly digest
 numbers the held items and gets a one-time token the same way (``register_digest``); an answer
 to it holds lines such as "resolve 3 4", "resolve all" or "resume", acted on through
-``review_queue.resolve_in`` and the store's ``resume``. The one email that tells the counselor
+the store's ``answer_digest`` and ``resume``. The one email that tells the counselor
 a reached cap paused the replies gets its own token too (``register_pause_alert``): "resume" in
 an answer to it ends that pause, and no later one. The commands that do the same by hand
 (``approve``, ``reject``, ``readdress``, ``waiting``, ``preview``, ``resolve``) live in
@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import re
 import secrets
 import textwrap
@@ -36,9 +35,7 @@ from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import delete, func, select, update
+from typing import TYPE_CHECKING
 
 from modbot import render, words
 from modbot.config import Settings
@@ -53,11 +50,9 @@ from modbot.review_queue import (
     readdress,
     reject,
     resolve,
-    resolve_in,
-    settle,
     waiting,
 )
-from modbot.store import Store, review_mails
+from modbot.store import ReviewMail, Store
 
 if TYPE_CHECKING:
     from modbot.authenticity import DnsLookup
@@ -142,18 +137,13 @@ def build_review_email(store: Store, settings: Settings, templates: render.Templ
     """
     every = timedelta(hours=settings.review.every_hours)
     expires = now + timedelta(hours=settings.review.token_hours)
-    items = waiting(store, now)[:MAX_LISTED]
+    items = waiting(store, settings.account, now)[:MAX_LISTED]
     if not items:
         return None
     token = secrets.token_hex(16)
-    with store.transaction() as c:
-        last = c.execute(select(func.max(review_mails.c.sent_at))
-                         .where(review_mails.c.account == settings.account)).scalar_one_or_none()
-        if last is not None and last > now - every:
-            return None
-        c.execute(review_mails.insert().values(
-            account=settings.account, message_id=message_id, token_hash=_hash(token),
-            items=json.dumps([w.id for w in items]), sent_at=now, expires_at=expires))
+    if not store.add_review_mail(settings.account, message_id, _hash(token),
+                                 [w.id for w in items], now, expires, not_within=every):
+        return None
     message = render.to_counselor(
         name="modbot", email=settings.counselor.email,
         subject=f"modbot: {len(items)} repl{'y' if len(items) == 1 else 'ies'} to review "
@@ -187,17 +177,13 @@ def register_pause_alert(store: Store, settings: Settings, message_id: str, paus
 def _register(store: Store, settings: Settings, message_id: str, items: object, now: datetime,
               valid: timedelta) -> str:
     token = secrets.token_hex(16)
-    with store.transaction() as c:
-        c.execute(review_mails.insert().values(
-            account=settings.account, message_id=message_id, token_hash=_hash(token),
-            items=json.dumps(items), sent_at=now, expires_at=now + valid))
+    store.add_review_mail(settings.account, message_id, _hash(token), items, now, now + valid)
     return token
 
 
 def review_email_failed(store: Store, message_id: str) -> None:
     """Forget a review email or digest that could not be sent (and so its token)."""
-    with store.transaction() as c:
-        c.execute(delete(review_mails).where(review_mails.c.message_id == message_id))
+    store.forget_review_mail(message_id)
 
 
 def _message_ids(values: Sequence[str]) -> list[str]:
@@ -218,9 +204,7 @@ def is_review_answer(raw_headers: bytes, store: Store) -> bool:
     ids = _message_ids(values)
     if not ids:
         return False
-    with store.transaction() as c:
-        return c.execute(select(review_mails.c.id).where(
-            review_mails.c.message_id.in_(ids)).limit(1)).first() is not None
+    return store.is_review_mail(ids)
 
 
 def _own_lines(text: str) -> Iterator[str]:
@@ -266,11 +250,11 @@ def _ignored(findings: list[str], what: str = "a review email") -> ReviewOutcome
         f"An answer to {what} was ignored: {f}." for f in findings))
 
 
-def _answered(row: Any) -> tuple[str, list[int] | None, int | None]:
+def _answered(row: ReviewMail) -> tuple[str, list[int] | None, int | None]:
     """What ``row`` recorded, in words, with the held items a digest numbered and the pause an
     alert told of: ("a review email", None, None), ("the digest", items, None) or
     ("the pause alert", None, pause)."""
-    items = json.loads(row.items)
+    items = row.items
     if not isinstance(items, dict):
         return "a review email", None, None
     if "pause" in items:
@@ -305,10 +289,7 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
     if why:
         problems.append(why)
     replied = _message_ids(n.headers.get("in-reply-to", ()))
-    with store.transaction() as c:
-        row = c.execute(select(review_mails).where(
-            review_mails.c.account == settings.account,
-            review_mails.c.message_id.in_(replied))).first() if replied else None
+    row = store.review_mail(settings.account, replied)
     tokens = {_hash(t) for t in _TOKEN.findall(f"{n.subject}\n{n.text}"[:200000])}
     what, listed, pause = ("a review email", None, None) if row is None else _answered(row)
     that = what.replace("a ", "that ", 1).replace("the ", "that ", 1)
@@ -333,9 +314,9 @@ def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
     return _act(store, row, wanted_approve, wanted_reject, now)
 
 
-def _act(store: Store, row: Any, wanted_approve: list[int | str], wanted_reject: list[int | str],
-         now: datetime) -> ReviewOutcome:
-    listed = set(json.loads(row.items))
+def _act(store: Store, row: ReviewMail, wanted_approve: list[int | str],
+         wanted_reject: list[int | str], now: datetime) -> ReviewOutcome:
+    listed = {int(i) for i in row.items}
     named_a = {w for w in wanted_approve if isinstance(w, int)}
     named_r = {w for w in wanted_reject if isinstance(w, int)}
     # A number named outright wins over "all": "approve all" with "reject 3" spares 3.
@@ -350,12 +331,10 @@ def _act(store: Store, row: Any, wanted_approve: list[int | str], wanted_reject:
                         "did not name still wait.")
     findings += [f"Number {i} was not in that review email, so nothing was done with it."
                  for i in sorted((to_approve | to_reject) - listed)]
-    with store.transaction() as c:
-        if not c.execute(update(review_mails).where(review_mails.c.id == row.id,
-                                                    review_mails.c.used_at.is_(None))
-                         .values(used_at=now)).rowcount:
-            return _ignored(["that review email's reference was already used"])
-        approved, rejected, missing = settle(c, to_approve & listed, to_reject & listed, now)
+    decided = store.answer_review(row, to_approve & listed, to_reject & listed, now)
+    if decided is None:
+        return _ignored(["that review email's reference was already used"])
+    approved, rejected, missing = decided
     findings += [f"Number {i} no longer waited, so the answer did not change it."
                  for i in missing]
     summary = (f"The counselor's answer to a review email approved {len(approved)} and "
@@ -363,7 +342,7 @@ def _act(store: Store, row: Any, wanted_approve: list[int | str], wanted_reject:
     return ReviewOutcome(True, approved, rejected, (summary, *findings))
 
 
-def _act_on_digest(store: Store, settings: Settings, row: Any, listed: list[int], text: str,
+def _act_on_digest(store: Store, settings: Settings, row: ReviewMail, listed: list[int], text: str,
                    now: datetime) -> ReviewOutcome:
     """Resolve the digest's items the answer names ("all": every one it numbered), resume."""
     wanted, resume = digest_commands(text)
@@ -374,12 +353,10 @@ def _act_on_digest(store: Store, settings: Settings, row: Any, listed: list[int]
     chosen = set(listed) if "all" in wanted else named & set(listed)
     findings = [f"Number {i} was not in that digest, so nothing was done with it."
                 for i in sorted(named - set(listed))]
-    with store.transaction() as c:
-        if not c.execute(update(review_mails).where(review_mails.c.id == row.id,
-                                                    review_mails.c.used_at.is_(None))
-                         .values(used_at=now)).rowcount:
-            return _ignored(["that digest's reference was already used"], "the digest")
-        resolved, missing = resolve_in(c, chosen, now) if chosen else ((), ())
+    answered = store.answer_digest(row, chosen, now)
+    if answered is None:
+        return _ignored(["that digest's reference was already used"], "the digest")
+    resolved, missing = answered
     findings += [f"Number {i} was no longer held, so the answer did not change it."
                  for i in missing]
     resumed = bool(resume and store.resume(settings.account, now))
@@ -392,7 +369,7 @@ def _act_on_digest(store: Store, settings: Settings, row: Any, listed: list[int]
                          findings=(summary, *findings))
 
 
-def _act_on_alert(store: Store, settings: Settings, row: Any, pause: int, text: str,
+def _act_on_alert(store: Store, settings: Settings, row: ReviewMail, pause: int, text: str,
                   now: datetime) -> ReviewOutcome:
     """End the pause the alert told of, if the answer says "resume" and that pause still holds."""
     wanted, resume = digest_commands(text)
@@ -401,12 +378,9 @@ def _act_on_alert(store: Store, settings: Settings, row: Any, pause: int, text: 
                                               "line, so nothing was done.",))
     findings = ["The pause alert lists no held items; resolve them by answering the digest."
                 ] if wanted else []
-    with store.transaction() as c:
-        if not c.execute(update(review_mails).where(review_mails.c.id == row.id,
-                                                    review_mails.c.used_at.is_(None))
-                         .values(used_at=now)).rowcount:
-            return _ignored(["that pause alert's reference was already used"],
-                            "the pause alert")
+    if not store.use_review_mail(row, now):
+        return _ignored(["that pause alert's reference was already used"],
+                        "the pause alert")
     active = store.active_pause(settings.account)
     # A newer pause has its own alert: an old one's answer must not end it unseen.
     resumed = active is not None and active.id == pause \

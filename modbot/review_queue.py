@@ -3,10 +3,10 @@
 Replies decided in review mode wait in the outbox with status ``review``. This module lists them
 (``waiting``), approves them (``queued``: the normal outbox sends them at the next poll, under
 the Message-ID fixed when they were decided), rejects them (``rejected``, and the notification is
-resolved), readdresses one and shows one exactly as it would go out. ``settle`` is the one place
-a status changes, for the commands here and for an answer to a review email (``modbot.review``).
-``resolve_in`` closes held items (the digest's numbers, ``modbot resolve``), for the command and
-for an answer to the digest alike.
+resolved), readdresses one and shows one exactly as it would go out. The store's ``settle`` is
+the one place a review status changes, for the commands here and for an answer to a review
+email (``modbot.review``); its ``resolve`` closes held items (the digest's numbers, ``modbot
+resolve``), for the command and for an answer to the digest alike.
 
 This module must never read the clock (``now`` comes in), send mail, or change a reply that no
 longer waits for review: every change is conditional on status ``review`` in the same statement.
@@ -14,19 +14,15 @@ longer waits for review: every change is conditional on status ``review`` in the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.headerregistry import Address
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
-
 from modbot import render
 from modbot.config import Settings
 from modbot.model import Person, Recipient
-from modbot.store import OPEN_ITEM, QUEUED, REJECTED, REVIEW, Store, messages, outbox
+from modbot.store import OutboxStatus, Store
 
 __all__ = [
     "ReviewOutcome",
@@ -37,8 +33,6 @@ __all__ = [
     "readdress",
     "reject",
     "resolve",
-    "resolve_in",
-    "settle",
     "waiting",
 ]
 
@@ -78,96 +72,47 @@ def age_text(age: timedelta) -> str:
     return f"{minutes // 60} h" if minutes < 48 * 60 else f"{minutes // 1440} d"
 
 
-def waiting(store: Store, now: datetime) -> list[Waiting]:
-    """Every reply with status ``review``, oldest first."""
-    query = (
-        select(outbox.c.id, messages.c.kind, outbox.c.template, messages.c.person_name,
-               outbox.c.recipient_name, outbox.c.recipient_email, outbox.c.redirected_to,
-               outbox.c.created_at, messages.c.reasons)
-        .join(messages, messages.c.id == outbox.c.message_row)
-        .where(outbox.c.status == REVIEW).order_by(outbox.c.id))
-    with store.transaction() as c:
-        rows = c.execute(query).all()
-    return [Waiting(r.id, r.kind, r.template, r.person_name, r.recipient_name, r.recipient_email,
-                    r.redirected_to, now - r.created_at, (json.loads(r.reasons) or [""])[0])
-            for r in rows]
+def waiting(store: Store, account: str, now: datetime) -> list[Waiting]:
+    """Every reply of ``account`` with status ``review``, oldest first."""
+    return [Waiting(w.id, w.kind, w.template, w.person_name, w.recipient_name,
+                    w.recipient_email, w.redirected_to, now - w.created_at,
+                    (w.reasons or ("",))[0])
+            for w in store.waiting(account)]
 
 
-def settle(c: Connection, approve: set[int], reject: set[int],
-            now: datetime) -> tuple[tuple[int, ...], tuple[int, ...], list[int]]:
-    """Approve and reject the waiting replies among ``approve`` and ``reject``, inside ``c``.
-
-    Returns (approved, rejected, asked for but not waiting), each sorted; a reply that no
-    longer waits for review is never changed.
-    """
-    asked = approve | reject
-    ready = set(c.execute(select(outbox.c.id).where(
-        outbox.c.status == REVIEW, outbox.c.id.in_(asked))).scalars())
-    approved, rejected = sorted(approve & ready), sorted(reject & ready)
-    if approved:  # queued again under the same Message-ID; the poll's outbox sends it
-        c.execute(update(outbox).where(outbox.c.id.in_(approved), outbox.c.status == REVIEW)
-                  .values(status=QUEUED, last_error=None, next_attempt_at=None))
-    if rejected:
-        c.execute(update(outbox).where(outbox.c.id.in_(rejected), outbox.c.status == REVIEW)
-                  .values(status=REJECTED))
-        rows = select(outbox.c.message_row).where(outbox.c.id.in_(rejected))
-        c.execute(update(messages).where(messages.c.id.in_(rows),
-                                         messages.c.resolved_at.is_(None)).values(resolved_at=now))
-    return tuple(approved), tuple(rejected), sorted(asked - ready)
-
-
-def resolve_in(c: Connection, items: set[int] | None,
-               now: datetime) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Close the held items ``items`` (None: every one), inside ``c``.
-
-    Returns (resolved, asked for but not held), each sorted. A reply that still waits for
-    review is rejected with its item: the counselor dealt with it, so it is never sent.
-    """
-    query = select(messages.c.id).select_from(
-        messages.outerjoin(outbox, outbox.c.message_row == messages.c.id)).where(OPEN_ITEM)
-    if items is not None:
-        query = query.where(messages.c.id.in_(items))
-    held = sorted(set(c.execute(query).scalars()))
-    if held:
-        c.execute(update(outbox).where(outbox.c.message_row.in_(held), outbox.c.status == REVIEW)
-                  .values(status=REJECTED))
-        c.execute(update(messages).where(messages.c.id.in_(held),
-                                         messages.c.resolved_at.is_(None)).values(resolved_at=now))
-    return tuple(held), tuple(sorted((items or set()) - set(held)))
-
-
-def resolve(store: Store, items: Sequence[int] | None, now: datetime) -> ReviewOutcome:
-    """Close the held items ``items`` (None: all of them), as ``modbot resolve`` does; each
-    number that names no held item gets a finding."""
-    with store.transaction() as c:
-        resolved, missing = resolve_in(c, None if items is None else set(items), now)
+def resolve(store: Store, account: str, items: Sequence[int] | None,
+            now: datetime) -> ReviewOutcome:
+    """Close ``account``'s held items ``items`` (None: all of them), as ``modbot resolve``
+    does; each number that names no held item of ``account`` gets a finding."""
+    resolved, missing = store.resolve(account, None if items is None else set(items), now)
     return ReviewOutcome(bool(resolved), resolved=resolved, findings=tuple(
         f"Number {i} is not a held item, so nothing was done with it." for i in missing))
 
 
-def _by_hand(store: Store, ids: Sequence[int] | None, now: datetime, *,
+def _by_hand(store: Store, account: str, ids: Sequence[int] | None, now: datetime, *,
              approving: bool) -> ReviewOutcome:
-    with store.transaction() as c:
-        chosen = set(ids) if ids is not None else set(
-            c.execute(select(outbox.c.id).where(outbox.c.status == REVIEW)).scalars())
-        approved, rejected, missing = settle(c, chosen if approving else set(),
-                                              set() if approving else chosen, now)
+    chosen = None if ids is None else list(ids)
+    approved, rejected, missing = store.settle(
+        account, chosen if approving else [], [] if approving else chosen, now)
     return ReviewOutcome(True, approved, rejected, tuple(
         f"Number {i} does not wait for review, so it was left alone." for i in missing))
 
 
-def approve(store: Store, ids: Sequence[int] | None, now: datetime) -> ReviewOutcome:
-    """Approve the waiting replies ``ids`` (None: all of them) for the next poll to send."""
-    return _by_hand(store, ids, now, approving=True)
+def approve(store: Store, account: str, ids: Sequence[int] | None,
+            now: datetime) -> ReviewOutcome:
+    """Approve ``account``'s waiting replies ``ids`` (None: all of them) for the next poll."""
+    return _by_hand(store, account, ids, now, approving=True)
 
 
-def reject(store: Store, ids: Sequence[int] | None, now: datetime) -> ReviewOutcome:
-    """Reject the waiting replies ``ids`` (None: all of them); nothing will be sent."""
-    return _by_hand(store, ids, now, approving=False)
+def reject(store: Store, account: str, ids: Sequence[int] | None,
+           now: datetime) -> ReviewOutcome:
+    """Reject ``account``'s waiting replies ``ids`` (None: all of them); nothing will be sent."""
+    return _by_hand(store, account, ids, now, approving=False)
 
 
-def readdress(store: Store, item_id: int, address: str) -> bool:
-    """Send waiting reply ``item_id`` to ``address`` instead; False if it does not wait.
+def readdress(store: Store, account: str, item_id: int, address: str) -> bool:
+    """Send ``account``'s waiting reply ``item_id`` to ``address`` instead; False if it does
+    not wait.
 
     Raises ``ValueError`` unless ``address`` is one plain ASCII address.
     """
@@ -177,16 +122,13 @@ def readdress(store: Store, item_id: int, address: str) -> bool:
         raise ValueError("not one plain email address") from exc
     if not plain.addr_spec.isascii() or not plain.domain or "." not in plain.domain:
         raise ValueError("not one plain email address")
-    with store.transaction() as c:
-        return bool(c.execute(update(outbox).where(
-            outbox.c.id == item_id, outbox.c.status == REVIEW)
-            .values(recipient_email=plain.addr_spec)).rowcount)
+    return store.readdress(account, item_id, plain.addr_spec)
 
 
 def preview(store: Store, settings: Settings, templates: render.Templates,
             item_id: int) -> tuple[str, str] | None:
     """(address, text) of waiting reply ``item_id`` exactly as it would go out, else None."""
-    found = [i for i in store.items(REVIEW) if i.id == item_id]
+    found = [i for i in store.items(settings.account, OutboxStatus.REVIEW) if i.id == item_id]
     if not found:
         return None
     item = found[0]

@@ -40,15 +40,10 @@ def _local(moment: datetime, zone: str) -> str:
 
 def database_missing(url: str) -> Path | None:
     """The SQLite file ``url`` names when it does not exist yet, else None."""
-    from sqlalchemy.engine import make_url
+    from modbot.store import locate
 
-    parsed = make_url(url)
-    database = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") \
-            or database.startswith("file:"):
-        return None
-    path = Path(database).expanduser()
-    return None if path.exists() else path
+    path = locate(url).file
+    return None if path is None or path.exists() else path
 
 
 def mode_line(settings: Settings) -> str:
@@ -62,22 +57,10 @@ def mode_line(settings: Settings) -> str:
     return line
 
 
-def _sent_since(store: Store, account: str, since: datetime) -> int:
-    from sqlalchemy import func, select
-
-    from modbot.store import COUNTS_AS_REPLIED, messages, outbox
-
-    query = (select(func.count()).select_from(outbox.join(messages,
-                                                          messages.c.id == outbox.c.message_row))
-             .where(messages.c.account == account, outbox.c.status.in_(COUNTS_AS_REPLIED),
-                    outbox.c.created_at >= since))
-    with store.transaction() as c:
-        return int(c.execute(query).scalar_one())
-
-
 def account_lines(settings: Settings, store: Store | None, now: datetime) -> list[str]:
     """What ``status`` says about one account; ``store`` None when there is no database yet."""
     from modbot.daemon import latest_digest_due
+    from modbot.store import OutboxStatus
 
     account = settings.account
     zone = settings.digest.timezone
@@ -88,23 +71,22 @@ def account_lines(settings: Settings, store: Store | None, now: datetime) -> lis
         lines += ["  last poll: none yet (no database: modbot has not run)",
                   f"  next digest: {_local(next_digest, zone)}"]
         return lines
-    polls = store.polls_between(now - timedelta(days=30), now + timedelta(days=1), account)
+    polls = store.polls_between(account, now - timedelta(days=30), now + timedelta(days=1))
     if not polls:
         lines.append("  last poll: none in the last 30 days")
     else:
         last = polls[-1]
-        when = last.get("finished_at") or last["started_at"]
-        outcome = ("went well" if last.get("ok") else
-                   f"FAILED: {last.get('error') or 'did not finish'}")
+        when = last.finished_at or last.started_at
+        outcome = "went well" if last.ok else f"FAILED: {last.error or 'did not finish'}"
         lines.append(f"  last poll: {_local(when, zone)}, {_ago(when, now)}, {outcome}")
         good = store.last_good_poll(account)
-        if not last.get("ok"):
+        if not last.ok:
             lines.append("  last poll that went well: "
                          + (f"{_local(good, zone)}, {_ago(good, now)}" if good else "none"))
     lines.append(f"  next digest: {_local(next_digest, zone)} to {settings.counselor.email}")
     policy = settings.policy
-    hour = _sent_since(store, account, now - timedelta(hours=1))
-    day = _sent_since(store, account, now - timedelta(days=1))
+    hour = store.replies_since(account, now - timedelta(hours=1))
+    day = store.replies_since(account, now - timedelta(days=1))
     lines.append(f"  replies: {hour} in the last hour (cap {policy.max_replies_per_hour}), "
                  f"{day} in the last 24 hours (cap {policy.max_replies_per_day})")
     pause = store.active_pause(account)
@@ -112,7 +94,7 @@ def account_lines(settings: Settings, store: Store | None, now: datetime) -> lis
         lines.append(f"  PAUSED since {_local(pause.started_at, zone)}: {pause.reason}; "
                      "`modbot resume` starts replies again")
     items = store.open_items(account)
-    review = sum(1 for item in items if item.get("outbox_status") == "review")
+    review = sum(1 for item in items if item.outbox_status is OutboxStatus.REVIEW)
     held = len(items) - review
     waiting = [words.plural(held, "item") + " held (`modbot held`)"] if held else []
     if review:

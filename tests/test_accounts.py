@@ -21,12 +21,13 @@ import faults
 import pytest
 import servers
 import trustme
+from rows import message_row, reply_row
 
-from modbot import config, digest, store
+from modbot import config, digest
 from modbot.daemon import run_daemon
 from modbot.errors import ConfigError
 from modbot.model import Mode
-from modbot.store import Store
+from modbot.store import OutboxStatus, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -184,21 +185,16 @@ def test_readme_accounts_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path
 
 
 def record(db: Store, account_: str, key: str, *, action: str = "reply",
-           status: str = store.QUEUED) -> None:
+           status: str = OutboxStatus.QUEUED) -> None:
     """A message of ``account_`` as a poll records it, with a reply in ``status``."""
-    row = {
-        "account": account_, "message_key": key, "folder": "INBOX", "uidvalidity": 1, "uid": 1,
-        "seen_at": NOW - timedelta(days=1), "kind": "connection_invitation", "authentic": True,
-        "classify_rule": "template-key", "person_name": f"Person {key}", "profile_url": None,
-        "invitation_id": None, "address_source": None, "action": action, "policy_rule": action,
-        "reasons": ["a reason"], "error": None,
-    }
-    reply = None if action != "reply" else {
-        "message_id": f"<{key}@counsel.example.edu>", "template": "connection_invitation",
-        "recipient_name": None, "recipient_email": "same.person@students.example.edu",
-        "redirected_to": None, "status": store.QUEUED, "created_at": NOW - timedelta(days=1)}
+    row = message_row(key, account_, seen_at=NOW - timedelta(days=1),
+                      person_name=f"Person {key}", invitation_id=None, address_source=None,
+                      action=action, policy_rule=action, reasons=["a reason"])
+    reply = None if action != "reply" else reply_row(
+        f"<{key}@counsel.example.edu>", recipient_name=None,
+        recipient_email="same.person@students.example.edu", created_at=NOW - timedelta(days=1))
     item = db.record(row, reply)
-    if item is not None and status != store.QUEUED:
+    if item is not None and status != OutboxStatus.QUEUED:
         db.mark(item, status, now=NOW - timedelta(hours=23))
 
 
@@ -213,13 +209,13 @@ def test_each_account_sends_only_its_own_replies(db: Store) -> None:
     """A reply queued for one account's message is never due for another account."""
     record(db, "ada@imap", "a1")
     record(db, "ben@imap", "b1")
-    assert [i.message_id for i in db.due(NOW, "ada@imap")] == ["<a1@counsel.example.edu>"]
-    assert [i.message_id for i in db.due(NOW, "ben@imap")] == ["<b1@counsel.example.edu>"]
+    assert [i.message_id for i in db.due("ada@imap", NOW)] == ["<a1@counsel.example.edu>"]
+    assert [i.message_id for i in db.due("ben@imap", NOW)] == ["<b1@counsel.example.edu>"]
 
 
 def test_caps_and_person_window_count_each_account(db: Store) -> None:
     """One counselor's replies neither use up another's caps nor stop their reply to a person."""
-    record(db, "ada@imap", "a1", status=store.SENT)
+    record(db, "ada@imap", "a1", status=OutboxStatus.SENT)
     since = NOW - timedelta(days=2)
     assert [r.email for r in db.replied("ada@imap", since)] == \
         ["same.person@students.example.edu"]
@@ -232,7 +228,7 @@ def test_digest_tells_each_counselor_of_their_own_inbox(db: Store) -> None:
     ada, ben = settings.accounts()
     record(db, ada.account, "a1", action="hold")
     record(db, ben.account, "b1", action="hold")
-    record(db, ben.account, "b2", status=store.SENT)
+    record(db, ben.account, "b2", status=OutboxStatus.SENT)
     for_ada = digest.gather(db, ada, NOW)
     assert [r.person_name for r in for_ada.open_items] == ["Person a1"]
     assert for_ada.replies == ()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rows import message_row
 from typer.testing import CliRunner
 
 from modbot.cli import app
@@ -17,6 +18,7 @@ from modbot.store import Store
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 runner = CliRunner()
+ACCOUNT = "counselor@127.0.0.1"  # the account of CONFIG
 
 CONFIG = """
 [counselor]
@@ -102,19 +104,15 @@ def test_held_and_resolve(config_file: Path, tmp_path: Path) -> None:
     """Held items are listed with numbers, and `resolve` closes them."""
     store = Store.open(f"sqlite:///{tmp_path / 'modbot.db'}")
     now = datetime(2026, 11, 23, tzinfo=UTC)
-    store.record({
-        "account": "a", "message_key": "k", "folder": "INBOX", "uidvalidity": 1, "uid": 1,
-        "seen_at": now, "kind": "connection_invitation", "authentic": True,
-        "classify_rule": "r", "person_name": "Priya Natarajan", "profile_url": None,
-        "invitation_id": None, "address_source": None, "action": "hold",
-        "policy_rule": PolicyRule.NO_ADDRESS, "reasons": ["the person is not in the directory"],
-        "error": None,
-    }, None)
+    store.record(message_row("k", ACCOUNT, seen_at=now, classify_rule="r",
+                             person_name="Priya Natarajan", invitation_id=None,
+                             address_source=None, action="hold", policy_rule=PolicyRule.NO_ADDRESS,
+                             reasons=["the person is not in the directory"]), None)
     listed = runner.invoke(app, ["--config", str(config_file), "held"])
     assert "Priya Natarajan" in listed.output
     done = runner.invoke(app, ["--config", str(config_file), "resolve", "--all"])
     assert "1 item resolved" in done.output
-    assert store.open_items() == []
+    assert store.open_items(ACCOUNT) == []
 
 
 def test_resume_ends_a_pause(config_file: Path, tmp_path: Path) -> None:
@@ -203,6 +201,52 @@ def test_unknown_account_is_named_with_the_known_ones(tmp_path: Path,
     result = runner.invoke(app, ["--config", str(path), "--account", "carl", "texts"])
     assert result.exit_code == 2
     assert "ada@imap.counsel.example.edu, ben@imap.counsel.example.edu" in result.output
+
+
+@pytest.fixture
+def two_accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Store]:
+    """A two-account configuration whose database holds one held item of each account."""
+    monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
+    path = tmp_path / "modbot.toml"
+    path.write_text(TWO_ACCOUNTS.format(db=tmp_path / "m.db"), encoding="utf-8")
+    store = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    for user, name in (("ada", "Priya Natarajan"), ("ben", "Jordan Rivera")):
+        store.record(message_row(f"k-{user}", f"{user}@imap.counsel.example.edu", seen_at=now,
+                                 person_name=name, invitation_id=None, address_source=None,
+                                 action="hold", policy_rule=PolicyRule.NO_ADDRESS,
+                                 reasons=["the person is not in the directory"]), None)
+    return path, store
+
+
+def test_held_lists_only_the_chosen_account(two_accounts: tuple[Path, Store]) -> None:
+    """`--account ben held` lists Ben's held items and never Ada's."""
+    path, _ = two_accounts
+    listed = runner.invoke(app, ["--config", str(path), "--account", "ben", "held"])
+    assert listed.exit_code == 0, listed.output
+    assert "Jordan Rivera" in listed.output and "Priya Natarajan" not in listed.output
+
+
+def test_resolve_all_closes_only_the_chosen_account(two_accounts: tuple[Path, Store]) -> None:
+    """`--account ben resolve --all` closes Ben's held items and leaves Ada's open."""
+    path, store = two_accounts
+    done = runner.invoke(app, ["--config", str(path), "--account", "ben", "resolve", "--all"])
+    assert "1 item resolved" in done.output
+    assert store.open_items("ben@imap.counsel.example.edu") == []
+    assert [i.person_name for i in store.open_items("ada@imap.counsel.example.edu")] == \
+        ["Priya Natarajan"]
+
+
+def test_resolve_by_number_refuses_another_accounts_item(two_accounts: tuple[Path, Store]
+                                                         ) -> None:
+    """The number of Ada's held item is "no such held item" for Ben, and stays open."""
+    path, store = two_accounts
+    (ada,) = store.open_items("ada@imap.counsel.example.edu")
+    done = runner.invoke(app, ["--config", str(path), "--account", "ben", "resolve",
+                               str(ada.id)])
+    assert done.exit_code == 1
+    assert f"Number {ada.id} is not a held item" in done.output
+    assert [i.id for i in store.open_items("ada@imap.counsel.example.edu")] == [ada.id]
 
 
 def test_help_imports_no_heavy_library() -> None:

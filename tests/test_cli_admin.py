@@ -15,10 +15,11 @@ import faults
 import pytest
 import servers
 import typer
+from rows import message_row, reply_row
 from typer.testing import CliRunner
 
 from modbot.cli import app
-from modbot.store import REVIEW, Store
+from modbot.store import OutboxStatus, Store
 
 ROOT = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -66,16 +67,15 @@ def message(store: Store, *, kind: str, name: str, authentic: bool | None, actio
             profile: str | None = None, reason: str = "the person is not in the directory",
             reply_status: str | None = None) -> int | None:
     now = datetime.now(UTC)
-    reply = None if reply_status is None else {
-        "message_id": f"<{name.replace(' ', '.')}@counsel.example.edu>", "template": kind,
-        "recipient_name": name, "recipient_email": "student@students.example.edu",
-        "redirected_to": None, "status": reply_status, "created_at": now}
-    return store.record({
-        "account": ACCOUNT, "message_key": hashlib.sha256(name.encode()).hexdigest(),
-        "folder": "INBOX", "uidvalidity": 1, "uid": 1, "seen_at": now, "kind": kind,
-        "authentic": authentic, "classify_rule": "r", "person_name": name,
-        "profile_url": profile, "invitation_id": None, "address_source": None,
-        "action": action, "policy_rule": "p", "reasons": [reason], "error": None}, reply)
+    reply = None if reply_status is None else reply_row(
+        f"<{name.replace(' ', '.')}@counsel.example.edu>", OutboxStatus(reply_status),
+        template=kind, recipient_name=name, recipient_email="student@students.example.edu",
+        created_at=now)
+    return store.record(message_row(
+        hashlib.sha256(name.encode()).hexdigest(), ACCOUNT, seen_at=now, kind=kind,
+        authentic=authentic, classify_rule="r", person_name=name, profile_url=profile,
+        invitation_id=None, address_source=None, action=action, policy_rule="p",
+        reasons=[reason]), reply)
 
 
 def dump(database: Path) -> list[str]:
@@ -147,7 +147,7 @@ def test_status_tells_last_poll_caps_pause_and_what_waits(config_file: Path,
     message(store, kind="connection_invitation", name="Priya Natarajan", authentic=True,
             action="hold")
     message(store, kind="connection_invitation", name="Jordan Rivera", authentic=True,
-            action="reply", reply_status=REVIEW, reason="invitation")
+            action="reply", reply_status=OutboxStatus.REVIEW, reason="invitation")
     message(store, kind="linkedin_message", name="Sam Okafor", authentic=True, action="reply",
             reply_status="sent", reason="message")
     store.start_pause(ACCOUNT, "the hourly cap was reached", now, "<p@counsel.example.edu>")
@@ -198,7 +198,7 @@ def test_review_show_gives_the_subject(config_file: Path, tmp_path: Path) -> Non
     """`review show` prints the Subject with the address and the text of the waiting reply."""
     store = Store.open(f"sqlite:///{tmp_path / 'modbot.db'}")
     number = message(store, kind="connection_invitation", name="Jordan Rivera", authentic=True,
-                     action="reply", reply_status=REVIEW, reason="invitation")
+                     action="reply", reply_status=OutboxStatus.REVIEW, reason="invitation")
     store.close()
     text = invoke(config_file, "review", "show", str(number))
     lines = text.splitlines()

@@ -19,7 +19,7 @@ from modbot import config, digest, store
 from modbot.config import Settings
 from modbot.model import PolicyRule
 from modbot.render import Templates, default_templates_dir
-from modbot.store import Store
+from modbot.store import OutboxStatus, Store, schema
 
 NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -58,22 +58,22 @@ _keys = itertools.count(1)
 def add(db: Store, kind: str = "connection_invitation", name: str | None = "Ana Lima", *,
         at: datetime = NOW - DAY, action: str = "reply", rule: str = "reply",
         reasons: tuple[str, ...] = ("answer it with its template",),
-        status: str | None = store.SENT, error: str | None = None,
+        status: str | None = OutboxStatus.SENT, error: str | None = None,
         authentic: bool | None = True, profile_url: str | None = None) -> int:
     """Record one message as a poll would, its reply marked ``status``; return the message row."""
     key = next(_keys)
-    row = {
+    row = store.MessageRecord(**{
         "account": "dana@imap.example.edu", "message_key": f"k{key}", "folder": "INBOX",
         "uidvalidity": 1, "uid": key, "seen_at": at, "kind": kind, "authentic": authentic,
         "classify_rule": "template-key", "person_name": name, "profile_url": profile_url,
         "invitation_id": None, "address_source": None, "action": action, "policy_rule": rule,
-        "reasons": list(reasons), "error": None,
-    }
-    reply = None if action != "reply" else {
+        "reasons": tuple(reasons), "error": None,
+    })
+    reply = None if action != "reply" else store.ReplyRecord(**{
         "message_id": f"<r{key}@careers.example.edu>", "template": kind, "recipient_name": name,
         "recipient_email": f"s{key}@students.example.edu", "redirected_to": None,
-        "status": store.QUEUED, "created_at": at,
-    }
+        "status": OutboxStatus.QUEUED, "created_at": at,
+    })
     item = db.record(row, reply)
     if item is not None and status is not None:
         db.mark(item, status, now=at + timedelta(minutes=1), error=error)
@@ -153,9 +153,9 @@ def test_profile_link_only_from_authentic_linkedin(db: Store, templates: Templat
 
 
 @pytest.mark.parametrize(("status", "label"), [
-    (store.UNCERTAIN, "May have been sent"),
-    (store.FAILED, "Reply not sent"),
-    (store.REVIEW, "Waiting for your approval"),
+    (OutboxStatus.UNCERTAIN, "May have been sent"),
+    (OutboxStatus.FAILED, "Reply not sent"),
+    (OutboxStatus.REVIEW, "Waiting for your approval"),
 ])
 def test_outbox_problems_show_their_last_error(db: Store, templates: Templates, status: str,
                                                label: str) -> None:
@@ -168,7 +168,7 @@ def test_outbox_problems_show_their_last_error(db: Store, templates: Templates, 
 
 def test_review_item_says_it_waits_for_approval(db: Store, templates: Templates) -> None:
     """A reply queued for review is listed as waiting, not with the policy's reason to reply."""
-    add(db, name="Chloe Dubois", status=store.REVIEW)
+    add(db, name="Chloe Dubois", status=OutboxStatus.REVIEW)
     text, _ = parts(make(db, templates))
     assert ("[#1 · Waiting for your approval] Chloe Dubois (Connection invitation, Sun 22 Nov)"
             "\nThe reply is ready and waits for your approval.") in text
@@ -189,7 +189,7 @@ def test_items_stay_listed_until_resolved(db: Store, templates: Templates) -> No
          at=NOW - 40 * DAY)
     done = hold(db, "unknown_linkedin", PolicyRule.CONFIGURED_ACTION, "held", name="Closed Item")
     with db.transaction() as c:
-        c.execute(store.messages.update().where(store.messages.c.uid == done)
+        c.execute(schema.messages.update().where(schema.messages.c.uid == done)
                   .values(resolved_at=NOW))
     text, _ = parts(make(db, templates))
     assert "Old Item" in text and "Closed Item" not in text
@@ -281,8 +281,8 @@ def test_a_good_week_says_so_in_green(db: Store, templates: Templates) -> None:
 def row_of(db: Store, uid: int) -> int:
     """The message row (the item's number) of the message recorded with ``uid``."""
     with db.transaction() as c:
-        return int(c.execute(store.messages.select().with_only_columns(store.messages.c.id)
-                             .where(store.messages.c.uid == uid)).scalar_one())
+        return int(c.execute(schema.messages.select().with_only_columns(schema.messages.c.id)
+                             .where(schema.messages.c.uid == uid)).scalar_one())
 
 
 def test_items_are_numbered_as_held_and_resolve_name_them(db: Store,
@@ -306,7 +306,7 @@ def test_items_with_something_to_do_come_first(db: Store, templates: Templates) 
          at=NOW - 3 * DAY)
     hold(db, "not_linkedin", PolicyRule.ANSWER_TO_MODBOT, "a person answered", name="Answer Person")
     hold(db, "connection_invitation", PolicyRule.NO_ADDRESS, "no address", name="Paste Person")
-    add(db, name="Maybe Sent", status=store.UNCERTAIN, error="the line was lost")
+    add(db, name="Maybe Sent", status=OutboxStatus.UNCERTAIN, error="the line was lost")
     text, _ = parts(make(db, templates))
     order = [text.index(name) for name in
              ("Maybe Sent", "Paste Person", "Answer Person", "Unknown Kind", "Fake Sender")]
@@ -319,7 +319,7 @@ def test_items_with_something_to_do_come_first(db: Store, templates: Templates) 
 
 def test_a_reply_that_may_have_been_sent_can_be_pasted(db: Store, templates: Templates) -> None:
     """Where the Sent folder lacks it, the counselor pastes the reply: the digest gives it."""
-    add(db, name="Maybe Sent", status=store.UNCERTAIN, error="the line was lost")
+    add(db, name="Maybe Sent", status=OutboxStatus.UNCERTAIN, error="the line was lost")
     text, _ = parts(make(db, templates))
     assert "Look in your Sent folder for this reply." in text
     assert "Hello Maybe Sent," in text
@@ -334,8 +334,8 @@ def test_no_identifier_or_python_reaches_the_counselor(db: Store, templates: Tem
                  "recommendation_request", "group_join_request", "linkedin_message"):
         hold(db, kind, PolicyRule.CONFIGURED_ACTION, "held", authentic=None)
         add(db, kind, "Some One", action="log", rule=PolicyRule.CONFIGURED_ACTION, status=None)
-    add(db, status=store.SHADOW)
-    add(db, status=store.FAILED, error="the server said no")
+    add(db, status=OutboxStatus.SHADOW)
+    add(db, status=OutboxStatus.FAILED, error="the server said no")
     for part in parts(make(db, templates, settings(mode="shadow"))):
         assert not re.search(r"\b[a-z]+_[a-z_]+\b", part), re.findall(r"\b[a-z]+_[a-z_]+\b", part)
         for word in ("None", "True", "False", "\\Seen", "authentic:", "Error:", "Exception"):
@@ -435,7 +435,7 @@ def test_long_name_lists_are_cut_with_a_count(db: Store, templates: Templates) -
 
 def test_shadow_replies_would_have_been_sent(db: Store, templates: Templates) -> None:
     """Shadow-mode replies are shown as replies that would have been sent."""
-    add(db, name="Ana Lima", status=store.SHADOW)
+    add(db, name="Ana Lima", status=OutboxStatus.SHADOW)
     text, _ = parts(make(db, templates, settings(mode="shadow")))
     assert "Would have been sent (shadow mode):\nConnection invitation (1): Ana Lima" in text
     assert "Replies sent" not in text

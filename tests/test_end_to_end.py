@@ -18,7 +18,6 @@ import servers
 from faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 from sqlalchemy import select
 
-from modbot import store
 from modbot.config import (
     CounselorSettings,
     DatabaseSettings,
@@ -28,6 +27,7 @@ from modbot.config import (
 )
 from modbot.model import Mode
 from modbot.poll import Context, Poller
+from modbot.store import OutboxStatus, schema
 from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
@@ -124,7 +124,7 @@ async def test_spoof_and_other_mail_get_no_reply(context: Context, imap_user: se
     await poll(context)
     assert smtp_server.messages == []
     with context.store.engine.connect() as c:
-        rows = c.execute(select(store.messages.c.kind, store.messages.c.action)).all()
+        rows = c.execute(select(schema.messages.c.kind, schema.messages.c.action)).all()
     assert ("spoofed_linkedin", "hold") in rows
     assert all(kind != "not_linkedin" or action == "ignore" for kind, action in rows)
 
@@ -135,9 +135,9 @@ async def test_unknown_inviter_is_held(context: Context, imap_user: servers.Imap
     imap_user.append("INBOX", fixture(PRIYA))
     await poll(context)
     assert smtp_server.messages == []
-    (item,) = context.store.open_items()
-    assert item["person_name"] == "Priya Natarajan"
-    assert "not in the directory" in item["reasons"][0]
+    (item,) = context.store.open_items(context.settings.account)
+    assert item.person_name == "Priya Natarajan"
+    assert "not in the directory" in item.reasons[0]
 
 
 async def test_reminder_not_answered_again(context: Context, imap_user: servers.ImapUser,
@@ -208,11 +208,12 @@ async def test_crash_after_send_resolved_from_sent_folder(
     """A reply left "sending" whose copy is in the Sent folder is marked sent, not resent."""
     imap_user.append("INBOX", fixture(JORDAN))
     await poll(context)
-    (item,) = context.store.items(store.SENT)
-    context.store.mark(item.id, store.SENDING, now=NOW)  # as if killed before recording
+    (item,) = context.store.items(context.settings.account, OutboxStatus.SENT)
+    context.store.mark(item.id, OutboxStatus.SENDING, now=NOW)  # as if killed before recording
     await poll(context, NOW + timedelta(minutes=5))
     assert len(smtp_server.messages) == 1
-    assert [i.id for i in context.store.items(store.SENT)] == [item.id]
+    sent = context.store.items(context.settings.account, OutboxStatus.SENT)
+    assert [i.id for i in sent] == [item.id]
 
 
 async def test_crash_before_confirmation_is_held_uncertain(
@@ -221,13 +222,14 @@ async def test_crash_before_confirmation_is_held_uncertain(
     """A reply left "sending" with no copy anywhere is held as "may have been sent"."""
     imap_user.append("INBOX", fixture(JORDAN))
     await poll(context)
-    (item,) = context.store.items(store.SENT)
+    (item,) = context.store.items(context.settings.account, OutboxStatus.SENT)
     with imap_user.connect() as client:
         client.delete_folder("Sent")
-    context.store.mark(item.id, store.SENDING, now=NOW)
+    context.store.mark(item.id, OutboxStatus.SENDING, now=NOW)
     await poll(context, NOW + timedelta(minutes=5))
     assert len(smtp_server.messages) == 1
-    assert [i.id for i in context.store.items(store.UNCERTAIN)] == [item.id]
+    held = context.store.items(context.settings.account, OutboxStatus.UNCERTAIN)
+    assert [i.id for i in held] == [item.id]
 
 
 async def test_temporary_failure_retried_once_later(
@@ -237,7 +239,7 @@ async def test_temporary_failure_retried_once_later(
     imap_user.append("INBOX", fixture(JORDAN))
     smtp_server.rcpt_reply = "451 4.3.0 Try again later"
     await poll(context)
-    assert context.store.items(store.RETRY)
+    assert context.store.items(context.settings.account, OutboxStatus.RETRY)
     smtp_server.rcpt_reply = None
     await poll(context, NOW + timedelta(seconds=30))  # before the backoff: nothing
     assert smtp_server.messages == []
@@ -254,7 +256,7 @@ async def test_permanent_failure_held(context: Context, imap_user: servers.ImapU
     smtp_server.rcpt_reply = None
     await poll(context, NOW + timedelta(hours=2))
     assert smtp_server.messages == []
-    (item,) = context.store.items(store.FAILED)
+    (item,) = context.store.items(context.settings.account, OutboxStatus.FAILED)
     assert item.attempts == 1
 
 
@@ -268,7 +270,7 @@ async def test_shadow_mode_sends_nothing(settings: Settings, ca_file: Path,
     imap_user.append("INBOX", fixture(JORDAN))
     await poll(ctx)
     assert smtp_server.messages == []
-    assert len(ctx.store.items(store.SHADOW)) == 1
+    assert len(ctx.store.items(ctx.settings.account, OutboxStatus.SHADOW)) == 1
 
 
 # --- the commands, as a counselor runs them ---------------------------------------------------
@@ -386,4 +388,4 @@ async def test_report_tells_the_reply_was_sent(context: Context, imap_user: serv
     imap_user.append("INBOX", fixture(JORDAN))
     report = await Poller(context).poll(NOW)
     (handled,) = [h for h in report.handled if h.action == "reply"]
-    assert handled.status == store.SENT
+    assert handled.status == OutboxStatus.SENT

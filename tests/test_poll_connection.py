@@ -12,10 +12,10 @@ import servers
 from faults import JORDAN, SAM, fixture, settings_for
 from sqlalchemy import select
 
-from modbot import store
 from modbot.config import Settings
 from modbot.errors import MailboxError
 from modbot.poll import KEEP_OPEN_FOR, Context, Poller
+from modbot.store import schema
 
 pytestmark = pytest.mark.integration
 
@@ -37,8 +37,8 @@ async def kept(settings: Settings) -> AsyncIterator[Poller]:
 
 def poll_rows(ctx: Context) -> list[dict[str, object]]:
     with ctx.store.transaction() as c:
-        return [dict(row._mapping) for row in c.execute(select(store.polls)
-                                                        .order_by(store.polls.c.id))]
+        return [dict(row._mapping) for row in c.execute(select(schema.polls)
+                                                        .order_by(schema.polls.c.id))]
 
 
 async def test_one_connection_for_many_polls(kept: Poller, imap_user: servers.ImapUser,

@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect, select
 
 from modbot import store
 from modbot.errors import StoreError
-from modbot.store import Store
+from modbot.store import MessageRecord, OutboxStatus, Store, schema
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,7 @@ def db(url: str) -> Iterator[Store]:
     opened.close()
 
 
-def message_row(key: str, **overrides: object) -> dict[str, object]:
+def message_row(key: str, **overrides: object) -> MessageRecord:
     return rows.message_row(key, ACCOUNT, **overrides)
 
 
@@ -171,45 +171,46 @@ def test_outbox_state_machine(db: Store) -> None:
     """Queued replies are due; a row left sending is in flight; sent rows are neither."""
     item_id = db.record(message_row("k1"), rows.reply_row("<m1@x>"))
     assert item_id is not None
-    assert [i.id for i in db.due(NOW)] == [item_id]
+    assert [i.id for i in db.due(ACCOUNT, NOW)] == [item_id]
     db.hand_over(sent=None, sending=item_id, now=NOW)
-    assert db.due(NOW) == []
-    assert [i.attempts for i in db.in_flight()] == [1]
+    assert db.due(ACCOUNT, NOW) == []
+    assert [i.attempts for i in db.in_flight(ACCOUNT)] == [1]
     db.hand_over(sent=item_id, sending=None, now=NOW)
-    assert db.in_flight() == []
-    assert [i.status for i in db.items(store.SENT)] == [store.SENT]
+    assert db.in_flight(ACCOUNT) == []
+    assert [i.status for i in db.items(ACCOUNT, OutboxStatus.SENT)] == [OutboxStatus.SENT]
 
 
 def test_retry_waits_for_backoff(db: Store) -> None:
     """A temporarily failed reply is due only after its next attempt time."""
     item_id = db.record(message_row("k1"), rows.reply_row("<m1@x>"))
     assert item_id is not None
-    db.mark(item_id, store.RETRY, now=NOW, next_attempt_at=NOW + timedelta(minutes=4))
-    assert db.due(NOW) == []
-    assert len(db.due(NOW + timedelta(minutes=5))) == 1
+    db.mark(item_id, OutboxStatus.RETRY, now=NOW,
+            next_attempt_at=NOW + timedelta(minutes=4))
+    assert db.due(ACCOUNT, NOW) == []
+    assert len(db.due(ACCOUNT, NOW + timedelta(minutes=5))) == 1
 
 
 def test_times_come_back_in_utc(db: Store) -> None:
     """A time written in another zone is read back as the same instant, in UTC."""
     chicago = datetime(2026, 11, 23, 6, 0, tzinfo=UTC).astimezone(ZoneInfo("America/Chicago"))
     db.record(message_row("k1", seen_at=chicago), None)
-    rows = db.messages_between(NOW - timedelta(hours=7), NOW)
-    assert [r["seen_at"] for r in rows] == [datetime(2026, 11, 23, 6, 0, tzinfo=UTC)]
-    assert rows[0]["reasons"] == ["because"]
+    rows = db.items_between(ACCOUNT, NOW - timedelta(hours=7), NOW)
+    assert [r.seen_at for r in rows] == [datetime(2026, 11, 23, 6, 0, tzinfo=UTC)]
+    assert rows[0].reasons == ("because",)
 
 
 def test_open_items_and_polls(db: Store) -> None:
     """Held items are open until resolved; the last good poll is the latest successful one."""
     db.record(message_row("k1", action="hold"), None)
-    assert [r["message_key"] for r in db.open_items()] == ["k1"]
-    assert db.last_good_poll() is None
+    assert [r.message_key for r in db.open_items(ACCOUNT)] == ["k1"]
+    assert db.last_good_poll(ACCOUNT) is None
     first = db.poll_started(ACCOUNT, NOW)
     db.poll_finished(first, NOW + timedelta(seconds=3), ok=True, new_messages=1)
     failed = db.poll_started(ACCOUNT, NOW + timedelta(minutes=5))
     db.poll_finished(failed, NOW + timedelta(minutes=5, seconds=1), ok=False, new_messages=0,
                      error="the server refused the credentials")
-    assert db.last_good_poll() == NOW + timedelta(seconds=3)
-    assert [p["ok"] for p in db.polls_between(NOW, NOW + timedelta(hours=1))] == [True, False]
+    assert db.last_good_poll(ACCOUNT) == NOW + timedelta(seconds=3)
+    assert [p.ok for p in db.polls_between(ACCOUNT, NOW, NOW + timedelta(hours=1))] == [True, False]
 
 
 def test_digest_bookkeeping(db: Store) -> None:
@@ -219,7 +220,7 @@ def test_digest_bookkeeping(db: Store) -> None:
     db.digest_sent(ACCOUNT, NOW + timedelta(days=7), NOW + timedelta(days=7), "<d2@x>")
     assert db.last_digest_due(ACCOUNT) == NOW + timedelta(days=7)
     with db.engine.connect() as connection:
-        ids = connection.execute(select(store.digests.c.message_id)).scalars().all()
+        ids = connection.execute(select(schema.digests.c.message_id)).scalars().all()
     assert sorted(ids) == ["<d1@x>", "<d2@x>"]
 
 

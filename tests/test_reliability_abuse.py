@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 from trials import NOW
 
-from modbot import store
 from modbot.poll import Context, Poller
+from modbot.store import schema
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,8 @@ async def test_spoofs_get_no_reply(tmp_path: Path, imap_user: servers.ImapUser,
     for minutes in (0, 5):
         await Poller(ctx).poll(NOW + timedelta(minutes=minutes))
     with ctx.store.engine.connect() as c:
-        rows = c.execute(select(store.messages.c.kind, store.messages.c.action)).all()
-        replies = c.execute(select(func.count()).select_from(store.outbox)).scalar_one()
+        rows = c.execute(select(schema.messages.c.kind, schema.messages.c.action)).all()
+        replies = c.execute(select(func.count()).select_from(schema.outbox)).scalar_one()
     ctx.store.close()
     assert len(SPOOFS) >= 10
     assert smtp_server.messages == [] and replies == 0
@@ -269,7 +269,7 @@ async def test_flood_is_capped_paused_alerted_once_and_never_repeated(
     alerts = [m for m in parsed(smtp_server) if m["To"].addresses[0].addr_spec == faults.COUNSELOR]
     counts = faults.recipients_count(smtp_server)
     with ctx.store.engine.connect() as c:
-        recorded = c.execute(select(func.count()).select_from(store.messages)).scalar_one()
+        recorded = c.execute(select(func.count()).select_from(schema.messages)).scalar_one()
     assert len(replies) == 20
     assert len(alerts) == 1 and "modbot resume" in alerts[0].get_content()
     assert max(counts.values()) == 1

@@ -17,16 +17,16 @@ import servers
 import trials
 import trustme
 
-from modbot import store
+from modbot.store import OutboxStatus
 
 pytestmark = pytest.mark.integration
 
 # The reply the poll was handling when it died ends as: sent (never repeated), held as "may have
 # been sent", or sent after the restart. Before "sending" nothing reached the SMTP server.
+SENT, UNCERTAIN = OutboxStatus.SENT, OutboxStatus.UNCERTAIN
 RESOLVED_AS = {
-    "fetched": store.SENT, "judged": store.SENT, "recorded": store.SENT, "marked": store.SENT,
-    "advanced": store.SENT, "sending": store.UNCERTAIN, "during-send": store.UNCERTAIN,
-    "sent": store.UNCERTAIN, "copied": store.SENT,
+    "fetched": SENT, "judged": SENT, "recorded": SENT, "marked": SENT, "advanced": SENT,
+    "sending": UNCERTAIN, "during-send": UNCERTAIN, "sent": UNCERTAIN, "copied": SENT,
 }
 
 

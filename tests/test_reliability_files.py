@@ -19,8 +19,8 @@ import trustme
 from sqlalchemy import func, select
 from trials import NOW
 
-from modbot import store
 from modbot.poll import Context, Poller
+from modbot.store import OutboxStatus, schema
 
 pytestmark = pytest.mark.integration
 
@@ -99,12 +99,12 @@ async def test_retention_purge_leaves_no_trace_of_the_person(
     await Poller(ctx).poll(NOW + timedelta(days=366))
     assert traces(tmp_path) == {name: [] for name in traces(tmp_path)}
     with ctx.store.engine.connect() as c:
-        kinds = c.execute(select(store.messages.c.kind, store.messages.c.action)).all()
-        statuses = c.execute(select(store.outbox.c.status)).scalars().all()
-        purged = c.execute(select(func.count()).select_from(store.messages)
-                           .where(store.messages.c.purged_at.is_not(None))).scalar_one()
+        kinds = c.execute(select(schema.messages.c.kind, schema.messages.c.action)).all()
+        statuses = c.execute(select(schema.outbox.c.status)).scalars().all()
+        purged = c.execute(select(func.count()).select_from(schema.messages)
+                           .where(schema.messages.c.purged_at.is_not(None))).scalar_one()
     assert kinds == [("connection_invitation", "reply")]
-    assert statuses == [store.SENT]
+    assert statuses == [OutboxStatus.SENT]
     assert purged == 1
     ctx.store.close()
     assert traces(tmp_path) == {name: [] for name in traces(tmp_path)}

@@ -20,11 +20,11 @@ import servers
 from sqlalchemy import select
 from trials import NOW
 
-from modbot import store
 from modbot.config import PolicySettings
 from modbot.judging import judge
 from modbot.model import History, Mode
 from modbot.poll import Context, Poller, _header_message_id
+from modbot.store import schema
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +91,7 @@ def ctx(tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpSe
 
 def rows(ctx: Context) -> list[dict[str, object]]:
     with ctx.store.engine.connect() as c:
-        return [dict(r._mapping) for r in c.execute(select(store.messages))]
+        return [dict(r._mapping) for r in c.execute(select(schema.messages))]
 
 
 @pytest.mark.parametrize(("name", "raw"), corpus() + pathological(),

@@ -16,6 +16,7 @@ from trials import NOW
 from modbot import store
 from modbot.delivery import MAX_SEND_ATTEMPTS, backoff
 from modbot.poll import Context, Poller
+from modbot.store import OutboxStatus, schema
 
 pytestmark = pytest.mark.integration
 
@@ -54,14 +55,15 @@ def attempts(smtp: faults.KillingSmtpServer, stage: str) -> int:
 
 
 def the_reply(ctx: Context) -> store.OutboxItem:
-    (item,) = [i for status in (store.QUEUED, store.RETRY, store.FAILED, store.SENT,
-                                store.UNCERTAIN) for i in ctx.store.items(status)]
+    statuses = (OutboxStatus.QUEUED, OutboxStatus.RETRY, OutboxStatus.FAILED, OutboxStatus.SENT,
+                OutboxStatus.UNCERTAIN)
+    (item,) = [i for status in statuses for i in ctx.store.items(ctx.settings.account, status)]
     return item
 
 
 def next_attempt(ctx: Context) -> datetime:
     with ctx.store.engine.connect() as c:
-        value: datetime = c.execute(store.outbox.select()).one().next_attempt_at
+        value: datetime = c.execute(schema.outbox.select()).one().next_attempt_at
     return value
 
 
@@ -80,13 +82,13 @@ async def test_temporary_answer_is_retried_with_backoff_then_held(
         assert item.attempts == attempt
         assert attempts(smtp, stage) == attempt
         if attempt < MAX_SEND_ATTEMPTS:
-            assert item.status == store.RETRY
+            assert item.status == OutboxStatus.RETRY
             waits.append(next_attempt(ctx) - now)
             await Poller(ctx).poll(now + waits[-1] - timedelta(seconds=1))  # not yet due
             assert attempts(smtp, stage) == attempt
             now += waits[-1]
     assert waits == [backoff(n) for n in range(1, MAX_SEND_ATTEMPTS)]
-    assert the_reply(ctx).status == store.FAILED
+    assert the_reply(ctx).status == OutboxStatus.FAILED
     await Poller(ctx).poll(now + timedelta(days=2))
     assert attempts(smtp, stage) == MAX_SEND_ATTEMPTS
     assert smtp.messages == []
@@ -104,7 +106,7 @@ async def test_temporary_answer_then_delivered_once(
     for hours in (1, 2, 3):
         await Poller(ctx).poll(NOW + timedelta(hours=hours))
     assert len(smtp.messages) == 1
-    assert the_reply(ctx).status == store.SENT
+    assert the_reply(ctx).status == OutboxStatus.SENT
 
 
 @pytest.mark.parametrize("stage", ["rcpt", "data"])
@@ -116,10 +118,11 @@ async def test_permanent_answer_is_tried_once_and_held(
     for hours in (0, 1, 24):
         await Poller(ctx).poll(NOW + timedelta(hours=hours))
     item = the_reply(ctx)
-    assert (item.status, item.attempts, attempts(smtp, stage)) == (store.FAILED, 1, 1)
+    assert (item.status, item.attempts, attempts(smtp, stage)) == (OutboxStatus.FAILED, 1, 1)
     assert smtp.messages == []
-    (row,) = [r for r in ctx.store.open_items() if r["outbox_status"] == store.FAILED]
-    assert reply[:3] in row["last_error"]
+    (row,) = [r for r in ctx.store.open_items(ctx.settings.account)
+              if r.outbox_status == OutboxStatus.FAILED]
+    assert reply[:3] in (row.last_error or "")
 
 
 async def test_line_dropped_after_data_is_never_resent(
@@ -129,5 +132,5 @@ async def test_line_dropped_after_data_is_never_resent(
     for hours in (0, 1, 24):
         await Poller(ctx).poll(NOW + timedelta(hours=hours))
     assert len(smtp.messages) == 1
-    assert the_reply(ctx).status == store.UNCERTAIN
+    assert the_reply(ctx).status == OutboxStatus.UNCERTAIN
     assert smtp.data_calls == 1

@@ -15,9 +15,9 @@ import servers
 import trustme
 from trials import NOW
 
-from modbot import store
 from modbot.errors import MailboxError
 from modbot.poll import Context, Poller
+from modbot.store import OutboxStatus
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ async def test_silent_smtp_server_postpones_then_next_poll_sends(
     report = await Poller(stalled).poll(NOW)
     assert time.monotonic() - started < TIMEOUT + SLACK
     assert any("no answer within" in error for error in report.errors)
-    assert len(stalled.store.items(store.QUEUED)) == 1
+    assert len(stalled.store.items(stalled.settings.account, OutboxStatus.QUEUED)) == 1
     stalled.store.close()
     working = context(tmp_path, imap_user, smtp, ca_file)
     await Poller(working).poll(NOW + timedelta(minutes=5))
@@ -116,5 +116,6 @@ async def test_smtp_stalling_after_data_is_held_never_resent(
     smtp.stall_data = 0
     await Poller(ctx).poll(NOW + timedelta(hours=1))
     assert smtp.data_calls == 1
-    assert [i.status for i in ctx.store.items(store.UNCERTAIN)] == [store.UNCERTAIN]
+    held = ctx.store.items(ctx.settings.account, OutboxStatus.UNCERTAIN)
+    assert [i.status for i in held] == [OutboxStatus.UNCERTAIN]
     ctx.store.close()

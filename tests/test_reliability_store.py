@@ -20,10 +20,9 @@ import trials
 from sqlalchemy import event, select
 from trials import NOW
 
-from modbot import store
 from modbot.errors import StoreError
 from modbot.poll import Context, Poller
-from modbot.store import Store
+from modbot.store import OutboxStatus, Store, schema
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +54,7 @@ def at_step(step: str, action: Callable[[], None]) -> Callable[[str], None]:
 
 def outbox_rows(ctx: Context) -> list[str]:
     with ctx.store.engine.connect() as c:
-        return list(c.execute(select(store.outbox.c.status)).scalars())
+        return list(c.execute(select(schema.outbox.c.status)).scalars())
 
 
 async def recover(ctx: Context, user: servers.ImapUser, smtp: servers.SmtpServer) -> None:
@@ -88,7 +87,7 @@ async def test_write_lock_held_elsewhere_fails_cleanly_then_recovers(
         with pytest.raises(StoreError, match="database"):
             await Poller(ctx, checkpoint=at_step(step, lock)).poll(NOW)
         statuses = outbox_rows(ctx)
-        assert len(smtp_server.messages) <= statuses.count(store.SENDING)
+        assert len(smtp_server.messages) <= statuses.count(OutboxStatus.SENDING)
     await recover(ctx, imap_user, smtp_server)
     ctx.store.close()
 

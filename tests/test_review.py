@@ -18,10 +18,11 @@ import pytest
 import servers
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from rows import message_row, reply_row
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from modbot import render, review, store, words
+from modbot import render, review, words
 from modbot.cli import app
 from modbot.config import (
     CounselorSettings,
@@ -36,13 +37,14 @@ from modbot.mailbox import Mailbox
 from modbot.model import Mode, Person, PolicyRule, Recipient
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
-from modbot.store import Store
+from modbot.store import OutboxStatus, Store, schema
 from modbot.tls import client_context
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
 COUNSELOR = "counselor@counsel.example.edu"
 DOMAIN = "counsel.example.edu"
+ACCOUNT = "counselor@127.0.0.1"
 TRUSTED = "mx.counsel.example.edu"
 PASS = f"{TRUSTED}; dkim=pass header.d={DOMAIN}; dmarc=pass header.from={DOMAIN}"
 CONTACT = "https://counsel.example.edu/secure or 555-0100"
@@ -89,24 +91,20 @@ def templates() -> render.Templates:
 
 def wait(db: Store, n: int, name: str = "Jordan Rivera") -> int:
     """Record a notification whose reply waits for review; return the reply's number."""
-    item = db.record({
-        "account": "counselor@127.0.0.1", "message_key": f"key{n}", "folder": "INBOX",
-        "uidvalidity": 1, "uid": n, "seen_at": NOW, "kind": "connection_invitation",
-        "authentic": True, "classify_rule": "template-key", "person_name": name,
-        "profile_url": None, "invitation_id": None, "address_source": "directory-csv:name",
-        "action": "reply", "policy_rule": "reply", "reasons": [f"{name} invited you."],
-        "error": None,
-    }, {"message_id": f"<reply{n}@{DOMAIN}>", "template": "connection_invitation",
-        "recipient_name": name, "recipient_email": f"person{n}@students.example.edu",
-        "redirected_to": None, "status": store.REVIEW, "created_at": NOW - timedelta(hours=3)})
+    item = db.record(
+        message_row(f"key{n}", ACCOUNT, uid=n, seen_at=NOW, person_name=name,
+                    invitation_id=None, reasons=[f"{name} invited you."]),
+        reply_row(f"<reply{n}@{DOMAIN}>", OutboxStatus.REVIEW, recipient_name=name,
+                  recipient_email=f"person{n}@students.example.edu",
+                  created_at=NOW - timedelta(hours=3)))
     assert item is not None
     return item
 
 
 def status(db: Store, item: int) -> str:
     with db.engine.connect() as c:
-        return str(c.execute(select(store.outbox.c.status)
-                             .where(store.outbox.c.id == item)).scalar_one())
+        return str(c.execute(select(schema.outbox.c.status)
+                             .where(schema.outbox.c.id == item)).scalar_one())
 
 
 def review_email(db: Store, settings: Settings, templates: render.Templates,
@@ -154,7 +152,7 @@ def answer_to(mail: EmailMessage, body: str, *, sender: str = COUNSELOR,
 def test_waiting_shows_kind_person_recipient_age_and_reason(db: Store) -> None:
     """Each waiting reply is listed with what the counselor needs to decide it."""
     item = wait(db, 1)
-    (row,) = review.waiting(db, NOW)
+    (row,) = review.waiting(db, ACCOUNT, NOW)
     assert (row.id, row.kind, row.person) == (item, "connection_invitation", "Jordan Rivera")
     assert row.recipient == "person1@students.example.edu"
     assert review.age_text(row.age) == "3 h"
@@ -164,38 +162,38 @@ def test_waiting_shows_kind_person_recipient_age_and_reason(db: Store) -> None:
 def test_approve_queues_under_the_same_message_id(db: Store) -> None:
     """An approved reply is queued for the next poll and keeps its fixed Message-ID."""
     item = wait(db, 1)
-    outcome = review.approve(db, [item], NOW)
+    outcome = review.approve(db, ACCOUNT, [item], NOW)
     assert outcome.approved == (item,)
-    (due,) = db.due(NOW)
+    (due,) = db.due(ACCOUNT, NOW)
     assert (due.id, due.message_id) == (item, f"<reply1@{DOMAIN}>")
 
 
 def test_reject_never_sends_and_resolves_the_notification(db: Store) -> None:
     """A rejected reply is never due and its notification no longer waits for anyone."""
     item = wait(db, 1)
-    assert review.reject(db, None, NOW).rejected == (item,)
-    assert status(db, item) == store.REJECTED
-    assert db.due(NOW) == []
-    assert db.open_items() == []
+    assert review.reject(db, ACCOUNT, None, NOW).rejected == (item,)
+    assert status(db, item) == OutboxStatus.REJECTED
+    assert db.due(ACCOUNT, NOW) == []
+    assert db.open_items(ACCOUNT) == []
 
 
 def test_numbers_that_do_not_wait_are_reported(db: Store) -> None:
     """A number that names no waiting reply is left alone and said so in one sentence."""
     item = wait(db, 1)
-    review.approve(db, [item], NOW)
-    outcome = review.reject(db, [item, 99], NOW)
+    review.approve(db, ACCOUNT, [item], NOW)
+    outcome = review.reject(db, ACCOUNT, [item, 99], NOW)
     assert outcome.rejected == ()
     assert outcome.findings == (
         f"Number {item} does not wait for review, so it was left alone.",
         "Number 99 does not wait for review, so it was left alone.")
-    assert status(db, item) == store.QUEUED
+    assert status(db, item) == OutboxStatus.QUEUED
 
 
 def test_readdress_changes_where_a_waiting_reply_goes(db: Store) -> None:
     """A corrected address replaces the recipient of a waiting reply."""
     item = wait(db, 1)
-    assert review.readdress(db, item, " jordan.rivera@students.example.edu ")
-    assert review.waiting(db, NOW)[0].recipient == "jordan.rivera@students.example.edu"
+    assert review.readdress(db, ACCOUNT, item, " jordan.rivera@students.example.edu ")
+    assert review.waiting(db, ACCOUNT, NOW)[0].recipient == "jordan.rivera@students.example.edu"
 
 
 @pytest.mark.parametrize("address", [
@@ -206,8 +204,8 @@ def test_readdress_refuses_anything_but_one_plain_address(db: Store, address: st
     """Lists, display names, bare hosts, non-ASCII and header breaks are refused."""
     item = wait(db, 1)
     with pytest.raises(ValueError):
-        review.readdress(db, item, address)
-    assert review.waiting(db, NOW)[0].recipient == "person1@students.example.edu"
+        review.readdress(db, ACCOUNT, item, address)
+    assert review.waiting(db, ACCOUNT, NOW)[0].recipient == "person1@students.example.edu"
 
 
 def test_preview_is_the_text_that_would_be_sent(db: Store, settings: Settings,
@@ -263,7 +261,7 @@ def test_token_is_stored_only_as_its_hash(db: Store, settings: Settings,
     mail = review_email(db, settings, templates)
     token = re.findall(r"MR-([0-9a-f]{32})", str(mail["Subject"]))[0]
     with db.engine.connect() as c:
-        (row,) = c.execute(select(review.review_mails)).all()
+        (row,) = c.execute(select(schema.review_mails)).all()
     assert token not in repr(tuple(row))
     assert row.token_hash == review._hash(token)
 
@@ -327,7 +325,7 @@ def test_all_means_only_what_the_email_listed(db: Store, settings: Settings,
     newer = wait(db, 2, "Sam Okafor")
     outcome = review.handle_answer(db, settings, answer_to(mail, "approve all"), LATER, None)
     assert outcome.approved == (first,)
-    assert status(db, newer) == store.REVIEW
+    assert status(db, newer) == OutboxStatus.REVIEW
 
 
 def test_number_not_in_the_email_is_reported(db: Store, settings: Settings,
@@ -349,7 +347,7 @@ def test_automatic_answer_is_ignored(db: Store, settings: Settings,
     raw = answer_to(mail, "approve all", extra={"Auto-Submitted": "auto-replied"})
     outcome = review.handle_answer(db, settings, raw, LATER, None)
     assert not outcome.acted and "Auto-Submitted" in outcome.findings[0]
-    assert status(db, item) == store.REVIEW
+    assert status(db, item) == OutboxStatus.REVIEW
 
 
 def test_display_name_spelling_the_counselor_is_not_the_counselor(
@@ -363,7 +361,7 @@ def test_display_name_spelling_the_counselor_is_not_the_counselor(
     raw = answer_to(mail, "approve all").replace(f"From: {COUNSELOR}".encode(), spelled, 1)
     outcome = review.handle_answer(db, settings, raw, LATER, None)
     assert not outcome.acted and "does not come from" in outcome.findings[0]
-    assert status(db, item) == store.REVIEW
+    assert status(db, item) == OutboxStatus.REVIEW
 
 
 def test_answer_without_decisions_keeps_the_token(db: Store, settings: Settings,
@@ -385,7 +383,7 @@ def test_expired_token_is_ignored(db: Store, settings: Settings,
     outcome = review.handle_answer(db, settings, answer_to(mail, "approve all"),
                                    NOW + timedelta(hours=72), None)
     assert not outcome.acted and "expired" in outcome.findings[0]
-    assert status(db, item) == store.REVIEW
+    assert status(db, item) == OutboxStatus.REVIEW
 
 
 @pytest.fixture(scope="module")
@@ -435,16 +433,11 @@ def test_is_review_answer_only_for_answers(db: Store, settings: Settings,
 
 def held_item(db: Store, n: int, name: str = "Priya Natarajan") -> int:
     """Record an invitation held for want of an address; return its number (message row)."""
-    db.record({
-        "account": "counselor@127.0.0.1", "message_key": f"held{n}", "folder": "INBOX",
-        "uidvalidity": 1, "uid": 100 + n, "seen_at": NOW, "kind": "connection_invitation",
-        "authentic": True, "classify_rule": "template-key", "person_name": name,
-        "profile_url": None, "invitation_id": None, "address_source": None,
-        "action": "hold", "policy_rule": PolicyRule.NO_ADDRESS,
-        "reasons": ["no address to reply to"],
-        "error": None,
-    }, None)
-    return next(int(i["id"]) for i in db.open_items() if i["message_key"] == f"held{n}")
+    db.record(message_row(f"held{n}", ACCOUNT, uid=100 + n, seen_at=NOW, person_name=name,
+                          invitation_id=None, address_source=None, action="hold",
+                          policy_rule=PolicyRule.NO_ADDRESS,
+                          reasons=["no address to reply to"]), None)
+    return next(i.id for i in db.open_items(ACCOUNT) if i.message_key == f"held{n}")
 
 
 def plain(mail: EmailMessage) -> str:
@@ -453,8 +446,8 @@ def plain(mail: EmailMessage) -> str:
     return str(part.get_content())
 
 
-def open_numbers(db: Store) -> list[int]:
-    return [int(i["id"]) for i in db.open_items()]
+def open_numbers(db: Store, account: str = ACCOUNT) -> list[int]:
+    return [i.id for i in db.open_items(account)]
 
 
 def digest_mail(db: Store, settings: Settings, templates: render.Templates,
@@ -511,7 +504,7 @@ def test_resolving_a_reply_waiting_for_review_rejects_it(
     reply = wait(db, 1)
     mail = digest_mail(db, settings, templates)
     review.handle_answer(db, settings, answer_to(mail, "resolve all"), LATER, None)
-    assert status(db, reply) == store.REJECTED
+    assert status(db, reply) == OutboxStatus.REJECTED
     assert open_numbers(db) == []
 
 
@@ -709,7 +702,7 @@ def test_cli_approve_all(db: Store, settings: Settings, tmp_path: Path) -> None:
     result = runner.invoke(app, ["--config", config, "review", "approve", "--all"])
     assert result.exit_code == 0, result.output
     assert "2 replies approved" in result.output
-    assert [i.id for i in db.due(NOW)] == [first, second]
+    assert [i.id for i in db.due(ACCOUNT, NOW)] == [first, second]
 
 
 def test_cli_resolve_unknown_number_fails(db: Store, settings: Settings,
@@ -749,7 +742,8 @@ def test_cli_edit_changes_the_address(db: Store, settings: Settings, tmp_path: P
     result = runner.invoke(app, ["--config", config, "review", "edit", str(item),
                                  "--to", "jordan@students.example.edu"])
     assert result.exit_code == 0, result.output
-    assert db.items(store.REVIEW)[0].recipient_email == "jordan@students.example.edu"
+    (item_,) = db.items(ACCOUNT, OutboxStatus.REVIEW)
+    assert item_.recipient_email == "jordan@students.example.edu"
 
 
 def test_cli_edit_help_says_why_only_the_address(tmp_path: Path) -> None:
@@ -778,7 +772,7 @@ def context(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, tmp_pa
 async def mailed_review(ctx: Context, smtp: servers.SmtpServer) -> EmailMessage:
     """Poll, build the review email, send it through aiosmtpd, and return what arrived."""
     await Poller(ctx).poll(NOW)
-    assert len(review.waiting(ctx.store, NOW)) == 2
+    assert len(review.waiting(ctx.store, ctx.settings.account, NOW)) == 2
     message = review.build_review_email(ctx.store, ctx.settings, ctx.templates, NOW,
                                         render.make_message_id(DOMAIN))
     assert message is not None
@@ -805,7 +799,8 @@ async def test_answer_from_the_mailbox_approves_and_the_poll_sends(
         smtp_server: servers.SmtpServer) -> None:
     """An authentic "approve all" answer queues both replies and the next poll sends them."""
     mail = await mailed_review(context, smtp_server)
-    fixed = {i.recipient_email: i.message_id for i in context.store.items(store.REVIEW)}
+    fixed = {i.recipient_email: i.message_id
+             for i in context.store.items(context.settings.account, OutboxStatus.REVIEW)}
     imap_user.append("INBOX", answer_to(mail, "approve all"))
     (raw,) = answers_in_inbox(context)
     outcome = review.handle_answer(context.store, context.settings, raw, LATER, None)
@@ -836,21 +831,22 @@ async def test_forged_answer_is_ignored_and_reported(
     outcome = review.handle_answer(context.store, context.settings, raw, LATER, None)
     assert not outcome.acted
     assert [f for f in outcome.findings if finding in f], outcome.findings
-    assert len(review.waiting(context.store, LATER)) == 2
+    assert len(review.waiting(context.store, context.settings.account, LATER)) == 2
 
 
 async def test_reused_token_is_ignored(context: Context, imap_user: servers.ImapUser,
                                        smtp_server: servers.SmtpServer) -> None:
     """A second answer with the same token is ignored, so one token decides once."""
     mail = await mailed_review(context, smtp_server)
-    first, second = (w.id for w in review.waiting(context.store, NOW))
+    first, second = (w.id for w in review.waiting(context.store, context.settings.account, NOW))
     imap_user.append("INBOX", answer_to(mail, f"approve {first}"))
     imap_user.append("INBOX", answer_to(mail, f"approve {second}"))
     outcomes = [review.handle_answer(context.store, context.settings, raw, LATER, None)
                 for raw in answers_in_inbox(context)]
     assert [o.approved for o in outcomes] == [(first,), ()]
     assert "already used" in outcomes[1].findings[0]
-    assert [w.id for w in review.waiting(context.store, LATER)] == [second]
+    left = review.waiting(context.store, context.settings.account, LATER)
+    assert [w.id for w in left] == [second]
 
 
 async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
@@ -865,7 +861,7 @@ async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
     ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
     imap_user.append("INBOX", (DATA / "invitation_current_priya_natarajan.eml").read_bytes())
     await Poller(ctx).poll(NOW)
-    (item,) = open_numbers(ctx.store)
+    (item,) = open_numbers(ctx.store, settings.account)
     assert await send_digest_if_due(ctx, NOW, force=True)
     (arrived,) = smtp_server.messages
     mail = email.message_from_bytes(arrived.data, policy=default_policy)
@@ -873,7 +869,7 @@ async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
     assert f"[#{item} · No address found] Priya Natarajan" in plain(mail)
     imap_user.append("INBOX", answer_to(mail, f"resolve {item}"))
     await Poller(ctx).poll(LATER)
-    assert open_numbers(ctx.store) == []
+    assert open_numbers(ctx.store, settings.account) == []
 
 
 async def test_answer_to_the_mailed_pause_alert_resumes_at_the_next_poll(

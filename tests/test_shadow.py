@@ -10,7 +10,7 @@ import servers
 from faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 from sqlalchemy import select
 
-from modbot import digest, store
+from modbot import digest
 from modbot.config import (
     CounselorSettings,
     DatabaseSettings,
@@ -21,6 +21,7 @@ from modbot.config import (
 from modbot.model import Mode, PolicyRule
 from modbot.poll import Context, Poller
 from modbot.render import Templates
+from modbot.store import OutboxStatus, schema
 from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
@@ -51,7 +52,7 @@ def context(mode: Mode, imap_user: servers.ImapUser, smtp: servers.SmtpServer, c
 
 
 def decisions(ctx: Context) -> list[tuple[str, str, str]]:
-    m = store.messages
+    m = schema.messages
     with ctx.store.transaction() as c:
         rows = c.execute(select(m.c.kind, m.c.action, m.c.policy_rule).order_by(m.c.uid))
         return [tuple(row) for row in rows]
@@ -102,4 +103,5 @@ async def test_after_the_switch_a_shadow_era_person_gets_the_real_reply(
     imap_user.append("INBOX", fixture(REMINDER))
     await Poller(auto).poll(NOW + timedelta(days=7))
     assert len(smtp_server.messages) == 1
-    assert len(auto.store.items(store.SHADOW)) == 1  # still only recorded
+    # still only recorded
+    assert len(auto.store.items(auto.settings.account, OutboxStatus.SHADOW)) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import stat
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,10 @@ from alembic.migration import MigrationContext
 from rows import NOW, message_row, reply_row
 
 from modbot import store
-from modbot.store import Store
+from modbot.errors import StoreError
+from modbot.store import OutboxStatus, Store, schema
+
+A = "counselor@imap"  # the account of rows.message_row
 
 
 @pytest.fixture
@@ -36,6 +40,36 @@ def test_database_file_is_owner_only(tmp_path: Path) -> None:
     for file in path.parent.iterdir():
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file.name
     opened.close()
+
+
+@pytest.mark.parametrize(("table", "record", "bookkeeping"), [
+    (schema.outbox, store.ReplyRecord, schema.OUTBOX_BOOKKEEPING),
+    (schema.messages, store.MessageRecord, schema.MESSAGE_BOOKKEEPING),
+])
+def test_records_name_every_column(table: object, record: type, bookkeeping: frozenset[str]
+                                   ) -> None:
+    """Each column is a field of the record that writes the row, or one the store keeps
+    itself: a new column without its field fails here, and everywhere a record is built."""
+    columns = {column.name for column in table.columns}  # type: ignore[attr-defined]
+    fields = {field.name for field in dataclasses.fields(record)}
+    assert columns - bookkeeping == fields
+
+
+def test_outbox_states_are_the_stored_strings() -> None:
+    """The status values are in existing databases: they never change."""
+    assert [s.value for s in store.OutboxStatus] == [
+        "queued", "review", "shadow", "sending", "sent", "failed_temporary", "failed",
+        "uncertain", "rejected"]
+
+
+def test_another_accounts_replies_are_never_due(db: Store) -> None:
+    """Each account sends its own replies: another's queued reply is neither due nor in
+    flight for it."""
+    item_id = db.record(message_row("k1", account="other@imap"), reply_row("<m1@x>"))
+    assert db.due(A, NOW) == []
+    assert [i.id for i in db.due("other@imap", NOW)] == [item_id]
+    db.hand_over(sent=None, sending=item_id, now=NOW)
+    assert db.in_flight(A) == []
 
 
 def test_cursor_round_trip(db: Store) -> None:
@@ -70,7 +104,7 @@ def test_replied_keeps_invitations_beyond_the_window(db: Store) -> None:
 def test_same_message_twice_is_refused(db: Store) -> None:
     """The unique message key makes a second record of the same message fail."""
     db.record(message_row("k1"), None)
-    with pytest.raises(store.StoreError):
+    with pytest.raises(StoreError):
         db.record(message_row("k1"), None)
 
 
@@ -78,21 +112,21 @@ def test_outbox_state_machine(db: Store) -> None:
     """Queued replies are due; a row left sending is in flight; sent rows are neither."""
     item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
     assert item_id is not None
-    assert [i.id for i in db.due(NOW)] == [item_id]
+    assert [i.id for i in db.due(A, NOW)] == [item_id]
     db.hand_over(sent=None, sending=item_id, now=NOW)
-    assert db.due(NOW) == []
-    assert [i.attempts for i in db.in_flight()] == [1]
+    assert db.due(A, NOW) == []
+    assert [i.attempts for i in db.in_flight(A)] == [1]
     db.hand_over(sent=item_id, sending=None, now=NOW)
-    assert db.in_flight() == []
+    assert db.in_flight(A) == []
 
 
 def test_retry_waits_for_backoff(db: Store) -> None:
     """A temporarily failed reply is due only after its next attempt time."""
     item_id = db.record(message_row("k1"), reply_row("<m1@x>"))
     assert item_id is not None
-    db.mark(item_id, store.RETRY, now=NOW, next_attempt_at=NOW + timedelta(minutes=4))
-    assert db.due(NOW) == []
-    assert len(db.due(NOW + timedelta(minutes=5))) == 1
+    db.mark(item_id, OutboxStatus.RETRY, now=NOW, next_attempt_at=NOW + timedelta(minutes=4))
+    assert db.due(A, NOW) == []
+    assert len(db.due(A, NOW + timedelta(minutes=5))) == 1
 
 
 def test_message_key_hides_message_id() -> None:
@@ -108,6 +142,6 @@ def test_head_revision_is_the_newest_migration(db: Store) -> None:
     from alembic.script import ScriptDirectory
 
     config = Config()
-    config.set_main_option("script_location", str(store._migrations_dir()))
+    config.set_main_option("script_location", str(store.migrations_dir()))
     assert ScriptDirectory.from_config(config).get_current_head() == store.HEAD_REVISION
     assert store.current_revision(db.engine) == store.HEAD_REVISION

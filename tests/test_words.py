@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from modbot import classify, store, words
+from modbot import classify, words
 from modbot.cli import _print_report, app
 from modbot.model import Action, Kind, PolicyRule
 from modbot.poll import Handled, PollReport
+from modbot.store import OutboxStatus
 
 DATA = Path(__file__).parent / "data"
 IDENTIFIER = re.compile(r"\b[a-z]+_[a-z_]+\b")
@@ -70,9 +71,7 @@ def test_classify_gives_the_policy_the_rules_words(sample: str, phrase: str) -> 
     assert f"as configured, {phrase} is" in result.output
 
 
-@pytest.mark.parametrize("status", [store.QUEUED, store.REVIEW, store.SHADOW, store.SENDING,
-                                    store.SENT, store.RETRY, store.FAILED, store.UNCERTAIN,
-                                    store.REJECTED])
+@pytest.mark.parametrize("status", list(OutboxStatus))
 def test_every_reply_state_is_worded(status: str) -> None:
     """Each outbox state a reply can be in reads as words."""
     assert status in words.STATUSES
@@ -95,7 +94,7 @@ def test_run_once_report_speaks_words(capsys: pytest.CaptureFixture[str]) -> Non
         Handled(1, "other_linkedin", "log", PolicyRule.CONFIGURED_ACTION,
                 ("as configured, ...",), None, None, None),
         Handled(2, "connection_invitation", "reply", "reply", ("a reason",), "Jordan Rivera",
-                "jrivera@students.example.edu", store.SHADOW),
+                "jrivera@students.example.edu", OutboxStatus.SHADOW),
         Handled(3, "spoofed_linkedin", "hold", PolicyRule.SPOOFED_LINKEDIN, ("a reason",), None,
                 None, None),
     ]

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from modbot import store
 from modbot.errors import ModbotError
 from modbot.poll import Context, Poller
+from modbot.store import OutboxStatus, schema
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAILBOX = (faults.JORDAN, faults.SAM, faults.PRIYA, faults.SPOOF, faults.NEWSLETTER)
@@ -69,17 +70,18 @@ def measure(ctx: Context, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
     the folder are not LinkedIn's and carry no keyword."""
     outcome = Outcome()
     with ctx.store.engine.connect() as c:
-        recorded = set(c.execute(select(store.messages.c.message_key)).scalars())
-        outcome.held = len(c.execute(select(store.messages.c.id)
-                                     .where(store.messages.c.action == "hold")).all())
-        rows = c.execute(select(store.outbox.c.message_id, store.outbox.c.status)).all()
+        recorded = set(c.execute(select(schema.messages.c.message_key)).scalars())
+        outcome.held = len(c.execute(select(schema.messages.c.id)
+                                     .where(schema.messages.c.action == "hold")).all())
+        rows = c.execute(select(schema.outbox.c.message_id, schema.outbox.c.status)).all()
     outcome.lost = len(expected - recorded)
     outcome.recorded = len(recorded)
     outcome.statuses = {message_id: status for message_id, status in rows}
-    outcome.sent = sum(status == store.SENT for status in outcome.statuses.values())
-    outcome.uncertain = sum(status == store.UNCERTAIN for status in outcome.statuses.values())
-    outcome.unfinished = sum(status in (store.QUEUED, store.SENDING, store.RETRY)
-                             for status in outcome.statuses.values())
+    outcome.sent = sum(status == OutboxStatus.SENT for status in outcome.statuses.values())
+    outcome.uncertain = sum(status == OutboxStatus.UNCERTAIN
+                            for status in outcome.statuses.values())
+    unfinished = (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.RETRY)
+    outcome.unfinished = sum(status in unfinished for status in outcome.statuses.values())
     outcome.duplicates = sum(count - 1 for count in faults.recipients_count(smtp).values())
     keyword = ctx.settings.imap.keyword
     flags = imap_user.flags(ctx.settings.imap.folder)
