@@ -104,6 +104,22 @@ def from_loopback(value: str) -> bool:
         return False
 
 
+def from_public(value: str) -> bool:
+    """Whether a ``Received`` field records a hop from a public internet address.
+
+    Only the bracketed address a server writes from the connection counts ("from helo (rdns
+    [192.0.2.1])"); a line without one, or with a loopback, private or reserved one, does not.
+    """
+    head = value.split(";")[0]
+    if not _FROM.match(head):
+        return False
+    before_by = re.split(r"\sby\s", head, maxsplit=1, flags=re.IGNORECASE)[0]
+    try:
+        return any(ipaddress.ip_address(ip).is_global for ip in _IP_LITERAL.findall(before_by))
+    except ValueError:
+        return False
+
+
 def host_matches(host: str, pattern: str) -> bool:
     """``host`` is ``pattern``, a subdomain of it, or matches its ``*.`` wildcard."""
     host, pattern = host.lower().rstrip("."), pattern.strip().lower().rstrip(".")
@@ -112,11 +128,18 @@ def host_matches(host: str, pattern: str) -> bool:
     return bool(pattern) and (host == pattern or host.endswith("." + pattern))
 
 
-def ingress(block: Sequence[Field], hosts: Sequence[str]) -> int | None:
-    """Index of the topmost ``Received`` written by one of ``hosts``; else the topmost one.
+NO_RECEIVED = -1  # ``ingress``: the message never crossed SMTP
 
-    Everything above that line was written on the receiving side. With no ``Received`` at all
-    the message never crossed SMTP (a fixture, a message filed by hand): None.
+
+def ingress(block: Sequence[Field], hosts: Sequence[str]) -> int | None:
+    """Index of the topmost ``Received`` written by one of ``hosts``, the server's ingress.
+
+    Everything above that line was written on the receiving side. The search stops at a hop
+    from a public address written by another server (the college's border, where mail came in
+    from the internet): a line naming ``hosts`` below it was written by the sender, so there
+    is no ingress (None). Where no line names ``hosts`` and no border is seen, the topmost
+    ``Received`` is taken. With no ``Received`` at all the message never crossed SMTP (a
+    fixture, a message filed by hand): ``NO_RECEIVED``.
     """
     topmost = None
     for index, field in enumerate(block):
@@ -126,7 +149,9 @@ def ingress(block: Sequence[Field], hosts: Sequence[str]) -> int | None:
             topmost = index
         if any(host_matches(received_by(field.value), host) for host in hosts):
             return index
-    return topmost
+        if from_public(field.value):
+            return None
+    return NO_RECEIVED if topmost is None else topmost
 
 
 def agrees(block: Sequence[Field], parsed: Sequence[tuple[str, str]],

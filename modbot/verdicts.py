@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modbot.brand import is_linkedin
-from modbot.trace import Field, from_loopback, host_matches, ingress, received_by
+from modbot.trace import NO_RECEIVED, Field, from_loopback, host_matches, ingress, received_by
 
 MAX_VALUE = 8192  # characters of one Authentication-Results value read at all
 MAX_RESULTS = 20  # results read from one server's headers
@@ -178,8 +178,10 @@ def trusted_results(block: Sequence[Field], trusted: Sequence[str]) -> Verdict |
     if not patterns:
         return None
     top = ingress(block, patterns)
-    candidates = list(block[:top]) if top is not None else list(block)
-    if top is not None and _writes_below(block[top].value):
+    if top is None:
+        return None  # the border was crossed by another server: nothing here is the server's
+    candidates = list(block) if top == NO_RECEIVED else list(block[:top])
+    if top != NO_RECEIVED and _writes_below(block[top].value):
         for field in block[top + 1:]:
             if field.name in _BETWEEN:
                 continue

@@ -49,10 +49,17 @@ from linkedin_mail import (
 )
 
 from modbot.authenticity import check, own_domain_verdict
-from modbot.config import CounselorSettings, DatabaseSettings, DirectorySettings, Settings
+from modbot.config import (
+    CounselorSettings,
+    DatabaseSettings,
+    DirectorySettings,
+    PolicySettings,
+    Settings,
+)
 from modbot.directory.csv import CsvDirectory
 from modbot.directory.index import Directory
-from modbot.model import Action, Verdict
+from modbot.judging import judge
+from modbot.model import Action, History, Mode, Verdict
 from modbot.parse import parse
 from modbot.poll import Context, Poller
 from modbot.tls import client_context
@@ -429,3 +436,20 @@ def test_classify_shows_where_a_reply_would_go(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in result.output.splitlines()]
     assert [line["to"] for line in lines] == [relay, None]
     assert "reply-to" not in lines[0]["authenticity"]["signed_fields"]
+
+
+def test_trusted_name_below_the_border_is_the_sender_s(directory: Directory) -> None:
+    """Where the trusted server writes no Received of its own name (a shared vendor id trusted
+    by mistake), a line of that name the sender wrote below the border proves nothing."""
+    border = ("Received: from mail.evil.example (mail.evil.example [6.6.6.6])\n"
+              "\tby mx1.college.example with ESMTPS id 4Z8q1T2kLmz9;\n"
+              "\tMon, 3 Mar 2025 14:02:11 +0000 (UTC)\n")
+    sender = ("Authentication-Results: ppops.net; dkim=pass header.d=linkedin.com; "
+              "dmarc=pass header.from=linkedin.com\n"
+              "Received: from x (x [6.6.6.6]) by mx0a-00000000.ppops.net with ESMTP id 2;\n"
+              "\tMon, 3 Mar 2025 14:02:09 +0000\n")
+    stored = (border + sender).encode() + forged()
+    policy = PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=("ppops.net",))
+    j = judge(stored, policy, directory, lambda *_: History(), lookup)
+    assert reply_address(j) is None
+    assert j.authenticity.verdict is not Verdict.AUTHENTIC
