@@ -27,7 +27,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from modbot.trace import Field, from_loopback, host_matches, received_by, without_comments
+from modbot.trace import (
+    Field,
+    from_loopback,
+    from_public,
+    host_matches,
+    received_by,
+    without_comments,
+)
 from modbot.verdicts import MAX_VALUE, Result, Verdict, read
 
 EXCHANGE = "Exchange Online"
@@ -124,9 +131,16 @@ def gateway_verdict(block: Sequence[Field], gateways: Sequence[str]) -> Verdict 
     hosts = [h.strip().lower() for h in gateways if h.strip()]
     if not hosts:
         return None
-    ingress = next((i for i, f in enumerate(block) if f.name == "received"
-                    and any(host_matches(received_by(f.value), h) for h in hosts)
-                    and not from_loopback(f.value)), None)
+    ingress = None
+    for index, field in enumerate(block):
+        if field.name != "received":
+            continue
+        by_gateway = any(host_matches(received_by(field.value), h) for h in hosts)
+        if by_gateway and not from_loopback(field.value):
+            ingress = index
+            break
+        if not by_gateway and from_public(field.value):
+            return None  # another server took it in from the internet: the rest is the sender's
     if ingress is None:
         return None
     server = ""

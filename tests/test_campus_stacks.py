@@ -378,3 +378,13 @@ def test_arc_sealed_by_anyone_but_google_proves_nothing(directory: Directory) ->
     j = judge_here(arc_sealed(genuine(), sealer=b"evil.example"), directory,
                    arc_lookup(linkedin=False))
     assert j.authenticity.verdict is not Verdict.AUTHENTIC and reply_address(j) is None
+
+
+def test_gateway_line_below_another_border_is_the_sender_s(directory: Directory) -> None:
+    """A 'gateway' verdict the sender wrote, under a border another server crossed, is held."""
+    border = ("Received: from mail.evil.example (mail.evil.example [6.6.6.6])\n"
+              "\tby mx1.college.example with ESMTPS id 4Z8q1T2kLmz9;\n"
+              "\tMon, 3 Mar 2025 14:02:11 +0000 (UTC)\n")
+    stored = border.encode() + PROOFPOINT.encode() + forged_invitation()
+    j = run(stored, directory, gateway_hosts=GATEWAYS)
+    assert reply_address(j) is None and j.authenticity.verdict is not Verdict.AUTHENTIC
