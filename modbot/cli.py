@@ -274,10 +274,10 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
         trusted = (*policy.trusted_authserv_ids, *trust)
         policy = policy.model_copy(update={"trusted_authserv_ids": trusted})
     lookup: Callable[[bytes], bytes | None] | None = None
-    if dns:  # the poll module, and with it the store, only for DNS look-ups
-        from modbot.poll import dns_txt_lookup
+    if dns:  # DNS look-ups only when asked for
+        from modbot.dns import txt_lookup
 
-        lookup = dns_txt_lookup
+        lookup = txt_lookup
     j = judge(raw, policy, directory, lambda *_: History(), lookup, rules)
     person = j.classification.person
     recipient = j.decision.recipient if j.decision.action is Action.REPLY else None

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from modbot import store
 from modbot.config import Settings
+from modbot.dns import DnsLookup, txt_lookup
 from modbot.errors import MailboxError, ModbotError, StoreError
 from modbot.history import Answered
 from modbot.kinds import REPLY_KINDS
@@ -74,7 +75,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DnsLookup = Callable[[bytes], bytes | None]
 Checkpoint = Callable[[str], None]
 BATCH = 200
 PURGE_EVERY = timedelta(hours=1)
@@ -88,27 +88,6 @@ STEPS = ("fetched", "judged", "recorded", "marked", "advanced", "sending", "sent
          "done")
 
 
-def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
-    """DKIM key lookup over DNS with a bounded wait (dkimpy's ``dnsfunc`` signature).
-
-    None when DNS says the name has no TXT record (the key does not exist: a failed proof);
-    an exception when DNS gives no answer at all (a timeout, no reachable server), which
-    proves nothing either way.
-    """
-    import dns.exception
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver()
-    resolver.lifetime = timeout
-    try:
-        answer = resolver.resolve(name.decode("ascii", "replace").rstrip("."), "TXT")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return None
-    for record in answer:
-        return b"".join(record.strings)
-    return None
-
-
 class Context:
     """Everything a poll needs, built once when the daemon or a command starts.
 
@@ -119,7 +98,7 @@ class Context:
     """
 
     def __init__(self, settings: Settings, store_: Store, imap_tls: ssl.SSLContext, *,
-                 dkim_lookup: DnsLookup | None = dns_txt_lookup) -> None:
+                 dkim_lookup: DnsLookup | None = txt_lookup) -> None:
         self.settings = settings
         self.store = store_
         self.imap_tls = imap_tls
@@ -127,7 +106,7 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings, *, store_: Store | None = None,
-              dkim_lookup: DnsLookup | None = dns_txt_lookup) -> Context:
+              dkim_lookup: DnsLookup | None = txt_lookup) -> Context:
         return cls(settings, store_ or Store.open(settings.database.url),
                    client_context(settings.imap.ca_file), dkim_lookup=dkim_lookup)
 
