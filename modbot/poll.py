@@ -39,7 +39,7 @@ from datetime import datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from modbot import store
 from modbot.config import Settings
@@ -485,47 +485,28 @@ class Poller:
 
     def _record(self, uid: int, uidvalidity: int, key: str, j: Judgement,
                 now: datetime) -> Handled | None:
+        from modbot import recording
         from modbot.render import make_message_id
 
-        c, d = j.classification, j.decision
-        person = c.person
-        row: dict[str, Any] = {
-            "account": self.account, "message_key": key, "folder": self.settings.imap.folder,
-            "uidvalidity": uidvalidity, "uid": uid, "seen_at": now, "kind": c.kind.value,
-            "authentic": j.authenticity.authentic, "classify_rule": c.rule[:64],
-            "person_name": person.name, "profile_url": person.profile_url,
-            "invitation_id": person.invitation_id, "address_source": j.address_source,
-            "action": d.action.value, "policy_rule": d.rule, "reasons": d.reasons,
-            "error": j.error,
-        }
-        reply: dict[str, Any] | None = None
-        status: str | None = None
-        if d.action is Action.REPLY and d.recipient is not None:
-            status = {Mode.AUTO: store.QUEUED, Mode.REVIEW: store.REVIEW,
-                      Mode.SHADOW: store.SHADOW}[d.mode]
-            redirect = self.settings.policy.redirect_all_to
-            reply = {
-                "message_id": make_message_id(self.settings.counselor.domain),
-                "template": d.template or c.kind.value, "recipient_name": d.recipient.name,
-                "recipient_email": d.recipient.email, "redirected_to": redirect,
-                "status": status, "created_at": now,
-            }
+        place = recording.Place(self.account, self.settings.imap.folder, uidvalidity, uid, key)
+        message_id = make_message_id(self.settings.counselor.domain) \
+            if recording.replies(j) else None
+        records = recording.records(j, place, now, reply_message_id=message_id,
+                                    redirect_all_to=self.settings.policy.redirect_all_to)
         try:
-            outbox_id = self.store.record(row, reply)
+            outbox_id = self.store.record(records.message, records.reply)
         except StoreError:
             if self.store.known_keys(self.account, [key]):
                 return None  # recorded meanwhile by another poll: it is handled
             raise
-        if reply is not None and status in (*store.COUNTS_AS_REPLIED, store.SHADOW) \
-                and self._answered is not None:
-            self._answered.add(store.Replied(reply["recipient_email"], person.profile_url,
-                                             person.invitation_id, now,
-                                             shadow=status == store.SHADOW))
+        if records.queued is not None and self._answered is not None:
+            self._answered.add(records.queued)
+        c, d = j.classification, j.decision
         # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only, never content.
         log.debug("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
         recipient = d.recipient.email if d.recipient else None
-        return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, person.name,
-                       recipient, status, outbox_id)
+        return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, c.person.name,
+                       recipient, records.status, outbox_id)
 
     # --- sending -------------------------------------------------------------------------
 
