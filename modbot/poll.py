@@ -33,11 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -51,15 +49,12 @@ from modbot.mailbox import Mailbox
 from modbot.model import (
     CAP_RULES,
     Action,
-    Authenticity,
     Classification,
     Decision,
     History,
     Kind,
     Mode,
-    Person,
     Recipient,
-    Verdict,
 )
 from modbot.model import PolicyRule as P
 from modbot.policy import mode_for
@@ -71,7 +66,9 @@ if TYPE_CHECKING:
 
     from modbot.directory.index import Directory
     from modbot.judging import Judgement
+    from modbot.recording import Place, Records
     from modbot.render import Templates
+    from modbot.triage import Triage
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +150,6 @@ class PollReport:
     handled: list[Handled] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def _header_message_id(header_bytes: bytes) -> str | None:
-    try:
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(header_bytes)
-        value = headers.get("message-id")
-        return str(value).strip() if value else None
-    except Exception:  # a header the stdlib cannot parse: fall back to hashing the bytes
-        return None
 
 
 # Told (messages done, messages in this poll) as the poll goes, e.g. for a progress bar.
@@ -385,28 +373,30 @@ class Poller:
 
     async def _fetch_and_judge(self, uidvalidity: int, uids: list[int], now: datetime,
                                report: PollReport) -> None:
-        from modbot import parse, review
+        from modbot import recording
         from modbot.judging import judge, too_large
+        from modbot.triage import triage
 
         self._started(now)
         mailbox = await self._connect(now)
-        limit = self.settings.imap.max_message_bytes
+        folder, limit = self.settings.imap.folder, self.settings.imap.max_message_bytes
         if self.progress is not None:
             self.progress(0, len(uids))
         history_for = self._history_at(now)
         for start in range(0, len(uids), BATCH):
             batch = sorted(uids[start:start + BATCH])
             summaries = await asyncio.to_thread(mailbox.fetch_summaries, batch)
-            keys = {uid: store.message_key(_header_message_id(s.header), s.header)
+            seen = {uid: triage(s.header) for uid, s in summaries.items()}
+            keys = {uid: store.message_key(seen[uid].message_id, s.header)
                     for uid, s in summaries.items()}
             known = self.store.known_kinds(self.account, list(keys.values()))
             # Recorded by a poll that died before setting the keyword: set it now.
             marked = [uid for uid, key in keys.items()
                       if known.get(key, Kind.NOT_LINKEDIN.value) != Kind.NOT_LINKEDIN.value]
             candidates = [uid for uid in batch
-                          if uid in summaries and keys[uid] not in known
-                          and parse.linkedin_candidate(summaries[uid].header)]
+                          if uid in summaries and keys[uid] not in known and seen[uid].candidate]
             report.candidates += len(candidates)
+            answers = self._answers(candidates, seen)
             fetchable = {uid: summaries[uid].size <= limit
                          and not summaries[uid].header_truncated for uid in candidates}
             sizes = {uid: summaries[uid].size if fetchable[uid] else 0 for uid in candidates}
@@ -417,25 +407,25 @@ class Poller:
                     else {}
                 self.checkpoint("fetched")
                 for uid in chunk:
-                    if fetchable[uid]:
-                        raw = bodies.get(uid)
-                        if raw is None:
-                            continue  # expunged between the two fetches: nothing to answer
-                        if review.is_review_answer(summaries[uid].header, self.store):
-                            judgement = await asyncio.to_thread(self._review_answer, raw, now)
-                        else:
-                            judgement = await asyncio.to_thread(
-                                judge, raw, self.settings.policy, self.ctx.directory,
-                                history_for, self.ctx.dkim_lookup,
-                                self.settings.classify.compiled_rules)
+                    place = recording.Place(self.account, folder, uidvalidity, uid, keys[uid])
+                    raw = bodies.get(uid) if fetchable[uid] else None
+                    if fetchable[uid] and raw is None:
+                        continue  # expunged between the two fetches: nothing to answer
+                    if raw is not None and uid in answers:  # modbot's own mail, answered
+                        records = await asyncio.to_thread(self._answer, raw, place, now)
+                        self.checkpoint("judged")
+                        self._keep(uid, records, report)
+                        continue  # mail that is not LinkedIn's gets no keyword
+                    if raw is not None:
+                        judgement = await asyncio.to_thread(
+                            judge, raw, self.settings.policy, self.ctx.directory,
+                            history_for, self.ctx.dkim_lookup,
+                            self.settings.classify.compiled_rules)
                     else:
                         judgement = too_large(summaries[uid], limit)
                     judgement = self._pause_if_capped(judgement, now)
                     self.checkpoint("judged")
-                    handled = self._record(uid, uidvalidity, keys[uid], judgement, now)
-                    self.checkpoint("recorded")
-                    if handled is not None:
-                        report.handled.append(handled)
+                    self._keep(uid, self._records(judgement, place, now), report)
                     if judgement.classification.kind is not Kind.NOT_LINKEDIN:
                         marked.append(uid)
             if marked:
@@ -446,10 +436,20 @@ class Poller:
             if self.progress is not None:
                 self.progress(min(start + BATCH, len(uids)), len(uids))
 
-    def _review_answer(self, raw: bytes, now: datetime) -> Judgement:
-        """Act on the counselor's answer to a review email or digest; record it as handled."""
-        from modbot import review
-        from modbot.judging import Judgement
+    def _answers(self, candidates: Sequence[int], seen: Mapping[int, Triage]) -> set[int]:
+        """The candidates that answer a review email, digest or pause alert: one query for the
+        batch, and one per candidate only when the batch holds such an answer."""
+        from modbot.review import refers_to_review_mail
+
+        named = {uid: seen[uid].answers for uid in candidates if seen[uid].answers}
+        every = list(dict.fromkeys(i for ids in named.values() for i in ids))
+        if not every or not refers_to_review_mail(every, self.store):
+            return set()
+        return {uid for uid, ids in named.items() if refers_to_review_mail(ids, self.store)}
+
+    def _answer(self, raw: bytes, place: Place, now: datetime) -> Records:
+        """Act on the counselor's answer to modbot's own mail; the rows that record it."""
+        from modbot import recording, review
 
         outcome = review.handle_answer(self.store, self.settings, raw, now,
                                        self.ctx.dkim_lookup)
@@ -457,11 +457,7 @@ class Poller:
             reasons = outcome.findings
         else:
             reasons = ("an answer to a review email or digest was ignored", *outcome.findings)
-        unknown = Authenticity(False, Verdict.UNKNOWN, ())
-        classification = Classification(Kind.NOT_LINKEDIN, P.REVIEW_ANSWER, Person(), None, ())
-        action = Action.LOG if outcome.acted else Action.HOLD
-        decision = Decision(action, P.REVIEW_ANSWER, reasons)
-        return Judgement(None, unknown, classification, decision, None)
+        return recording.answer_records(place, now, acted=outcome.acted, reasons=reasons)
 
     def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:
         """Hold every reply while paused; start the pause when a cap is first reached."""
@@ -483,30 +479,37 @@ class Poller:
             log.warning("a reply cap was reached; automatic replies are paused")
         return j
 
-    def _record(self, uid: int, uidvalidity: int, key: str, j: Judgement,
-                now: datetime) -> Handled | None:
+    def _records(self, j: Judgement, place: Place, now: datetime) -> Records:
+        """The rows that record ``j``, with a new Message-ID for a reply."""
         from modbot import recording
         from modbot.render import make_message_id
 
-        place = recording.Place(self.account, self.settings.imap.folder, uidvalidity, uid, key)
         message_id = make_message_id(self.settings.counselor.domain) \
             if recording.replies(j) else None
-        records = recording.records(j, place, now, reply_message_id=message_id,
-                                    redirect_all_to=self.settings.policy.redirect_all_to)
+        return recording.records(j, place, now, reply_message_id=message_id,
+                                 redirect_all_to=self.settings.policy.redirect_all_to)
+
+    def _keep(self, uid: int, records: Records, report: PollReport) -> None:
+        """Record one message in the store and in the report; count a queued reply at once."""
+        message, reply = records.message, records.reply
         try:
-            outbox_id = self.store.record(records.message, records.reply)
+            outbox_id = self.store.record(message, reply)
         except StoreError:
-            if self.store.known_keys(self.account, [key]):
-                return None  # recorded meanwhile by another poll: it is handled
-            raise
-        if records.queued is not None and self._answered is not None:
-            self._answered.add(records.queued)
-        c, d = j.classification, j.decision
-        # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only, never content.
-        log.debug("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
-        recipient = d.recipient.email if d.recipient else None
-        return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, c.person.name,
-                       recipient, records.status, outbox_id)
+            if not self.store.known_keys(self.account, [message["message_key"]]):
+                raise
+            outbox_id = None  # recorded meanwhile by another poll: it is handled
+        else:
+            if records.queued is not None and self._answered is not None:
+                self._answered.add(records.queued)
+            # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only.
+            log.debug("uid %s: %s -> %s (%s)", uid, message["kind"], message["action"],
+                      message["policy_rule"])
+            report.handled.append(Handled(
+                uid, message["kind"], message["action"], message["policy_rule"],
+                tuple(message["reasons"]), message["person_name"],
+                reply["recipient_email"] if reply is not None else None, records.status,
+                outbox_id))
+        self.checkpoint("recorded")
 
     # --- sending -------------------------------------------------------------------------
 
