@@ -264,7 +264,7 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
     from modbot.config import PolicySettings
     from modbot.directory.combined import open_directory
     from modbot.judging import judge
-    from modbot.model import Action, History
+    from modbot.model import Action
 
     raw = path.read_bytes()
     directory = open_directory(settings.directory) if settings is not None else None
@@ -278,7 +278,7 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
         from modbot.dns import txt_lookup
 
         lookup = txt_lookup
-    j = judge(raw, policy, directory, lambda *_: History(), lookup, rules)
+    j = judge(raw, policy, directory, lookup, rules)
     person = j.classification.person
     recipient = j.decision.recipient if j.decision.action is Action.REPLY else None
     return {

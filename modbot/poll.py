@@ -34,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -43,22 +43,14 @@ from modbot import store
 from modbot.config import Settings
 from modbot.dns import DnsLookup, txt_lookup
 from modbot.errors import MailboxError, ModbotError, StoreError
-from modbot.history import Answered
-from modbot.kinds import REPLY_KINDS
+from modbot.history import Answered, Past
 from modbot.mailbox import Mailbox
 from modbot.model import (
     CAP_RULES,
-    Action,
-    Classification,
-    Decision,
-    History,
     Kind,
     Mode,
-    Recipient,
 )
-from modbot.model import PolicyRule as P
-from modbot.policy import mode_for
-from modbot.store import Store
+from modbot.store import Pause, Store
 from modbot.tls import client_context
 
 if TYPE_CHECKING:
@@ -202,31 +194,39 @@ class Poller:
         self._alert_due = False
         self._purged_at: datetime | None = None
         self._poll_id: int | None = None
+        # What the store knows while a poll judges mail (``_past``).
         self._answered: Answered | None = None  # what the account answered, during a poll
+        self._paused: Pause | None = None
+        self._ours: frozenset[str] = frozenset()
 
-    # --- history facts for the policy ----------------------------------------------------
+    # --- what the store knows, for the policy -------------------------------------------
 
-    def _history_at(self, now: datetime) -> Callable[
-            [Classification, Recipient | None, Sequence[str]], History]:
-        """The policy's history facts at ``now``: what the account answered is read from the
-        store at the first notification that would get a reply, then kept in memory, and
-        ``_record`` adds each reply this poll queues."""
-        window = timedelta(days=self.settings.policy.person_window_days)
-        self._answered = None
+    def _past(self, uids: Sequence[int], seen: Mapping[int, Triage], now: datetime) -> None:
+        """Read what judging a batch needs from the store: what the account answered (once per
+        poll; ``_keep`` adds each reply this poll queues), whether its replies are paused, and
+        which Message-IDs the batch refers to are modbot's replies."""
+        if self._answered is None:
+            window = timedelta(days=self.settings.policy.person_window_days)
+            self._answered = Answered(self.store.replied(self.account, now - window), now,
+                                      window)
+        self._paused = self.store.active_pause(self.account)
+        named = {r.strip() for uid in uids for r in seen[uid].references if r.strip()}
+        self._ours = frozenset(self._ours_among(sorted(named)))
 
-        def history_for(c: Classification, recipient: Recipient | None,
-                        references: Sequence[str]) -> History:
-            ours = self.store.is_our_message_id(references)
-            if c.kind not in REPLY_KINDS:  # the reply facts decide only for kinds with a reply
-                return History(is_reply_to_our_mail=ours)
-            if self._answered is None:
-                self._answered = Answered(self.store.replied(self.account, now - window),
-                                          now, window)
-            return self._answered.history(
-                c, recipient, is_reply_to_our_mail=ours,
-                shadow=mode_for(self.settings.policy, c.kind) is Mode.SHADOW)
+    def _ours_among(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are modbot's replies: one query when none is, which is the rule,
+        and a few more, halving, to find the ones that are."""
+        if not ids or not self.store.is_our_message_id(ids):
+            return set()
+        if len(ids) == 1:
+            return set(ids)
+        half = len(ids) // 2
+        return self._ours_among(ids[:half]) | self._ours_among(ids[half:])
 
-        return history_for
+    def _known(self) -> Past:
+        """What the store knows now, as a value for the pure stages."""
+        return Past(self._answered, self._ours,
+                    self._paused.started_at if self._paused is not None else None)
 
     # --- the poll ------------------------------------------------------------------------
 
@@ -382,7 +382,7 @@ class Poller:
         folder, limit = self.settings.imap.folder, self.settings.imap.max_message_bytes
         if self.progress is not None:
             self.progress(0, len(uids))
-        history_for = self._history_at(now)
+        self._answered = None
         for start in range(0, len(uids), BATCH):
             batch = sorted(uids[start:start + BATCH])
             summaries = await asyncio.to_thread(mailbox.fetch_summaries, batch)
@@ -397,6 +397,9 @@ class Poller:
                           if uid in summaries and keys[uid] not in known and seen[uid].candidate]
             report.candidates += len(candidates)
             answers = self._answers(candidates, seen)
+            judged = [uid for uid in candidates if uid not in answers]
+            if judged:
+                self._past(judged, seen, now)
             fetchable = {uid: summaries[uid].size <= limit
                          and not summaries[uid].header_truncated for uid in candidates}
             sizes = {uid: summaries[uid].size if fetchable[uid] else 0 for uid in candidates}
@@ -413,17 +416,18 @@ class Poller:
                         continue  # expunged between the two fetches: nothing to answer
                     if raw is not None and uid in answers:  # modbot's own mail, answered
                         records = await asyncio.to_thread(self._answer, raw, place, now)
+                        self._paused = self.store.active_pause(self.account)  # "resume"?
                         self.checkpoint("judged")
                         self._keep(uid, records, report)
                         continue  # mail that is not LinkedIn's gets no keyword
                     if raw is not None:
                         judgement = await asyncio.to_thread(
                             judge, raw, self.settings.policy, self.ctx.directory,
-                            history_for, self.ctx.dkim_lookup,
-                            self.settings.classify.compiled_rules)
+                            self.ctx.dkim_lookup, self.settings.classify.compiled_rules,
+                            past=self._known())
                     else:
                         judgement = too_large(summaries[uid], limit)
-                    judgement = self._pause_if_capped(judgement, now)
+                    self._pause_if_capped(judgement, now)
                     self.checkpoint("judged")
                     self._keep(uid, self._records(judgement, place, now), report)
                     if judgement.classification.kind is not Kind.NOT_LINKEDIN:
@@ -459,25 +463,17 @@ class Poller:
             reasons = ("an answer to a review email or digest was ignored", *outcome.findings)
         return recording.answer_records(place, now, acted=outcome.acted, reasons=reasons)
 
-    def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:
-        """Hold every reply while paused; start the pause when a cap is first reached."""
+    def _pause_if_capped(self, j: Judgement, now: datetime) -> None:
+        """Start the pause when a cap is first reached (in review or automatic mode); from then
+        on the policy holds every reply of the account until the counselor resumes them."""
         d = j.decision
-        if d.action is Action.REPLY and d.mode is not Mode.SHADOW:
-            pause = self.store.active_pause(self.account)
-            if pause is not None:
-                reason = (f"replies are paused since {pause.started_at:%Y-%m-%d %H:%M} UTC "
-                          "because a cap was reached; `modbot resume` starts them again")
-                return replace(j, decision=Decision(Action.HOLD, P.REPLIES_PAUSED,
-                                                    (reason, *d.reasons)))
-        elif d.rule in CAP_RULES and d.mode is not Mode.SHADOW \
-                and self.store.active_pause(self.account) is None:
+        if d.rule in CAP_RULES and d.mode is not Mode.SHADOW and self._paused is None:
             from modbot.render import make_message_id
 
-            self.store.start_pause(self.account, d.reasons[0], now,
-                                   make_message_id(self.settings.counselor.domain))
+            self._paused = self.store.start_pause(
+                self.account, d.reasons[0], now, make_message_id(self.settings.counselor.domain))
             self._alert_due = True
             log.warning("a reply cap was reached; automatic replies are paused")
-        return j
 
     def _records(self, j: Judgement, place: Place, now: datetime) -> Records:
         """The rows that record ``j``, with a new Message-ID for a reply."""

@@ -23,7 +23,7 @@ from trials import NOW
 from modbot import store
 from modbot.config import PolicySettings
 from modbot.judging import judge
-from modbot.model import History, Mode
+from modbot.model import Mode
 from modbot.poll import Context, Poller
 from modbot.triage import triage
 
@@ -100,7 +100,7 @@ def rows(ctx: Context) -> list[dict[str, object]]:
 def test_judging_takes_under_five_seconds(name: str, raw: bytes) -> None:
     """The pure stages finish each message, dressed as LinkedIn's, well within 5 seconds."""
     started = time.monotonic()
-    judgement = judge(DRESS + raw, POLICY, None, lambda *_: History(), None)
+    judgement = judge(DRESS + raw, POLICY, None, None)
     assert time.monotonic() - started < PER_MESSAGE_SECONDS
     assert judgement.decision.action.value != "reply"
 
