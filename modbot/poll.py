@@ -3,13 +3,17 @@
 The order is the safety argument (see README, "How a message is handled"):
 
 1. new UIDs after the stored cursor (per UIDVALIDITY); header blocks (cut at 256 KB) and sizes
-   in one batch; bodies only for LinkedIn candidates within ``imap.max_message_bytes``, fetched in
-   runs of bounded size, always with ``BODY.PEEK`` so ``\\Seen`` never changes;
-2. each candidate is judged (parse → authenticity → classify → recipients → policy); a message
-   that breaks a stage, or is too large to read, is held with a one-sentence reason and the loop
-   goes on; while replies are paused (a cap was reached) every reply becomes a hold;
+   in one batch, each read once (``modbot.triage``); bodies only for LinkedIn candidates within
+   ``imap.max_message_bytes``, fetched in runs of bounded size, always with ``BODY.PEEK`` so
+   ``\\Seen`` never changes;
+2. the counselor's answers to modbot's own mail (review email, digest, pause alert) are acted
+   on (``modbot.review``); every other candidate is judged (parse → authenticity → classify →
+   recipients → policy) with what the store knows, read once per batch and handed over as a
+   value (``history.Past``: earlier replies, answers to modbot's replies, a cap's pause, which
+   the policy turns into holds); a message that breaks a stage, or is too large to read, is
+   held with a one-sentence reason and the loop goes on;
 3. the message, its decision and any reply intent (with a fixed Message-ID) are recorded in
-   one transaction before anything is sent;
+   one transaction before anything is sent (the rows come from ``modbot.recording``);
 4. the keyword marks handled LinkedIn mail (again, for mail recorded by a poll that died before
    marking it); the cursor advances only past recorded messages;
 5. due replies are marked ``sending``, sent, copied to the Sent folder, then marked ``sent`` (or
@@ -25,7 +29,8 @@ it wrote; after any failure it forgets both and looks again for replies a crash 
 ``Poller.checkpoint`` names each of these steps as the poll passes it; it does nothing in a real
 poll, and the crash tests kill the process there.
 
-This module never reads the clock (``now`` comes in) and never logs message content.
+This module never reads the clock (``now`` comes in), never builds a stored row itself and
+never logs message content.
 """
 
 from __future__ import annotations
