@@ -30,9 +30,10 @@ from environment import Environment
 
 from modbot import config, render
 from modbot.config import Settings
+from modbot.history import Answered, Past
 from modbot.judging import judge
 from modbot.mailbox import Mailbox
-from modbot.model import History, Person, Recipient
+from modbot.model import Person, Recipient
 from modbot.outbox import Sender
 from modbot.poll import Context, Poller
 from modbot.store import MessageRecord, OutboxStatus, ReplyRecord, Store, schema
@@ -487,18 +488,19 @@ def backlog(env: Environment, sizes: Sizes) -> list[Figure]:
     settings = env.settings("small")
     ctx = Context.build(settings, dkim_lookup=None)
     now = datetime.now(UTC)
-    # The daemon's history facts come from the store (five small queries per message).
-    history_for = Poller(ctx)._history_at(now)
+    # The daemon's history facts, read from the store once per batch as the poll reads them.
+    window = timedelta(days=settings.policy.person_window_days)
+    past = Past(Answered(ctx.store.replied(settings.account, now - window), now, window))
     policy, directory = settings.policy, ctx.directory
 
     def parse_only(raw: bytes) -> None:
         mailparser.parse_from_bytes(raw)
 
     def with_store(raw: bytes) -> None:
-        judge(raw, policy, directory, history_for, None)
+        judge(raw, policy, directory, None, past=past)
 
     def pure(raw: bytes) -> None:
-        judge(raw, policy, directory, lambda *_: History(), None)
+        judge(raw, policy, directory, None)
 
     methods = {"parse": parse_only, "judge": with_store, "pure": pure}
     totals = dict.fromkeys(methods, 0.0)

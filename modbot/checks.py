@@ -351,7 +351,7 @@ def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
     ``MAX_NOTIFICATIONS`` that claim to be LinkedIn's.
     """
     from modbot import survey
-    from modbot.poll import dns_txt_lookup
+    from modbot.dns import txt_lookup
 
     folder = settings.imap.folder
     report.progress(f"reading the mail of the last {survey.DAYS} days in {folder}…")
@@ -372,7 +372,7 @@ def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
     suggestion = survey.suggest(survey.stamps(headers[uid]) for uid in newest)
     current = settings.policy
     suggested = suggestion.policy(current) if suggestion.adds_to(current) else None
-    lookup = RememberedDns(dkim_lookup or dns_txt_lookup)
+    lookup = RememberedDns(dkim_lookup or txt_lookup)
     findings: list[survey.Finding] = []
     for start in range(0, len(newest), 20):  # a few messages in memory at a time
         for raw in mailbox.fetch_messages(newest[start:start + 20]).values():

@@ -264,7 +264,7 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
     from modbot.config import PolicySettings
     from modbot.directory.combined import open_directory
     from modbot.judging import judge
-    from modbot.model import Action, History
+    from modbot.model import Action
 
     raw = path.read_bytes()
     directory = open_directory(settings.directory) if settings is not None else None
@@ -274,11 +274,11 @@ def _classify_one(path: Path, settings: Settings | None, dns: bool,
         trusted = (*policy.trusted_authserv_ids, *trust)
         policy = policy.model_copy(update={"trusted_authserv_ids": trusted})
     lookup: Callable[[bytes], bytes | None] | None = None
-    if dns:  # the poll module, and with it the store, only for DNS look-ups
-        from modbot.poll import dns_txt_lookup
+    if dns:  # DNS look-ups only when asked for
+        from modbot.dns import txt_lookup
 
-        lookup = dns_txt_lookup
-    j = judge(raw, policy, directory, lambda *_: History(), lookup, rules)
+        lookup = txt_lookup
+    j = judge(raw, policy, directory, lookup, rules)
     person = j.classification.person
     recipient = j.decision.recipient if j.decision.action is Action.REPLY else None
     return {

@@ -1,5 +1,6 @@
 """What one account has answered, read once per poll and kept current as the poll queues
-replies: the policy's history facts without a query per message.
+replies, and what a batch of messages needs besides (``Past``): the policy's history facts
+without a query per message.
 
 Pure: built from the store's ``Replied`` rows and the poll's ``now``. The account's lock makes
 the poll the only writer of the account's replies; what a command changes meanwhile (a waiting
@@ -14,10 +15,12 @@ it, so after the switch from shadow to auto the person's next notification gets 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from modbot.directory.index import profile_key
+from modbot.kinds import REPLY_KINDS
 from modbot.model import AnsweredReply, Classification, History, Recipient
 
 
@@ -89,3 +92,27 @@ class Answered:
             replies_last_day=seen.last_day,
             is_reply_to_our_mail=is_reply_to_our_mail,
         )
+
+
+@dataclass(frozen=True)
+class Past:
+    """What the store knew when a batch of messages was read, handed to ``judging.judge``:
+    the account's replies (None where nothing is read, as ``modbot classify`` does), which
+    Message-IDs the batch's messages refer to are modbot's own replies, and since when the
+    account's replies are paused, if they are."""
+
+    answered: Answered | None = None
+    our_message_ids: frozenset[str] = frozenset()
+    paused_since: datetime | None = None
+
+    def history(self, c: Classification, recipient: Recipient | None,
+                references: Sequence[str], *, shadow: bool = False) -> History:
+        """The policy's facts for one message; ``references`` are its In-Reply-To and
+        References entries (``triage.references``), ``shadow`` as in ``Answered.history``."""
+        ours = any(r.strip() in self.our_message_ids for r in references)
+        if c.kind not in REPLY_KINDS:  # the reply facts decide only for kinds with a reply
+            return History(is_reply_to_our_mail=ours)
+        if self.answered is None:
+            return History(is_reply_to_our_mail=ours, paused_since=self.paused_since)
+        found = self.answered.history(c, recipient, is_reply_to_our_mail=ours, shadow=shadow)
+        return replace(found, paused_since=self.paused_since)

@@ -1,11 +1,11 @@
 """The pure stages wired together for one message: parse → authenticity → classify → recipients
 → policy, giving a ``Judgement``.
 
-No network, database or clock: the history facts come in through ``history_for`` and the DKIM
-key lookup through ``dkim_lookup``. A message that breaks a stage becomes a held judgement with a
-one-sentence reason, never an exception. ``modbot.poll`` imports this module only when there is
-mail to judge, so a poll with nothing new never loads the parsing and checking libraries. This
-module must never log message content.
+No network, database or clock: what the store knew comes in as a value (``history.Past``, read
+once per batch by the poll) and the DKIM key lookup through ``dkim_lookup``. A message that
+breaks a stage becomes a held judgement with a one-sentence reason, never an exception.
+``modbot.poll`` imports this module only when there is mail to judge, so a poll with nothing
+new never loads the parsing and checking libraries. This module must never log message content.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from modbot import authenticity, classify, parse
 from modbot.config import PolicySettings
 from modbot.directory.index import Directory
+from modbot.history import Past
 from modbot.kinds import REPLY_KINDS
 from modbot.model import (
     HEADER_LIMIT,
@@ -24,8 +25,8 @@ from modbot.model import (
     Classification,
     ClassifierRule,
     Decision,
-    History,
     Kind,
+    Mode,
     Person,
     PolicyRule,
     Recipient,
@@ -33,11 +34,12 @@ from modbot.model import (
     Unresolved,
     Verdict,
 )
-from modbot.policy import Facts, decide
+from modbot.policy import Facts, decide, mode_for
 from modbot.recipients import find_address
+from modbot.triage import references
 
 DnsLookup = Callable[[bytes], bytes | None]
-HistoryFor = Callable[[Classification, Recipient | None, Sequence[str]], History]
+NOTHING_KNOWN = Past()
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,13 @@ def held(rule: str, reason: str, *, classified_by: str | None = None) -> Judgeme
 
 
 def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
-          history_for: HistoryFor, dkim_lookup: DnsLookup | None,
-          rules: Sequence[classify.Rule] = ()) -> Judgement:
-    """Run the pure stages on one message; a failure becomes a held judgement, never a crash."""
+          dkim_lookup: DnsLookup | None, rules: Sequence[classify.Rule] = (), *,
+          past: Past = NOTHING_KNOWN) -> Judgement:
+    """Run the pure stages on one message; a failure becomes a held judgement, never a crash.
+
+    ``past`` is what the store knew when the batch was read; the default knows nothing, as
+    for a message judged on its own.
+    """
     try:
         notification = parse.parse(raw)
         found = authenticity.check(
@@ -81,12 +87,11 @@ def judge(raw: bytes, policy: PolicySettings, directory: Directory | None,
             resolution = find_address(classification, found, directory)
         else:
             resolution = Unresolved("no reply is needed for this kind")
-        references = [
-            *notification.headers.get("in-reply-to", ()),
-            *" ".join(notification.headers.get("references", ())).split(),
-        ]
+        refs = references(notification.headers.get("in-reply-to", ()),
+                          notification.headers.get("references", ()))
         recipient = resolution if isinstance(resolution, Recipient) else None
-        history = history_for(classification, recipient, references)
+        history = past.history(classification, recipient, refs,
+                               shadow=mode_for(policy, classification.kind) is Mode.SHADOW)
         decision = decide(Facts(classification, found, resolution, history,
                                 notification.header("auto-submitted"), policy))
         source = resolution.source if isinstance(resolution, Recipient) else None

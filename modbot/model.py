@@ -45,8 +45,8 @@ class PolicyRule(enum.StrEnum):
     """The name of the rule that decided a ``Decision``; stable: the store keeps it.
 
     The policy's own table (``modbot.policy.RULES``) in its order, then the holds made around
-    it: a message that could not be read, one too large to fetch, a reply stopped by a pause,
-    and the counselor's answer to modbot's own mail.
+    it: a message that could not be read, one too large to fetch, and the counselor's answer
+    to modbot's own mail.
     """
 
     ALREADY_HANDLED = "already-handled"
@@ -60,11 +60,11 @@ class PolicyRule(enum.StrEnum):
     PERSON_ALREADY_ANSWERED = "person-already-answered"
     HOURLY_CAP = "hourly-cap"
     DAILY_CAP = "daily-cap"
+    REPLIES_PAUSED = "replies-paused"
     REPLY = "reply"
     # decided outside the policy's table
     PROCESSING_ERROR = "processing-error"
     TOO_LARGE = "too-large"
-    REPLIES_PAUSED = "replies-paused"
     REVIEW_ANSWER = "review-answer"
 
 
@@ -287,6 +287,9 @@ class History:
     replies_last_hour: int = 0
     replies_last_day: int = 0
     is_reply_to_our_mail: bool = False
+    # Since when the account's replies are paused, because a cap was reached; None while they
+    # are not (``modbot resume`` and the counselor's "resume" end a pause).
+    paused_since: datetime | None = None
 
 
 @dataclass(frozen=True)

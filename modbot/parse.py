@@ -86,7 +86,7 @@ def clean_line(value: str) -> str:
     return " ".join(value.split())
 
 
-def _decode_header_value(value: str) -> str:
+def decode_header_value(value: str) -> str:
     """Unfold a raw header value and decode its RFC 2047 encoded words, never raising."""
     value = _unfold(value)
     if "=?" in value:  # without one there is no encoded word, and decoding changes nothing
@@ -206,7 +206,7 @@ def _read_headers(message: Message | None) -> tuple[
         unfolded = _unfold(value)
         fields.append((key, unfolded))
         if key:
-            decoded.setdefault(key, []).append(_decode_header_value(value))
+            decoded.setdefault(key, []).append(decode_header_value(value))
         values = raw.get(name.lower())
         if values is not None and len(values) < MAX_HEADER_REPEATS:
             values.append(unfolded)
@@ -223,7 +223,7 @@ def _read_addresses(values: tuple[str, ...]) -> tuple[Address, ...]:
         addr = clean_line(addr).replace(" ", "")
         if "@" not in addr:
             continue
-        result.append(Address(name=_decode_header_value(name), email=addr))
+        result.append(Address(name=decode_header_value(name), email=addr))
         if len(result) >= MAX_ADDRESSES:
             break
     return tuple(result)
@@ -404,7 +404,7 @@ def linkedin_candidate(header_bytes: bytes) -> bool:
                 if value.strip():
                     return True
                 continue
-            text = _decode_header_value(value.decode("utf-8", "replace"))
+            text = decode_header_value(value.decode("utf-8", "replace"))
             if name == b"feedback-id":
                 if text.lower().endswith(":linkedin"):
                     return True

@@ -2,8 +2,10 @@
 
 The policy is an ordered table of named rules read top to bottom; the first rule that fires
 decides, and the last rule always fires. Each rule returns the action and a one-sentence reason,
-so every decision can be explained later. Pure: facts from the store arrive in ``History``;
-this module must never touch the network, the database, the environment or the clock.
+so every decision can be explained later. Pure: facts from the store arrive in ``History``
+(earlier replies, the caps' counts, whether a reached cap paused the replies), so a pause holds
+a reply here like any other rule; this module must never touch the network, the database, the
+environment or the clock.
 """
 
 from __future__ import annotations
@@ -152,6 +154,13 @@ def _daily_cap(f: Facts) -> Outcome | None:
     return _cap(f, "daily", cap) if f.history.replies_last_day >= cap else None
 
 
+def _paused(f: Facts) -> Outcome | None:
+    if f.history.paused_since is None or f.shadow:  # shadow mode decides as if never paused
+        return None
+    return Action.HOLD, (f"replies are paused since {f.history.paused_since:%Y-%m-%d %H:%M} UTC "
+                         "because a cap was reached; `modbot resume` starts them again")
+
+
 def _reply(f: Facts) -> Outcome | None:
     return Action.REPLY, f"{words.kind_phrase(f.kind.value)} gets the standard reply"
 
@@ -169,8 +178,16 @@ RULES: tuple[tuple[PolicyRule, RuleTest], ...] = (
     (P.PERSON_ALREADY_ANSWERED, _person_answered),
     (P.HOURLY_CAP, _hourly_cap),
     (P.DAILY_CAP, _daily_cap),
+    (P.REPLIES_PAUSED, _paused),
     (P.REPLY, _reply),
 )
+
+
+def _reply_reasons(f: Facts) -> tuple[str, str]:
+    """Why a reply is made, and where its address came from."""
+    outcome = _reply(f)
+    assert outcome is not None and isinstance(f.resolution, Recipient)
+    return outcome[1], f"address from {f.resolution.source}"
 
 
 def decide(facts: Facts) -> Decision:
@@ -182,13 +199,14 @@ def decide(facts: Facts) -> Decision:
             continue
         action, reason = outcome
         mode = mode_for(facts.settings, facts.kind)
+        if name is P.REPLIES_PAUSED:  # the reply it holds back follows the pause's reason
+            return Decision(action, name, (reason, *_reply_reasons(facts), *evidence))
         if action is not Action.REPLY:
             # A cap's hold carries the mode, so that a shadow-mode one starts no pause.
             return Decision(action, name, (reason, *evidence),
                             mode=mode if name in CAP_RULES else Mode.AUTO)
         assert isinstance(facts.resolution, Recipient)
-        source = f"address from {facts.resolution.source}"
-        return Decision(action, name, (reason, source, *evidence),
+        return Decision(action, name, (*_reply_reasons(facts), *evidence),
                         template=BY_KIND[facts.kind].reply_template,
                         recipient=facts.resolution, mode=mode)
     raise AssertionError("the last policy rule always decides")

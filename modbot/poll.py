@@ -3,13 +3,17 @@
 The order is the safety argument (see README, "How a message is handled"):
 
 1. new UIDs after the stored cursor (per UIDVALIDITY); header blocks (cut at 256 KB) and sizes
-   in one batch; bodies only for LinkedIn candidates within ``imap.max_message_bytes``, fetched in
-   runs of bounded size, always with ``BODY.PEEK`` so ``\\Seen`` never changes;
-2. each candidate is judged (parse → authenticity → classify → recipients → policy); a message
-   that breaks a stage, or is too large to read, is held with a one-sentence reason and the loop
-   goes on; while replies are paused (a cap was reached) every reply becomes a hold;
+   in one batch, each read once (``modbot.triage``); bodies only for LinkedIn candidates within
+   ``imap.max_message_bytes``, fetched in runs of bounded size, always with ``BODY.PEEK`` so
+   ``\\Seen`` never changes;
+2. the counselor's answers to modbot's own mail (review email, digest, pause alert) are acted
+   on (``modbot.review``); every other candidate is judged (parse → authenticity → classify →
+   recipients → policy) with what the store knows, read once per batch and handed over as a
+   value (``history.Past``: earlier replies, answers to modbot's replies, a cap's pause, which
+   the policy turns into holds); a message that breaks a stage, or is too large to read, is
+   held with a one-sentence reason and the loop goes on;
 3. the message, its decision and any reply intent (with a fixed Message-ID) are recorded in
-   one transaction before anything is sent;
+   one transaction before anything is sent (the rows come from ``modbot.recording``);
 4. the keyword marks handled LinkedIn mail (again, for mail recorded by a poll that died before
    marking it); the cursor advances only past recorded messages;
 5. due replies are marked ``sending``, sent, copied to the Sent folder, then marked ``sent`` (or
@@ -25,7 +29,8 @@ it wrote; after any failure it forgets both and looks again for replies a crash 
 ``Poller.checkpoint`` names each of these steps as the poll passes it; it does nothing in a real
 poll, and the crash tests kill the process there.
 
-This module never reads the clock (``now`` comes in) and never logs message content.
+This module never reads the clock (``now`` comes in), never builds a stored row itself and
+never logs message content.
 """
 
 from __future__ import annotations
@@ -33,43 +38,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.parser import BytesHeaderParser
-from email.policy import default as default_policy
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from modbot.config import Settings
+from modbot.dns import DnsLookup, txt_lookup
 from modbot.errors import MailboxError, ModbotError, StoreError
-from modbot.history import Answered
-from modbot.kinds import REPLY_KINDS
+from modbot.history import Answered, Past
 from modbot.mailbox import Mailbox
 from modbot.model import (
     CAP_RULES,
-    Action,
-    Authenticity,
-    Classification,
-    Decision,
-    History,
     Kind,
     Mode,
-    Person,
-    Recipient,
-    Verdict,
 )
-from modbot.model import PolicyRule as P
-from modbot.policy import mode_for
-from modbot.store import (
-    COUNTS_AS_REPLIED,
-    MessageRecord,
-    OutboxStatus,
-    Replied,
-    ReplyRecord,
-    Store,
-    message_key,
-)
+from modbot.records import message_key
+from modbot.store import Pause, Store
 from modbot.tls import client_context
 
 if TYPE_CHECKING:
@@ -77,11 +63,12 @@ if TYPE_CHECKING:
 
     from modbot.directory.index import Directory
     from modbot.judging import Judgement
+    from modbot.recording import Place, Records
     from modbot.render import Templates
+    from modbot.triage import Triage
 
 log = logging.getLogger(__name__)
 
-DnsLookup = Callable[[bytes], bytes | None]
 Checkpoint = Callable[[str], None]
 BATCH = 200
 PURGE_EVERY = timedelta(hours=1)
@@ -95,27 +82,6 @@ STEPS = ("fetched", "judged", "recorded", "marked", "advanced", "sending", "sent
          "done")
 
 
-def dns_txt_lookup(name: bytes, timeout: float = 3.0) -> bytes | None:
-    """DKIM key lookup over DNS with a bounded wait (dkimpy's ``dnsfunc`` signature).
-
-    None when DNS says the name has no TXT record (the key does not exist: a failed proof);
-    an exception when DNS gives no answer at all (a timeout, no reachable server), which
-    proves nothing either way.
-    """
-    import dns.exception
-    import dns.resolver
-
-    resolver = dns.resolver.Resolver()
-    resolver.lifetime = timeout
-    try:
-        answer = resolver.resolve(name.decode("ascii", "replace").rstrip("."), "TXT")
-    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        return None
-    for record in answer:
-        return b"".join(record.strings)
-    return None
-
-
 class Context:
     """Everything a poll needs, built once when the daemon or a command starts.
 
@@ -126,7 +92,7 @@ class Context:
     """
 
     def __init__(self, settings: Settings, store_: Store, imap_tls: ssl.SSLContext, *,
-                 dkim_lookup: DnsLookup | None = dns_txt_lookup) -> None:
+                 dkim_lookup: DnsLookup | None = txt_lookup) -> None:
         self.settings = settings
         self.store = store_
         self.imap_tls = imap_tls
@@ -134,7 +100,7 @@ class Context:
 
     @classmethod
     def build(cls, settings: Settings, *, store_: Store | None = None,
-              dkim_lookup: DnsLookup | None = dns_txt_lookup) -> Context:
+              dkim_lookup: DnsLookup | None = txt_lookup) -> Context:
         return cls(settings, store_ or Store.open(settings.database.url),
                    client_context(settings.imap.ca_file), dkim_lookup=dkim_lookup)
 
@@ -181,15 +147,6 @@ class PollReport:
     handled: list[Handled] = field(default_factory=list)
     sent: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-def _header_message_id(header_bytes: bytes) -> str | None:
-    try:
-        headers = BytesHeaderParser(policy=default_policy).parsebytes(header_bytes)
-        value = headers.get("message-id")
-        return str(value).strip() if value else None
-    except Exception:  # a header the stdlib cannot parse: fall back to hashing the bytes
-        return None
 
 
 # Told (messages done, messages in this poll) as the poll goes, e.g. for a progress bar.
@@ -242,31 +199,39 @@ class Poller:
         self._alert_due = False
         self._purged_at: datetime | None = None
         self._poll_id: int | None = None
+        # What the store knows while a poll judges mail (``_past``).
         self._answered: Answered | None = None  # what the account answered, during a poll
+        self._paused: Pause | None = None
+        self._ours: frozenset[str] = frozenset()
 
-    # --- history facts for the policy ----------------------------------------------------
+    # --- what the store knows, for the policy -------------------------------------------
 
-    def _history_at(self, now: datetime) -> Callable[
-            [Classification, Recipient | None, Sequence[str]], History]:
-        """The policy's history facts at ``now``: what the account answered is read from the
-        store at the first notification that would get a reply, then kept in memory, and
-        ``_record`` adds each reply this poll queues."""
-        window = timedelta(days=self.settings.policy.person_window_days)
-        self._answered = None
+    def _past(self, uids: Sequence[int], seen: Mapping[int, Triage], now: datetime) -> None:
+        """Read what judging a batch needs from the store: what the account answered (once per
+        poll; ``_keep`` adds each reply this poll queues), whether its replies are paused, and
+        which Message-IDs the batch refers to are modbot's replies."""
+        if self._answered is None:
+            window = timedelta(days=self.settings.policy.person_window_days)
+            self._answered = Answered(self.store.replied(self.account, now - window), now,
+                                      window)
+        self._paused = self.store.active_pause(self.account)
+        named = {r.strip() for uid in uids for r in seen[uid].references if r.strip()}
+        self._ours = frozenset(self._ours_among(sorted(named)))
 
-        def history_for(c: Classification, recipient: Recipient | None,
-                        references: Sequence[str]) -> History:
-            ours = self.store.is_our_message_id(references)
-            if c.kind not in REPLY_KINDS:  # the reply facts decide only for kinds with a reply
-                return History(is_reply_to_our_mail=ours)
-            if self._answered is None:
-                self._answered = Answered(self.store.replied(self.account, now - window),
-                                          now, window)
-            return self._answered.history(
-                c, recipient, is_reply_to_our_mail=ours,
-                shadow=mode_for(self.settings.policy, c.kind) is Mode.SHADOW)
+    def _ours_among(self, ids: list[str]) -> set[str]:
+        """Which of ``ids`` are modbot's replies: one query when none is, which is the rule,
+        and a few more, halving, to find the ones that are."""
+        if not ids or not self.store.is_our_message_id(ids):
+            return set()
+        if len(ids) == 1:
+            return set(ids)
+        half = len(ids) // 2
+        return self._ours_among(ids[:half]) | self._ours_among(ids[half:])
 
-        return history_for
+    def _known(self) -> Past:
+        """What the store knows now, as a value for the pure stages."""
+        return Past(self._answered, self._ours,
+                    self._paused.started_at if self._paused is not None else None)
 
     # --- the poll ------------------------------------------------------------------------
 
@@ -413,28 +378,33 @@ class Poller:
 
     async def _fetch_and_judge(self, uidvalidity: int, uids: list[int], now: datetime,
                                report: PollReport) -> None:
-        from modbot import parse, review
+        from modbot import recording
         from modbot.judging import judge, too_large
+        from modbot.triage import triage
 
         self._started(now)
         mailbox = await self._connect(now)
-        limit = self.settings.imap.max_message_bytes
+        folder, limit = self.settings.imap.folder, self.settings.imap.max_message_bytes
         if self.progress is not None:
             self.progress(0, len(uids))
-        history_for = self._history_at(now)
+        self._answered = None
         for start in range(0, len(uids), BATCH):
             batch = sorted(uids[start:start + BATCH])
             summaries = await asyncio.to_thread(mailbox.fetch_summaries, batch)
-            keys = {uid: message_key(_header_message_id(s.header), s.header)
+            seen = {uid: triage(s.header) for uid, s in summaries.items()}
+            keys = {uid: message_key(seen[uid].message_id, s.header)
                     for uid, s in summaries.items()}
             known = self.store.known_kinds(self.account, list(keys.values()))
             # Recorded by a poll that died before setting the keyword: set it now.
             marked = [uid for uid, key in keys.items()
                       if known.get(key, Kind.NOT_LINKEDIN.value) != Kind.NOT_LINKEDIN.value]
             candidates = [uid for uid in batch
-                          if uid in summaries and keys[uid] not in known
-                          and parse.linkedin_candidate(summaries[uid].header)]
+                          if uid in summaries and keys[uid] not in known and seen[uid].candidate]
             report.candidates += len(candidates)
+            answers = self._answers(candidates, seen)
+            judged = [uid for uid in candidates if uid not in answers]
+            if judged:
+                self._past(judged, seen, now)
             fetchable = {uid: summaries[uid].size <= limit
                          and not summaries[uid].header_truncated for uid in candidates}
             sizes = {uid: summaries[uid].size if fetchable[uid] else 0 for uid in candidates}
@@ -445,25 +415,26 @@ class Poller:
                     else {}
                 self.checkpoint("fetched")
                 for uid in chunk:
-                    if fetchable[uid]:
-                        raw = bodies.get(uid)
-                        if raw is None:
-                            continue  # expunged between the two fetches: nothing to answer
-                        if review.is_review_answer(summaries[uid].header, self.store):
-                            judgement = await asyncio.to_thread(self._review_answer, raw, now)
-                        else:
-                            judgement = await asyncio.to_thread(
-                                judge, raw, self.settings.policy, self.ctx.directory,
-                                history_for, self.ctx.dkim_lookup,
-                                self.settings.classify.compiled_rules)
+                    place = recording.Place(self.account, folder, uidvalidity, uid, keys[uid])
+                    raw = bodies.get(uid) if fetchable[uid] else None
+                    if fetchable[uid] and raw is None:
+                        continue  # expunged between the two fetches: nothing to answer
+                    if raw is not None and uid in answers:  # modbot's own mail, answered
+                        records = await asyncio.to_thread(self._answer, raw, place, now)
+                        self._paused = self.store.active_pause(self.account)  # "resume"?
+                        self.checkpoint("judged")
+                        self._keep(uid, records, report)
+                        continue  # mail that is not LinkedIn's gets no keyword
+                    if raw is not None:
+                        judgement = await asyncio.to_thread(
+                            judge, raw, self.settings.policy, self.ctx.directory,
+                            self.ctx.dkim_lookup, self.settings.classify.compiled_rules,
+                            past=self._known())
                     else:
                         judgement = too_large(summaries[uid], limit)
-                    judgement = self._pause_if_capped(judgement, now)
+                    self._pause_if_capped(judgement, now)
                     self.checkpoint("judged")
-                    handled = self._record(uid, uidvalidity, keys[uid], judgement, now)
-                    self.checkpoint("recorded")
-                    if handled is not None:
-                        report.handled.append(handled)
+                    self._keep(uid, self._records(judgement, place, now), report)
                     if judgement.classification.kind is not Kind.NOT_LINKEDIN:
                         marked.append(uid)
             if marked:
@@ -474,10 +445,20 @@ class Poller:
             if self.progress is not None:
                 self.progress(min(start + BATCH, len(uids)), len(uids))
 
-    def _review_answer(self, raw: bytes, now: datetime) -> Judgement:
-        """Act on the counselor's answer to a review email or digest; record it as handled."""
-        from modbot import review
-        from modbot.judging import Judgement
+    def _answers(self, candidates: Sequence[int], seen: Mapping[int, Triage]) -> set[int]:
+        """The candidates that answer a review email, digest or pause alert: one query for the
+        batch, and one per candidate only when the batch holds such an answer."""
+        from modbot.review import refers_to_review_mail
+
+        named = {uid: seen[uid].answers for uid in candidates if seen[uid].answers}
+        every = list(dict.fromkeys(i for ids in named.values() for i in ids))
+        if not every or not refers_to_review_mail(every, self.store):
+            return set()
+        return {uid for uid, ids in named.items() if refers_to_review_mail(ids, self.store)}
+
+    def _answer(self, raw: bytes, place: Place, now: datetime) -> Records:
+        """Act on the counselor's answer to modbot's own mail; the rows that record it."""
+        from modbot import recording, review
 
         outcome = review.handle_answer(self.store, self.settings, raw, now,
                                        self.ctx.dkim_lookup)
@@ -485,73 +466,50 @@ class Poller:
             reasons = outcome.findings
         else:
             reasons = ("an answer to a review email or digest was ignored", *outcome.findings)
-        unknown = Authenticity(False, Verdict.UNKNOWN, ())
-        classification = Classification(Kind.NOT_LINKEDIN, P.REVIEW_ANSWER, Person(), None, ())
-        action = Action.LOG if outcome.acted else Action.HOLD
-        decision = Decision(action, P.REVIEW_ANSWER, reasons)
-        return Judgement(None, unknown, classification, decision, None)
+        return recording.answer_records(place, now, acted=outcome.acted, reasons=reasons)
 
-    def _pause_if_capped(self, j: Judgement, now: datetime) -> Judgement:
-        """Hold every reply while paused; start the pause when a cap is first reached."""
+    def _pause_if_capped(self, j: Judgement, now: datetime) -> None:
+        """Start the pause when a cap is first reached (in review or automatic mode); from then
+        on the policy holds every reply of the account until the counselor resumes them."""
         d = j.decision
-        if d.action is Action.REPLY and d.mode is not Mode.SHADOW:
-            pause = self.store.active_pause(self.account)
-            if pause is not None:
-                reason = (f"replies are paused since {pause.started_at:%Y-%m-%d %H:%M} UTC "
-                          "because a cap was reached; `modbot resume` starts them again")
-                return replace(j, decision=Decision(Action.HOLD, P.REPLIES_PAUSED,
-                                                    (reason, *d.reasons)))
-        elif d.rule in CAP_RULES and d.mode is not Mode.SHADOW \
-                and self.store.active_pause(self.account) is None:
+        if d.rule in CAP_RULES and d.mode is not Mode.SHADOW and self._paused is None:
             from modbot.render import make_message_id
 
-            self.store.start_pause(self.account, d.reasons[0], now,
-                                   make_message_id(self.settings.counselor.domain))
+            self._paused = self.store.start_pause(
+                self.account, d.reasons[0], now, make_message_id(self.settings.counselor.domain))
             self._alert_due = True
             log.warning("a reply cap was reached; automatic replies are paused")
-        return j
 
-    def _record(self, uid: int, uidvalidity: int, key: str, j: Judgement,
-                now: datetime) -> Handled | None:
+    def _records(self, j: Judgement, place: Place, now: datetime) -> Records:
+        """The rows that record ``j``, with a new Message-ID for a reply."""
+        from modbot import recording
         from modbot.render import make_message_id
 
-        c, d = j.classification, j.decision
-        person = c.person
-        message = MessageRecord(
-            account=self.account, message_key=key, folder=self.settings.imap.folder,
-            uidvalidity=uidvalidity, uid=uid, seen_at=now, kind=c.kind.value,
-            authentic=j.authenticity.authentic, classify_rule=c.rule[:64],
-            person_name=person.name, profile_url=person.profile_url,
-            invitation_id=person.invitation_id, address_source=j.address_source,
-            action=d.action.value, policy_rule=d.rule, reasons=tuple(d.reasons),
-            error=j.error)
-        reply: ReplyRecord | None = None
-        status: OutboxStatus | None = None
-        if d.action is Action.REPLY and d.recipient is not None:
-            status = {Mode.AUTO: OutboxStatus.QUEUED, Mode.REVIEW: OutboxStatus.REVIEW,
-                      Mode.SHADOW: OutboxStatus.SHADOW}[d.mode]
-            reply = ReplyRecord(
-                message_id=make_message_id(self.settings.counselor.domain),
-                template=d.template or c.kind.value, recipient_name=d.recipient.name,
-                recipient_email=d.recipient.email,
-                redirected_to=self.settings.policy.redirect_all_to, status=status,
-                created_at=now)
+        message_id = make_message_id(self.settings.counselor.domain) \
+            if recording.replies(j) else None
+        return recording.records(j, place, now, reply_message_id=message_id,
+                                 redirect_all_to=self.settings.policy.redirect_all_to)
+
+    def _keep(self, uid: int, records: Records, report: PollReport) -> None:
+        """Record one message in the store and in the report; count a queued reply at once."""
+        message, reply = records.message, records.reply
         try:
             outbox_id = self.store.record(message, reply)
         except StoreError:
-            if self.store.known_keys(self.account, [key]):
-                return None  # recorded meanwhile by another poll: it is handled
-            raise
-        if reply is not None and status in (*COUNTS_AS_REPLIED, OutboxStatus.SHADOW) \
-                and self._answered is not None:
-            self._answered.add(Replied(reply.recipient_email, person.profile_url,
-                                       person.invitation_id, now,
-                                       shadow=status is OutboxStatus.SHADOW))
-        # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only, never content.
-        log.debug("uid %s: %s -> %s (%s)", uid, c.kind.value, d.action.value, d.rule)
-        recipient = d.recipient.email if d.recipient else None
-        return Handled(uid, c.kind.value, d.action.value, d.rule, d.reasons, person.name,
-                       recipient, status, outbox_id)
+            if not self.store.known_keys(self.account, [message.message_key]):
+                raise
+            outbox_id = None  # recorded meanwhile by another poll: it is handled
+        else:
+            if records.queued is not None and self._answered is not None:
+                self._answered.add(records.queued)
+            # At DEBUG: the daemon logs one line per poll at INFO. Identifiers only.
+            log.debug("uid %s: %s -> %s (%s)", uid, message.kind, message.action,
+                      message.policy_rule)
+            report.handled.append(Handled(
+                uid, message.kind, message.action, message.policy_rule, message.reasons,
+                message.person_name, reply.recipient_email if reply is not None else None,
+                records.status, outbox_id))
+        self.checkpoint("recorded")
 
     # --- sending -------------------------------------------------------------------------
 

@@ -53,6 +53,8 @@ from modbot.review_queue import (
     waiting,
 )
 from modbot.store import ReviewMail, Store
+from modbot.triage import message_ids as _message_ids
+from modbot.triage import triage
 
 if TYPE_CHECKING:
     from modbot.authenticity import DnsLookup
@@ -73,6 +75,7 @@ __all__ = [
     "is_review_answer",
     "preview",
     "readdress",
+    "refers_to_review_mail",
     "register_digest",
     "register_pause_alert",
     "reject",
@@ -84,7 +87,6 @@ __all__ = [
 MAX_LISTED = 50  # replies listed in one review email; the rest wait for the next one
 SENTINEL = "modbot review"  # first line of every review email: where a quoted copy begins
 _TOKEN = re.compile(r"\bMR-([0-9a-f]{32})\b")
-_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
 _COMMAND = re.compile(r"^(approve|reject)\s+(all|\d+(?:\s*,?\s*\d+)*)\s*\.?$", re.IGNORECASE)
 _RESOLVE = re.compile(r"^resolve\s+(all|#?\d+(?:\s*,?\s*#?\d+)*)\s*\.?$", re.IGNORECASE)
 _RESUME = re.compile(r"^resume\s*\.?$", re.IGNORECASE)
@@ -186,22 +188,15 @@ def review_email_failed(store: Store, message_id: str) -> None:
     store.forget_review_mail(message_id)
 
 
-def _message_ids(values: Sequence[str]) -> list[str]:
-    return _MESSAGE_ID.findall(" ".join(values)[:20000])[:50]
-
-
 def is_review_answer(raw_headers: bytes, store: Store) -> bool:
     """Whether a header block answers or refers to a review email (one indexed query)."""
-    lowered = raw_headers.lower()
-    if b"in-reply-to:" not in lowered and b"references:" not in lowered:
-        return False  # most notifications: no header to parse and no query to make
-    try:
-        headers = BytesHeaderParser(policy=compat32).parsebytes(raw_headers)
-        values = [str(v) for name in ("in-reply-to", "references")
-                  for v in headers.get_all(name, [])]
-    except Exception:  # an unreadable header block is not an answer worth fetching
-        return False
-    ids = _message_ids(values)
+    return refers_to_review_mail(triage(raw_headers).answers, store)
+
+
+def refers_to_review_mail(message_ids: Sequence[str], store: Store) -> bool:
+    """Whether any of ``message_ids`` (``Triage.answers``) names a review email, digest or
+    pause alert (one indexed query; none for no ids)."""
+    ids = list(message_ids)
     if not ids:
         return False
     return store.is_review_mail(ids)

@@ -23,7 +23,7 @@ from modbot.config import PolicySettings
 from modbot.directory.csv import CsvDirectory
 from modbot.directory.index import Directory
 from modbot.judging import Judgement, judge
-from modbot.model import Action, History, Mode
+from modbot.model import Action, Mode
 
 MX = "mx.counsel.example.edu"
 SELECTOR = b"d2048-202308-00"
@@ -165,7 +165,7 @@ POLICY = PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=(MX,))
 def run(raw: bytes, directory: Directory, *, trusted: bool = True) -> Judgement:
     """The pure stages a poll runs on ``raw``, DNS answered by the test's zone."""
     policy = POLICY if trusted else PolicySettings(mode=Mode.AUTO)
-    return judge(raw, policy, directory, lambda *_: History(), lookup)
+    return judge(raw, policy, directory, lookup)
 
 
 def reply_address(j: Judgement) -> str | None:

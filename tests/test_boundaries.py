@@ -8,12 +8,14 @@ import sys
 import pytest
 
 EDGES = ("modbot.mailbox", "modbot.outbox", "modbot.store", "modbot.directory.ldap",
-         "modbot.daemon", "imapclient", "aiosmtplib", "sqlalchemy", "ldap3", "apscheduler")
+         "modbot.daemon", "modbot.dns", "imapclient", "aiosmtplib", "sqlalchemy", "ldap3",
+         "apscheduler", "dns")
 
 
 @pytest.mark.parametrize("module", [
     "modbot.model", "modbot.kinds", "modbot.words", "modbot.policy", "modbot.history",
     "modbot.classify", "modbot.recipients", "modbot.directory.combined", "modbot.judging",
+    "modbot.triage", "modbot.recording",
 ])
 def test_pure_module_imports_no_edge(module: str) -> None:
     """Importing ``module`` loads none of the edges or their protocol libraries."""

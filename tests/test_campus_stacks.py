@@ -28,7 +28,7 @@ from linkedin_mail import forged as forged_invitation
 from modbot.config import PolicySettings
 from modbot.directory.index import Directory
 from modbot.judging import Judgement, judge
-from modbot.model import History, Mode, Verdict
+from modbot.model import Mode, Verdict
 
 TENANT = "5d3e2773-e07f-4432-a630-1a0f68a28a05"
 OTHER_TENANT = "84df9e7f-e9f6-40af-b435-aaaaaaaaaaaa"
@@ -111,7 +111,7 @@ PROOFPOINT_HOP = "from mx0a-00000d07.pphosted.com (67.231.149.169)"
 
 def run(raw: bytes, directory: Directory, **policy: object) -> Judgement:
     settings = PolicySettings(mode=Mode.AUTO, **policy)  # type: ignore[arg-type]
-    return judge(raw, settings, directory, lambda *_: History(), lookup)
+    return judge(raw, settings, directory, lookup)
 
 
 def genuine() -> bytes:
@@ -355,7 +355,7 @@ def arc_lookup(linkedin: bool) -> Callable[[bytes], bytes | None]:
 
 def judge_here(raw: bytes, directory: Directory, dns: Callable[[bytes], bytes | None]
                ) -> Judgement:
-    return judge(raw, PolicySettings(mode=Mode.AUTO), directory, lambda *_: History(), dns)
+    return judge(raw, PolicySettings(mode=Mode.AUTO), directory, dns)
 
 
 def test_google_arc_chain_proves_what_dkim_here_cannot(directory: Directory) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from modbot.history import Answered
-from modbot.model import Classification, Kind, Person, Recipient
+from modbot.history import Answered, Past
+from modbot.model import Classification, History, Kind, Person, Recipient
 from modbot.store import Replied
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -91,3 +91,39 @@ def test_real_reply_counts_for_shadow_decisions_too() -> None:
     h = answered.history(invitation(invitation_id="701"), None, is_reply_to_our_mail=False,
                          shadow=True)
     assert h.replied_to_invitation and h.replies_last_hour == 1
+
+
+def message(kind: Kind = Kind.CONNECTION_INVITATION) -> Classification:
+    return Classification(kind, "test", Person(name="Jordan Rivera", invitation_id="701"),
+                          None, ())
+
+
+def test_past_knows_nothing_by_default() -> None:
+    """A message judged on its own has no history: the policy's facts are all empty."""
+    assert Past().history(message(), to("a@b.edu"), ["<r1@counsel.example.edu>"]) == History()
+
+
+def test_past_finds_answers_to_modbots_replies() -> None:
+    """A message whose references name a reply modbot sent is an answer to modbot's mail,
+    whatever its kind, and white space around an entry does not matter."""
+    past = Past(our_message_ids=frozenset({"<r1@counsel.example.edu>"}))
+    assert past.history(message(Kind.NOT_LINKEDIN), None,
+                        ["<n1@linkedin.com>", " <r1@counsel.example.edu> "]).is_reply_to_our_mail
+    assert not past.history(message(Kind.NOT_LINKEDIN), None,
+                            ["<n1@linkedin.com>"]).is_reply_to_our_mail
+
+
+def test_past_gives_replies_and_pause_only_to_kinds_with_a_reply() -> None:
+    """The account's replies and its pause are facts for a kind that is answered, and left
+    out for one that never is."""
+    answered = Answered([Replied("jrivera@students.example.edu", None, "701", NOW)], NOW, WINDOW)
+    past = Past(answered, paused_since=NOW)
+    found = past.history(message(), to("jrivera@students.example.edu"), [])
+    assert (found.replied_to_person, found.replied_to_invitation, found.replies_last_hour,
+            found.paused_since) == (True, True, 1, NOW)
+    assert past.history(message(Kind.OTHER_LINKEDIN), None, []) == History()
+
+
+def test_past_pause_holds_without_replies_read() -> None:
+    """Where no replies were read, the pause is still a fact of an answered kind."""
+    assert Past(paused_since=NOW).history(message(), None, []).paused_since == NOW

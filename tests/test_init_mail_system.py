@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from modbot import config, newconfig
 from modbot.cli import app
 from modbot.judging import judge
-from modbot.model import History, Mode
+from modbot.model import Mode
 
 runner = CliRunner()
 BASE = {"name": "Career Services Counselor", "email": "counselor@counsel.example.edu",
@@ -74,7 +74,7 @@ def test_the_written_settings_prove_a_proofpoint_copy(tmp_path: Path) -> None:
                                      "gateway-hosts": PROOFPOINT_HOSTS})
     policy = config.load(target).policy.model_copy(update={"mode": Mode.AUTO})
     stored = exchange(genuine(), verdict=EXO_BROKEN, client=PROOFPOINT_HOP, between=PROOFPOINT)
-    j = judge(stored, policy, gate_directory(), lambda *_: History(), None)
+    j = judge(stored, policy, gate_directory(), None)
     assert reply_address(j) == JORDAN
 
 

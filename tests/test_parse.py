@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from modbot.model import Notification
 from modbot.parse import (
     _HREF,
-    _decode_header_value,
     _mail_parser,
     clean_line,
+    decode_header_value,
     linkedin_candidate,
     parse,
     valid_unicode,
@@ -285,7 +285,7 @@ def test_header_values_decode_as_rfc_2047_says(value: str) -> None:
     expected = value.replace("\r\n\t", "\t")
     with contextlib.suppress(Exception):
         expected = str(make_header(decode_header(expected)))
-    assert _decode_header_value(value) == reference_clean_line(expected)
+    assert decode_header_value(value) == reference_clean_line(expected)
 
 
 HREF_PIECES = ["href", "HREF", "hReF", "xhref", "_href", "\u00e9href", "-href", " ", "\t", "\n",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from modbot.config import PolicySettings
@@ -159,3 +161,42 @@ def test_shadow_cap_tells_what_auto_would_do_and_pauses_nothing() -> None:
 def test_reasons_speak_a_counselors_words(kind: Kind, reason: str) -> None:
     """The policy's own reason names the kind in words, never by its identifier."""
     assert decide(facts(kind)).reasons[0] == reason
+
+
+PAUSED = History(paused_since=datetime(2026, 11, 23, 9, 30, tzinfo=UTC))
+
+
+def test_pause_holds_a_reply_with_the_reply_behind_it() -> None:
+    """While a cap's pause holds, a reply becomes a hold whose first reason names the pause and
+    whose next ones say what reply it holds back and where its address came from."""
+    decision = decide(facts(history=PAUSED))
+    assert decision.action is Action.HOLD
+    assert decision.rule == PolicyRule.REPLIES_PAUSED
+    assert decision.recipient is None
+    assert decision.reasons[:3] == (
+        "replies are paused since 2026-11-23 09:30 UTC because a cap was reached; "
+        "`modbot resume` starts them again",
+        "a connection invitation gets the standard reply",
+        "address from directory-csv:name",
+    )
+
+
+def test_pause_leaves_shadow_mode_deciding_as_before() -> None:
+    """Shadow mode starts no pause and is held by none: it still predicts the reply."""
+    decision = decide(facts(history=PAUSED, settings=PolicySettings(mode=Mode.SHADOW)))
+    assert decision.action is Action.REPLY
+    assert decision.mode is Mode.SHADOW
+
+
+def test_pause_changes_nothing_that_is_not_a_reply() -> None:
+    """A message that would not be answered anyway keeps its own rule under a pause."""
+    history = History(paused_since=PAUSED.paused_since, replied_to_person=True)
+    assert decide(facts(history=history)).rule == PolicyRule.PERSON_ALREADY_ANSWERED
+    assert decide(facts(Kind.OTHER_LINKEDIN, history=PAUSED)).rule == \
+        PolicyRule.CONFIGURED_ACTION
+
+
+def test_cap_reached_while_paused_is_the_cap() -> None:
+    """A reached cap still decides as the cap, before the pause it has already started."""
+    history = History(paused_since=PAUSED.paused_since, replies_last_hour=10_000)
+    assert decide(facts(history=history)).rule == PolicyRule.HOURLY_CAP

@@ -22,9 +22,10 @@ from trials import NOW
 
 from modbot.config import PolicySettings
 from modbot.judging import judge
-from modbot.model import History, Mode
-from modbot.poll import Context, Poller, _header_message_id
+from modbot.model import Mode
+from modbot.poll import Context, Poller
 from modbot.store import schema
+from modbot.triage import triage
 
 pytestmark = pytest.mark.integration
 
@@ -99,7 +100,7 @@ def rows(ctx: Context) -> list[dict[str, object]]:
 def test_judging_takes_under_five_seconds(name: str, raw: bytes) -> None:
     """The pure stages finish each message, dressed as LinkedIn's, well within 5 seconds."""
     started = time.monotonic()
-    judgement = judge(DRESS + raw, POLICY, None, lambda *_: History(), None)
+    judgement = judge(DRESS + raw, POLICY, None, None)
     assert time.monotonic() - started < PER_MESSAGE_SECONDS
     assert judgement.decision.action.value != "reply"
 
@@ -126,7 +127,7 @@ async def test_corpus_dressed_as_linkedin_is_recorded_and_never_answered(
     # Message-ID (the corpus has such copies) are one message to modbot.
     faults.append_many(imap_user, "INBOX", [b"X-Corpus-Index: %d\r\n" % i + DRESS + raw
                                             for i, (_, raw) in enumerate(messages)])
-    distinct = {_header_message_id(raw) or f"index-{i}" for i, (_, raw) in enumerate(messages)}
+    distinct = {triage(raw).message_id or f"index-{i}" for i, (_, raw) in enumerate(messages)}
     await Poller(ctx).poll(NOW)
     await Poller(ctx).poll(NOW + timedelta(minutes=5))
     recorded = rows(ctx)

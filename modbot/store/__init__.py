@@ -13,17 +13,7 @@ Message-IDs are kept as hashes. It must never put row values in logs or exceptio
 
 from __future__ import annotations
 
-from modbot.store.database import (
-    Location,
-    current_revision,
-    locate,
-    migrate,
-    migrations_dir,
-    quiet_library_loggers,
-    upgrade,
-)
-from modbot.store.inbox import PollStatements
-from modbot.store.records import (
+from modbot.records import (
     COUNTS_AS_REPLIED,
     Item,
     MessageRecord,
@@ -38,6 +28,16 @@ from modbot.store.records import (
     WeekCount,
     message_key,
 )
+from modbot.store.database import (
+    Location,
+    current_revision,
+    locate,
+    migrate,
+    migrations_dir,
+    quiet_library_loggers,
+    upgrade,
+)
+from modbot.store.inbox import PollStatements
 from modbot.store.reports import ReportStatements
 from modbot.store.review import ReviewStatements
 from modbot.store.schema import HEAD_REVISION, UTCDateTime, metadata

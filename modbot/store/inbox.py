@@ -18,8 +18,7 @@ from typing import Any
 
 from sqlalchemy import String, bindparam, select, update
 
-from modbot.store.database import Database
-from modbot.store.records import (
+from modbot.records import (
     COUNTS_AS_REPLIED,
     MessageRecord,
     OutboxItem,
@@ -28,6 +27,7 @@ from modbot.store.records import (
     Replied,
     ReplyRecord,
 )
+from modbot.store.database import Database
 from modbot.store.schema import cursors, messages, outbox, pauses, polls
 
 S = OutboxStatus

@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from modbot.errors import StoreError
+from modbot.records import COUNTS_AS_REPLIED, Item, OutboxStatus, PollRecord, WeekCount
 from modbot.store.database import Database
-from modbot.store.records import COUNTS_AS_REPLIED, Item, OutboxStatus, PollRecord, WeekCount
 from modbot.store.schema import OPEN_ITEM, digests, messages, outbox, polls
 
 S = OutboxStatus

@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
+from modbot.records import OutboxStatus, ReviewMail, Waiting
 from modbot.store.database import Database
-from modbot.store.records import OutboxStatus, ReviewMail, Waiting
 from modbot.store.schema import OPEN_ITEM, messages, outbox, review_mails
 
 S = OutboxStatus

@@ -2,7 +2,7 @@
 
 The alembic migrations in ``migrations/`` must build exactly these tables (a test compares
 them); a new database is created from them directly. Only the store package reads them: every
-other module speaks the typed records of ``modbot.store.records``.
+other module speaks the typed records of ``modbot.records``.
 
 This module must never create an engine or touch a database when imported.
 """
@@ -29,7 +29,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from modbot.store.records import OutboxStatus
+from modbot.records import OutboxStatus
 
 
 class UTCDateTime(TypeDecorator[datetime]):
