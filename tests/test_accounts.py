@@ -17,11 +17,10 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
-import servers
 import trustme
-from rows import message_row, reply_row
+from support import faults, servers
+from support.rows import message_row, reply_row
 
 from modbot import config, digest
 from modbot.daemon import run_daemon

@@ -13,7 +13,7 @@ import dkim
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from linkedin_mail import new_key
+from support.linkedin_mail import new_key
 
 from modbot.authenticity import NOT_LINKEDIN, check
 from modbot.model import Authenticity, Verdict

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from urllib.parse import quote
 
 import pytest
-from linkedin_mail import (
+from support.linkedin_mail import (
     ATTACKER,
     JORDAN,
     LINKEDIN_KEY,
@@ -23,7 +23,7 @@ from linkedin_mail import (
     reply_address,
     sign,
 )
-from linkedin_mail import forged as forged_invitation
+from support.linkedin_mail import forged as forged_invitation
 
 from modbot.config import PolicySettings
 from modbot.directory.index import Directory
@@ -317,7 +317,7 @@ GOOGLE_KEY: tuple[bytes, bytes] | None = None  # made on first use
 
 
 def google_key() -> tuple[bytes, bytes]:
-    from linkedin_mail import new_key
+    from support.linkedin_mail import new_key
 
     global GOOGLE_KEY
     if GOOGLE_KEY is None:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-import servers
+from support import servers
 from typer.testing import CliRunner
 
 from modbot import checks

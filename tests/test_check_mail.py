@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
-from linkedin_mail import delivered, forged, genuine, lookup
+from support import servers
+from support.linkedin_mail import delivered, forged, genuine, lookup
 from test_campus_stacks import EXO_BROKEN, PROOFPOINT, PROOFPOINT_HOP, TENANT, exchange
 from test_check import check, config_text, line
 

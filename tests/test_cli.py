@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from rows import message_row
+from support.rows import message_row
 from typer.testing import CliRunner
 
 from modbot.cli import app

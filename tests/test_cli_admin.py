@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
-import servers
 import typer
-from rows import message_row, reply_row
+from support import faults, servers
+from support.rows import message_row, reply_row
 from typer.testing import CliRunner
 
 from modbot.cli import app

@@ -14,9 +14,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import faults
 import pytest
-import servers
+from support import faults, servers
 
 from modbot.config import (
     CounselorSettings,

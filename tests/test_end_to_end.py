@@ -14,9 +14,9 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-import servers
-from faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 from sqlalchemy import select
+from support import servers
+from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 
 from modbot.config import (
     CounselorSettings,

@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dkim
-import linkedin_mail
 import pytest
-import servers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from linkedin_mail import (
+from support import linkedin_mail, servers
+from support.linkedin_mail import (
     ATTACKER,
     DIRECTORY_CSV,
     EVIL,

@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
 import trustme
+from support import faults, servers
 
 from modbot import idle
 from modbot.config import ImapSettings, ScheduleSettings

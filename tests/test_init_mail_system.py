@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from linkedin_mail import JORDAN, gate_directory, genuine, reply_address
+from support.linkedin_mail import JORDAN, gate_directory, genuine, reply_address
 from test_campus_stacks import EXO_BROKEN, PROOFPOINT, PROOFPOINT_HOP, TENANT, exchange
 from typer.testing import CliRunner
 

@@ -1,4 +1,4 @@
-"""The campus LDAP directory, against a real OpenLDAP slapd on loopback (tests/ldapserver.py)."""
+"""The campus LDAP directory, against a real OpenLDAP slapd on loopback (support/ldapserver.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import ldapserver
 import pytest
-import servers
 import trustme
 from pydantic import SecretStr
+from support import ldapserver, servers
 
 from modbot import config
 from modbot.config import DirectorySettings

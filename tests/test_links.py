@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from wrappers import barracuda, cisco, proofpoint_v2, proofpoint_v3, safelinks
+from support.wrappers import barracuda, cisco, proofpoint_v2, proofpoint_v3, safelinks
 
 from modbot.brand import is_lookalike
 from modbot.links import MAX_DEPTH, WRAPPERS, Unwrapped, original_link, unwrap, wrappers_in

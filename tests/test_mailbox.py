@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-import servers
 from pydantic import SecretStr
+from support import servers
 
 from modbot import mailbox as mailbox_module
 from modbot.config import ImapSettings

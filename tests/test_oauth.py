@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import servers
+from support import servers
 from typer.testing import CliRunner
 
 from modbot import config, digest, signin

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
+from support import servers
 from typer.testing import CliRunner
 
 from modbot import config

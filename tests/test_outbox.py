@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-import servers
 from pydantic import SecretStr
+from support import servers
 
 from modbot.config import SmtpSettings
 from modbot.errors import MaybeSentError, PermanentSendError, SendError, TemporarySendError

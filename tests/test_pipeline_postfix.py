@@ -1,7 +1,7 @@
 """modbot behind a college's own Debian mail server: Postfix with OpenDKIM (and OpenDMARC) as
-milters, delivering to Dovecot over LMTP, the keys and policies served by dnsmasq (tests/mta.py).
+milters, delivering to Dovecot over LMTP, the keys and policies served by dnsmasq (support/mta.py).
 
-Genuine LinkedIn notifications and forgeries (tests/pipeline_mail.py) go in by SMTP; modbot's
+Genuine LinkedIn notifications and forgeries (support/pipeline_mail.py) go in by SMTP; modbot's
 real poll reads them over IMAP, trusting ``mx.college.test``, and replies through aiosmtpd.
 Genuine mail must be answered at the right address and every forgery held, with OpenDKIM and
 OpenDMARC each writing its own header and with OpenDKIM alone. The pipeline starts once for the
@@ -18,12 +18,11 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from pathlib import Path
 
-import mta
 import pytest
-import servers
 import trustme
-from faults import CONTACT, DIRECTORY
-from pipeline_mail import FORGED, GENUINE, INVITATION, JORDAN, Case, Keys, bare, cases
+from support import mta, servers
+from support.faults import CONTACT, DIRECTORY
+from support.pipeline_mail import FORGED, GENUINE, INVITATION, JORDAN, Case, Keys, bare, cases
 
 from modbot.config import (
     CounselorSettings,

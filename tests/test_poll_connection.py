@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
-from faults import JORDAN, SAM, fixture, settings_for
 from sqlalchemy import select
+from support import servers
+from support.faults import JORDAN, SAM, fixture, settings_for
 
 from modbot.config import Settings
 from modbot.errors import MailboxError

@@ -14,10 +14,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-import rows
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select
+from support import rows
 
 from modbot import store
 from modbot.errors import StoreError

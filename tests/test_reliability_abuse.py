@@ -19,15 +19,14 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
-import servers
 import trustme
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot.poll import Context, Poller
 from modbot.store import schema

@@ -1,6 +1,6 @@
 """Crash anywhere: a poll killed with SIGKILL at any step loses nothing and repeats nothing.
 
-Each test runs the real poll in a child process (``tests/poll_driver.py``) that kills itself at
+Each test runs the real poll in a child process (``support/poll_driver.py``) that kills itself at
 one step, or that the SMTP server kills while the message is in flight; then the poll restarts
 in a fresh process state against the same database and mailbox. ``bench/soak.py`` runs the same
 trial ten times per step at random occurrences.
@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import faults
 import pytest
-import servers
-import trials
 import trustme
+from support import faults, servers, trials
 
 from modbot.store import OutboxStatus
 

@@ -8,11 +8,9 @@ import random
 from collections.abc import Iterator
 from pathlib import Path
 
-import faults
 import pytest
-import servers
-import trials
 import trustme
+from support import faults, servers, trials
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
 import trustme
+from support import faults, servers
 
 from modbot.daemon import latest_digest_due, send_digest_if_due
 from modbot.errors import MaybeSentError, SendError

@@ -12,12 +12,11 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
 import trustme
 from sqlalchemy import func, select
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, schema

@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
 from sqlalchemy import select
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot.config import PolicySettings
 from modbot.judging import judge

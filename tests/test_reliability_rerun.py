@@ -7,11 +7,9 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
-import trials
-from trials import NOW
+from support import faults, servers, trials
+from support.trials import NOW
 
 from modbot.poll import Context, Poller
 

@@ -10,11 +10,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import faults
 import pytest
-import servers
 import trustme
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot.mailbox import Mailbox
 from modbot.poll import Context

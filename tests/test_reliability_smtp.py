@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
 import trustme
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot import store
 from modbot.delivery import MAX_SEND_ATTEMPTS, backoff

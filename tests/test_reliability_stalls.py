@@ -9,11 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
-import servers
 import trustme
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot.errors import MailboxError
 from modbot.poll import Context, Poller

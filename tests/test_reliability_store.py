@@ -13,12 +13,10 @@ from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import faults
 import pytest
-import servers
-import trials
 from sqlalchemy import event, select
-from trials import NOW
+from support import faults, servers, trials
+from support.trials import NOW
 
 from modbot.errors import StoreError
 from modbot.poll import Context, Poller

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import faults
 import pytest
-import servers
 import trustme
-from trials import NOW
+from support import faults, servers
+from support.trials import NOW
 
 from modbot.errors import MailboxError
 from modbot.poll import Context, Poller

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import dkim
 import pytest
-import servers
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from rows import message_row, reply_row
 from sqlalchemy import select
+from support import servers
+from support.rows import message_row, reply_row
 from typer.testing import CliRunner
 
 from modbot import render, review, words

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import servers
-from faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 from sqlalchemy import select
+from support import servers
+from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 
 from modbot import digest
 from modbot.config import (

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from rows import NOW, message_row, reply_row
+from support.rows import NOW, message_row, reply_row
 
 from modbot import store
 from modbot.errors import StoreError

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pytest
-from linkedin_mail import ATTACKER, delivered, forged, genuine, lookup, trusted_pass
+from support.linkedin_mail import ATTACKER, delivered, forged, genuine, lookup, trusted_pass
 from test_campus_stacks import (
     EXO_BROKEN,
     GATEWAYS,

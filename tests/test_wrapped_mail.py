@@ -7,7 +7,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from wrappers import barracuda, cisco, proofpoint_v2, proofpoint_v3, rewritten, safelinks
+from support.wrappers import barracuda, cisco, proofpoint_v2, proofpoint_v3, rewritten, safelinks
 
 from modbot.brand import is_lookalike
 from modbot.classify import classify

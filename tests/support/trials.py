@@ -15,14 +15,13 @@ from datetime import UTC, datetime, timedelta
 from email.policy import default as default_policy
 from pathlib import Path
 
-import faults
-import servers
 from sqlalchemy import select
 
 from modbot import store
 from modbot.errors import ModbotError
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, schema
+from support import faults, servers
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 MAILBOX = (faults.JORDAN, faults.SAM, faults.PRIYA, faults.SPOOF, faults.NEWSLETTER)

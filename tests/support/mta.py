@@ -47,10 +47,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dkim
-import servers
 import trustme
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from support import servers
 
 MX = "mx.college.test"  # the MX's host name and the authserv-id both milters write
 MAIL_DOMAIN = "college.test"  # every recipient here is delivered to Dovecot

@@ -1,8 +1,8 @@
 """Write tests/data/pipeline/: the header blocks the real pipeline gives each message.
 
-    .venv/bin/python tests/pipeline_fixtures.py [OUT_DIR]     (as root)
+    PYTHONPATH=tests .venv/bin/python -m support.pipeline_fixtures [OUT_DIR]     (as root)
 
-Starts the pipeline of tests/mta.py, sends every message of tests/pipeline_mail.py through
+Starts the pipeline of support/mta.py, sends every message of support/pipeline_mail.py through
 both variants to ``morgan.lee@college.test``, reads each back from Dovecot over IMAP and writes
 its header block, byte for byte but for line ends (LF here, as every fixture in tests/data), to
 ``OUT_DIR/<variant>/<case>.headers``. Keys are made afresh on every run, so signatures, queue
@@ -17,14 +17,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import mta
-import servers
 import trustme
-from pipeline_mail import Keys, cases
 
 from modbot.tls import client_context
+from support import mta, servers
+from support.pipeline_mail import Keys, cases
 
-OUT = Path(__file__).parent / "data" / "pipeline"
+OUT = Path(__file__).parents[1] / "data" / "pipeline"
 MAILBOX = "morgan.lee"
 
 

@@ -32,7 +32,7 @@ ATTACKER = "mallory@evil.example"
 # What LinkedIn signs (LINKEDIN.md section 1): Reply-To is not among them.
 LINKEDIN_SIGNS = (b"From", b"Subject", b"MIME-Version", b"Content-Type", b"To", b"Date",
                   b"X-LinkedIn-Class", b"X-LinkedIn-Template", b"X-LinkedIn-fbl")
-DIRECTORY_CSV = Path(__file__).parent / "data" / "gate_directory.csv"
+DIRECTORY_CSV = Path(__file__).parents[1] / "data" / "gate_directory.csv"
 JORDAN = "jrivera@students.example.edu"
 INGRESS = (f"Received: from mailb-cd.linkedin.com (mailb-cd.linkedin.com [108.174.3.12])\n"
            f"\tby {MX} (Postfix) with ESMTPS id 4Z8q1T2kLmz9;\n"

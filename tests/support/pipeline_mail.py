@@ -1,4 +1,4 @@
-"""What the pipeline tests send through the college's Postfix (tests/mta.py): LinkedIn's DNS,
+"""What the pipeline tests send through the college's Postfix (support/mta.py): LinkedIn's DNS,
 genuine LinkedIn notifications signed as LinkedIn signs them, and the forgeries an attacker can
 send to the same MX.
 
@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mta import MX, DkimKey, Peer, new_key
+from support.mta import MX, DkimKey, Peer, new_key
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 # LinkedIn's mail hosts and an attacker's, in the documentation ranges the fixtures use.
 LINKEDIN_HOST = Peer("mailb-cd.linkedin.com", "192.0.2.41")
 ATTACKER_HOST = Peer("mail.evil.test", "198.51.100.66")

@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from servers import (
+
+from support.servers import (
     ServerUnavailable,
     _die_with_parent,
     free_port,

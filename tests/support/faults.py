@@ -3,7 +3,7 @@
 - ``invitation`` and ``Crowd``: genuine-looking LinkedIn invitations from distinct directory people;
 - ``write_config``, ``settings_for`` and ``run_poll``: a configuration for the real servers, and
   one poll in a child process that can be killed with SIGKILL at a named step
-  (``tests/poll_driver.py``);
+  (``tests/support/poll_driver.py``);
 - ``KillingSmtpServer``: an aiosmtpd server that kills the polling process in the middle of DATA;
 - ``CutProxy``: a loopback TCP proxy that closes both sides after a given number of bytes;
 - ``TlsTerminator``: a loopback TLS server with any certificate that forwards the plaintext to a
@@ -37,7 +37,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import servers
 import trustme
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
@@ -50,9 +49,10 @@ from modbot.config import (
     Settings,
 )
 from modbot.model import Mode
+from support import servers
 
 HERE = Path(__file__).parent
-DATA = HERE / "data"
+DATA = HERE.parent / "data"
 DRIVER = HERE / "poll_driver.py"
 TRUSTED = "mx.counsel.example.edu"
 COUNSELOR = "counselor@counsel.example.edu"
@@ -189,7 +189,7 @@ def write_config(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.Smtp
                  ca_file: Path, *, directory: str = DIRECTORY, sent_folder: str | None = "Sent",
                  imap_port: int | None = None, timeout: float = 5.0, level: str = "INFO",
                  smtp_login: bool = False) -> Path:
-    """A TOML configuration for ``modbot`` or ``tests/poll_driver.py``; passwords from the env."""
+    """A TOML configuration for ``modbot`` or ``poll_driver.py``; passwords from the env."""
     (tmp_path / "directory.csv").write_text(directory, encoding="utf-8")
     sent = f'sent_folder = "{sent_folder}"' if sent_folder else ""
     login = ('username = "modbot"\npassword_env = "MODBOT_SMTP_PASSWORD"'
@@ -250,7 +250,7 @@ def run_poll(config: Path, now: datetime, password: str, *, crash_at: str | None
     env = {**os.environ, "MODBOT_IMAP_PASSWORD": password,
            "MODBOT_SMTP_PASSWORD": servers.SmtpServer.password, **(extra_env or {})}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
-                          check=False, cwd=HERE.parent)
+                          check=False, cwd=HERE.parents[1])
 
 
 def killed(result: subprocess.CompletedProcess[str]) -> bool:

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-from servers import HOST, ServerUnavailable, _die_with_parent, free_port, stop_process
+
+from support.servers import HOST, ServerUnavailable, _die_with_parent, free_port, stop_process
 
 SLAPD_ENV = "MODBOT_TEST_SLAPD"
 SLAPD_CANDIDATES = ("/usr/sbin/slapd", "/usr/local/libexec/slapd")

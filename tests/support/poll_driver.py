@@ -1,7 +1,7 @@
 """Run one real poll in this process, as ``modbot run-once`` does, for the reliability tests.
 
-    python tests/poll_driver.py CONFIG NOW [--crash-at STEP [--occurrence N]] [--pid-file PATH]
-                                           [--debug]
+    python tests/support/poll_driver.py CONFIG NOW [--crash-at STEP [--occurrence N]]
+                                                   [--pid-file PATH] [--debug]
 
 With ``--crash-at`` the poll's checkpoint SIGKILLs this process the N-th time the poll reaches
 STEP (one of ``modbot.poll.STEPS``): no cleanup, no flush, no exception handler runs, exactly as
