@@ -1,4 +1,5 @@
-"""The long reliability soak: the trials of ``tests/test_reliability_*.py`` at full size.
+"""The long reliability soak: the trials of the reliability tests (``tests/reliability/``) at
+full size.
 
     .venv/bin/python bench/soak.py            # full: about 10 minutes on 2 cores
     .venv/bin/python bench/soak.py --quick    # one pass of each, about a minute

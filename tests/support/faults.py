@@ -1,4 +1,4 @@
-"""Faults for the reliability tests (``tests/test_reliability_*.py``) and ``bench/soak.py``.
+"""Faults for the reliability tests (``tests/reliability/``) and ``bench/soak.py``.
 
 - ``invitation`` and ``Crowd``: genuine-looking LinkedIn invitations from distinct directory people;
 - ``write_config``, ``settings_for`` and ``run_poll``: a configuration for the real servers, and

@@ -7,8 +7,8 @@ ports: ``ldap://`` (plain, offering StartTLS) and ``ldaps://``, both presenting 
 the test CA. Only ``BIND_DN`` may read the people: an anonymous search finds nothing, so a test
 that finds someone has proved its bind. Nothing here is for production.
 
-``tests/test_ldap.py`` turns this into the ``slapd`` fixture; the logic lives here so the fixture
-stays short.
+``tests/edges/test_ldap.py`` turns this into the ``slapd`` fixture; the logic lives here so the
+fixture stays short.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ both variants to ``morgan.lee@college.test``, reads each back from Dovecot over 
 its header block, byte for byte but for line ends (LF here, as every fixture in tests/data), to
 ``OUT_DIR/<variant>/<case>.headers``. Keys are made afresh on every run, so signatures, queue
 ids and dates change from run to run; what each server wrote where does not, and
-tests/test_pipeline_postfix.py checks that against the live pipeline.
+tests/gate/test_pipeline_postfix.py checks that against the live pipeline.
 """
 
 from __future__ import annotations

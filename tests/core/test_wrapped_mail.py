@@ -15,7 +15,7 @@ from modbot.links import wrappers_in
 from modbot.model import Authenticity, Verdict
 from modbot.parse import extract_links, parse
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 CLASSIFIED = ["invitation_current_jordan_rivera.eml", "invitation_reminder_jordan_rivera.eml",
               "invitation_es_html_only.eml", "invitation_id_text_only.eml",

@@ -48,7 +48,7 @@ ACCOUNT = "counselor@127.0.0.1"
 TRUSTED = "mx.counsel.example.edu"
 PASS = f"{TRUSTED}; dkim=pass header.d={DOMAIN}; dmarc=pass header.from={DOMAIN}"
 CONTACT = "https://counsel.example.edu/secure or 555-0100"
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 DIRECTORY = """name,email,linkedin_url
 Jordan Rivera,jrivera@students.example.edu,https://www.linkedin.com/in/jordan-rivera-42
 Sam Okafor,sokafor@students.example.edu,

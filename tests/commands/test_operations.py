@@ -20,7 +20,7 @@ from modbot.model import Mode
 from modbot.store import Store
 
 runner = CliRunner()
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 # --- init ------------------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).parent / "data" / "pipeline"
+FIXTURES = Path(__file__).parents[1] / "data" / "pipeline"
 MIXED = "forgery_then_genuine"  # one mailbox: the unparseable forgery, then the genuine invitation
 Delivered = dict[tuple[str, str], servers.ImapUser]
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from modbot.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 runner = CliRunner()
 

@@ -17,7 +17,7 @@ from modbot.model import Authenticity, Kind, Notification, Person, Verdict
 from modbot.parse import parse
 from modbot.person import canonical_profile_url, find_person
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
 FIXTURES = sorted(EXPECTED)
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ("given by the test",))

@@ -22,7 +22,7 @@ from modbot.errors import ConfigError, DirectoryError
 from modbot.model import Authenticity, Classification, Kind, Person, Recipient, Unresolved, Verdict
 from modbot.recipients import find_address
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
 
 

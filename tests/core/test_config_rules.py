@@ -12,8 +12,8 @@ from modbot.errors import ConfigError
 from modbot.model import Authenticity, Kind, Verdict
 from modbot.parse import parse
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parents[1] / "data"
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ("given by the test",))
 SPOOF = Authenticity(True, Verdict.SPOOF, ("given by the test",))
 

@@ -25,7 +25,7 @@ from modbot.model import (
 from modbot.parse import parse
 from modbot.recipients import find_address
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ())
 CSV = """name,email,linkedin_url

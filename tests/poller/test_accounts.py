@@ -28,7 +28,7 @@ from modbot.errors import ConfigError
 from modbot.model import Mode
 from modbot.store import OutboxStatus, Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 

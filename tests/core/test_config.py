@@ -10,7 +10,7 @@ from modbot import config
 from modbot.errors import ConfigError
 from modbot.model import Mode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 ISSUE_CONFIG = """
 [counselor]

@@ -33,7 +33,7 @@ from modbot.store import schema
 
 pytestmark = pytest.mark.integration
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 
 
 def parsed(smtp: servers.SmtpServer) -> list[EmailMessage]:

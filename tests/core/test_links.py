@@ -13,7 +13,7 @@ from support.wrappers import barracuda, cisco, proofpoint_v2, proofpoint_v3, saf
 from modbot.brand import is_lookalike
 from modbot.links import MAX_DEPTH, WRAPPERS, Unwrapped, original_link, unwrap, wrappers_in
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 REAL = [tuple(part.strip() for part in line.split(" | "))
         for line in (DATA / "wrapped_links.txt").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")]

@@ -12,7 +12,7 @@ import pytest
 from modbot import classify, digest, kinds, person, policy, render, words
 from modbot.model import Action, ClassifierRule, Kind, PolicyRule
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "config" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "config" / "templates"
 
 
 def test_the_table_is_complete() -> None:

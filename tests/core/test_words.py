@@ -14,7 +14,7 @@ from modbot.model import Action, Kind, PolicyRule
 from modbot.poll import Handled, PollReport
 from modbot.store import OutboxStatus
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 IDENTIFIER = re.compile(r"\b[a-z]+_[a-z_]+\b")
 PYTHON = ("None", "True", "False", "\\Seen", "[authentic", "Traceback", "<class")
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from modbot.cli import app
 from modbot.store import OutboxStatus, Store
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 CONFIG = """

@@ -28,11 +28,11 @@ from modbot.parse import (
     valid_unicode,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
 FIXTURES = sorted(EXPECTED)
 CORPUS = sorted(name for name in FIXTURES if name.startswith("corpus/"))
-SHARED_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+SHARED_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus"
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 

@@ -16,7 +16,7 @@ from modbot.cli import app
 from modbot.model import PolicyRule
 from modbot.store import Store
 
-CORPUS = Path(__file__).parent / "data" / "corpus"
+CORPUS = Path(__file__).parents[1] / "data" / "corpus"
 runner = CliRunner()
 ACCOUNT = "counselor@127.0.0.1"  # the account of CONFIG
 

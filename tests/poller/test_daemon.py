@@ -55,7 +55,7 @@ def test_latest_due_in_time_zone() -> None:
 async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
     """A template that names an unknown filter stops the daemon before it polls anything."""
     templates = tmp_path / "templates"
-    shutil.copytree(Path(__file__).parent.parent / "config" / "templates", templates)
+    shutil.copytree(Path(__file__).parents[2] / "config" / "templates", templates)
     reply = templates / "connection_invitation.j2"
     reply.write_text(reply.read_text(encoding="utf-8") + "{{ 1 | no_such_filter }}\n",
                      encoding="utf-8")

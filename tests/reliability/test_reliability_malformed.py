@@ -28,7 +28,7 @@ from modbot.store import schema
 pytestmark = pytest.mark.integration
 
 PER_MESSAGE_SECONDS = 5.0
-MAILPARSER = Path(__file__).parent / "malformed" / "mailparser"
+MAILPARSER = Path(__file__).parents[1] / "malformed" / "mailparser"
 # Dressed this way a message is a LinkedIn candidate, so every stage of the pipeline reads it.
 DRESS = b"X-LinkedIn-Template: email_m2m_invite_single_01\r\n"
 POLICY = PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=(faults.TRUSTED,))

@@ -19,7 +19,7 @@ from modbot.authenticity import NOT_LINKEDIN, check
 from modbot.model import Authenticity, Verdict
 from modbot.parse import parse
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 EXPECTED = tomllib.loads((DATA / "expected.toml").read_text(encoding="utf-8"))
 FIXTURES = sorted(EXPECTED)
 TRUSTED = ("mx.counsel.example.edu",)
