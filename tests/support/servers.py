@@ -1,4 +1,4 @@
-"""Real mail servers on loopback for the integration tests.
+"""Real mail servers on loopback for the integration tests and the benchmark.
 
 - ``Dovecot``: a private Dovecot instance (its own config, state, log and maildirs) with an implicit
   TLS port and a plain port offering STARTTLS, and on request an LMTP port for an MTA to deliver
@@ -326,24 +326,43 @@ class Dovecot:
     lmtp_port: int | None = None  # set when started with an LMTP listener
     _serial: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
-    def add_user(self, username: str | None = None) -> ImapUser:
+    def add_user(self, username: str | None = None, password: str | None = None) -> ImapUser:
         """Add a user (``username``, or a made-up name) with its own passwd-file; it can log in
-        at once."""
+        at once. The password is made up unless given."""
         username = username or f"user{next(self._serial)}-{secrets.token_hex(3)}"
-        password = secrets.token_urlsafe(12)
+        password = password or secrets.token_urlsafe(12)
         passwd = self.root / "users" / username
         passwd.write_text(f"{username}:{{PLAIN}}{password}\n", encoding="ascii")
         passwd.chmod(0o644)
         return ImapUser(self.host, self.imaps_port, self.imap_port, username, password,
                         self.client_context)
 
+    def maildir(self, username: str) -> Path:
+        """Create ``username``'s empty maildir, owned by the mail user, for files written
+        straight into it as a delivery agent would; return its path."""
+        home = self.root / "home"
+        owner = home.stat()
+        maildir = home / username / "Maildir"
+        for path in (maildir.parent, maildir, maildir / "cur", maildir / "new", maildir / "tmp"):
+            path.mkdir(mode=0o700, exist_ok=True)
+            os.chown(path, owner.st_uid, owner.st_gid)
+        return maildir
+
+    def doveadm(self, *args: str, fast: bool = False, timeout: float = 600) -> str:
+        """Run ``doveadm`` against this instance and return what it printed; ``fast`` skips
+        fsync (for filling a mailbox only, never for a server under test)."""
+        command = ["doveadm", "-c", str(self.root / "dovecot.conf")]
+        if fast:
+            command += ["-o", "mail_fsync=never"]
+        result = subprocess.run([*command, *args], capture_output=True, text=True,
+                                timeout=timeout, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"doveadm {' '.join(args)} failed: {result.stderr.strip()}")
+        return result.stdout
+
     def kick(self, user: ImapUser) -> None:
         """Close every connection of ``user`` from the server's side (``doveadm kick``)."""
-        result = subprocess.run(["doveadm", "-c", str(self.root / "dovecot.conf"), "kick",
-                                 user.username], capture_output=True, text=True, timeout=30,
-                                check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"doveadm kick failed: {result.stderr.strip()}")
+        self.doveadm("kick", user.username, timeout=30)
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines Dovecot wrote, for failure messages."""
