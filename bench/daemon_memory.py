@@ -1,6 +1,6 @@
 """Poll an inbox many times in one process, as the daemon does, and report its memory.
 
-Run by ``figures.memory`` in a process of its own, so that only the daemon's objects count:
+Run by ``measurements/memory.py`` in a process of its own, so that only the daemon's objects count:
 ``daemon_memory.py CONFIG POLLS MAILDIR UID GID``. The first poll handles the mail already in
 the folder (the configuration looks back a week), so every stage has run before the first
 measurement; every POLLS/20 polls five new messages arrive (one a LinkedIn invitation, which

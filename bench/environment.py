@@ -1,14 +1,21 @@
 """Everything the figures run against: servers, filled mailboxes, configurations, databases.
 
-One ``Environment`` per benchmark run. It starts the private Dovecot and the SMTP sink, creates
-one Dovecot user per purpose (a 1k folder, a 100k folder, ...), writes modbot configuration files
-(TOML, as a counselor would) and opens fresh SQLite databases for each figure.
+One ``Environment`` per benchmark run. It starts a private Dovecot (the tests' own, from
+``support.servers``) and the SMTP sink, creates one Dovecot user per purpose (a 1k folder, a
+100k folder, ...), writes modbot configuration files (TOML, as a counselor would) and opens
+fresh SQLite databases for each figure.
+
+The SMTP sink runs in its own process (``smtp_sink.py``) so that its Python work does not share
+a GIL with the client being measured.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import ssl
+import subprocess
+import sys
 import tempfile
 import time
 import tomllib
@@ -17,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import corpus
-import mailservers
+import trustme
 from imapclient import IMAPClient
+from support import servers
 
 from modbot import config
 from modbot.config import Settings
@@ -31,6 +39,44 @@ COUNSELOR = {
 }
 TRUSTED = ["mx.counsel.example.edu"]
 DIRECTORY_SIZE = 1000  # campus directory entries besides the people in the fixtures
+HOST = servers.HOST
+PASSWORD = "bench-password-4711"  # every benchmark user's, on a throwaway server on loopback
+BENCH = Path(__file__).resolve().parent
+
+
+def client_tls(ca_file: Path) -> ssl.SSLContext:
+    """One verifying client context trusting the benchmark's CA (shared by every baseline)."""
+    context = ssl.create_default_context(cafile=str(ca_file))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+class SmtpSink:
+    """aiosmtpd with implicit TLS in its own process; it accepts messages and discards them."""
+
+    def __init__(self, cert: trustme.LeafCert, directory: Path) -> None:
+        cert_file, key_file = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+        cert.cert_chain_pems[0].write_to_path(cert_file)
+        cert.private_key_pem.write_to_path(key_file)
+        key_file.chmod(0o600)
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        for _ in range(5):
+            self.port = servers.free_port()
+            self.process = subprocess.Popen(
+                [sys.executable, str(BENCH / "smtp_sink.py"), HOST, str(self.port),
+                 str(cert_file), str(key_file)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                preexec_fn=servers._die_with_parent)
+            assert self.process.stdout is not None
+            if self.process.stdout.readline().startswith(b"ready"):
+                return
+            self.stop()
+        raise servers.ServerUnavailable("the aiosmtpd sink did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            servers.stop_process(self.process)
 
 
 @dataclass
@@ -45,9 +91,9 @@ class Environment:
     """The servers and files of one run; ``close()`` stops and removes everything."""
 
     work: Path
-    certs: mailservers.Certificates
-    dovecot: mailservers.Dovecot
-    smtp: mailservers.SmtpSink
+    ca_file: Path
+    dovecot: servers.Dovecot
+    smtp: SmtpSink
     directory_csv: Path
     users: dict[str, User] = field(default_factory=dict)
     _serial: int = 0
@@ -56,19 +102,24 @@ class Environment:
     def start(cls) -> Environment:
         work = Path(tempfile.mkdtemp(prefix="mbb-work-", dir="/tmp"))
         work.chmod(0o755)
-        certs = mailservers.Certificates.make(work)
-        dovecot = mailservers.Dovecot(certs)
+        ca = trustme.CA()
+        cert = ca.issue_cert(*servers.CERT_NAMES)
+        ca_file = work / "ca.pem"
+        ca.cert_pem.write_to_path(ca_file)
+        ca_file.chmod(0o644)
+        dovecot = None
         try:
-            dovecot.start()
-            smtp = mailservers.SmtpSink(certs, work)
+            dovecot = servers.start_dovecot(cert, client_tls(ca_file))
+            smtp = SmtpSink(cert, work)
         except BaseException:
-            dovecot.stop()
+            if dovecot is not None:
+                dovecot.stop()
             shutil.rmtree(work, ignore_errors=True)
             raise
-        os.environ[PASSWORD_ENV] = mailservers.PASSWORD
+        os.environ[PASSWORD_ENV] = PASSWORD
         directory = work / "directory.csv"
         directory.write_text(_directory_csv(), encoding="utf-8")
-        return cls(work, certs, dovecot, smtp, directory)
+        return cls(work, ca_file, dovecot, smtp, directory)
 
     def close(self) -> None:
         self.smtp.stop()
@@ -80,9 +131,10 @@ class Environment:
     def add_user(self, name: str, size: int, *, linkedin_every: int = 20) -> User:
         """A user whose INBOX holds ``size`` messages (1 in ``linkedin_every`` LinkedIn's),
         written as files and then indexed by Dovecot (without fsync: filling only)."""
-        path = self.dovecot.add_user(name)
-        a = self.dovecot.accounts
-        user = User(name, corpus.Maildir(path, a.mail_uid, a.mail_gid))
+        self.dovecot.add_user(name, PASSWORD)
+        path = self.dovecot.maildir(name)
+        owner = path.stat()
+        user = User(name, corpus.Maildir(path, owner.st_uid, owner.st_gid))
         if size:
             user.size = user.maildir.fill(corpus.mixed(size, linkedin_every=linkedin_every))
         # Dovecot reads the maildir, assigns UIDs and writes its index; the search caches the
@@ -95,9 +147,9 @@ class Environment:
 
     def connect(self, user: str) -> IMAPClient:
         """A raw imapclient connection, logged in, over verified TLS (the baselines' client)."""
-        client = IMAPClient(mailservers.HOST, self.dovecot.port, ssl=True,
-                            ssl_context=mailservers.client_tls(self.certs.ca_file), timeout=60)
-        client.login(user, mailservers.PASSWORD)
+        client = IMAPClient(HOST, self.dovecot.imaps_port, ssl=True,
+                            ssl_context=client_tls(self.ca_file), timeout=60)
+        client.login(user, PASSWORD)
         return client
 
     def sync(self, user: str) -> None:
@@ -138,18 +190,18 @@ email = {_toml(COUNSELOR["email"])}
 confidential_contact = {_toml(COUNSELOR["confidential_contact"])}
 
 [imap]
-host = "{mailservers.HOST}"
-port = {self.dovecot.port}
+host = "{HOST}"
+port = {self.dovecot.imaps_port}
 username = "{user}"
 password_env = "{PASSWORD_ENV}"
 security = "tls"
-ca_file = "{self.certs.ca_file}"
+ca_file = "{self.ca_file}"
 
 [smtp]
-host = "{mailservers.HOST}"
+host = "{HOST}"
 port = {self.smtp.port}
 security = "tls"
-ca_file = "{self.certs.ca_file}"
+ca_file = "{self.ca_file}"
 
 [database]
 url = "sqlite:///{self.work / (name + '.db')}"

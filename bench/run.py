@@ -36,23 +36,14 @@ def _use_project_venv() -> None:
 
 
 _use_project_venv()
-sys.path.insert(0, str(BENCH))
+# bench/ itself, and the test support package (tests/support/) that starts the servers.
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]
 
-import figures  # noqa: E402  (bench/ must be on the path first)
+import framework  # noqa: E402
 from environment import Environment  # noqa: E402
-from figures import Figure, Sizes  # noqa: E402
-from mailservers import Unavailable  # noqa: E402
-
-STEPS = {
-    "poll-idle": figures.poll_nothing_new,
-    "run-once": figures.run_once,
-    "poll-new": figures.poll_new,
-    "backlog": figures.backlog,
-    "send": figures.sends,
-    "idle": figures.idle,
-    "memory": figures.memory,
-    "digest": figures.digest,
-}
+from framework import Figure, Sizes  # noqa: E402
+from measurements import STEPS  # noqa: E402
+from support.servers import ServerUnavailable  # noqa: E402
 
 
 def _number(value: float | None, unit: str) -> str:
@@ -116,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="profile each measurement with pyinstrument (pip install "
                              "pyinstrument) and write DIR/NAME.txt; timings are then slower")
     args = parser.parse_args(argv)
-    sizes: Sizes = figures.QUICK if args.quick else figures.FULL
+    sizes: Sizes = framework.QUICK if args.quick else framework.FULL
     logging.basicConfig(level=logging.WARNING)
     steps = [name for name in STEPS if not args.only or name in args.only]
 
@@ -125,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sizes.small:,} and {sizes.large:,} messages", file=sys.stderr)
     try:
         env = Environment.start()
-    except Unavailable as exc:
+    except ServerUnavailable as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2
     rows: list[Figure] = []
@@ -162,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         document = {
             "mode": "quick" if args.quick else "full",
             "sizes": {"small": sizes.small, "large": sizes.large},
-            "machine": figures.dump_env_info(),
+            "machine": framework.dump_env_info(),
             "figures": [row.entry() for row in rows],
             "details": {row.name: row.details for row in rows if row.details},
         }

@@ -1,6 +1,6 @@
 """An aiosmtpd server with implicit TLS that accepts every message and keeps none of it.
 
-Run by ``mailservers.SmtpSink`` in its own process: ``smtp_sink.py HOST PORT CERT KEY``. It
+Run by ``environment.SmtpSink`` in its own process: ``smtp_sink.py HOST PORT CERT KEY``. It
 prints ``ready`` once it listens and stops on SIGTERM.
 """
 

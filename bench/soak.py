@@ -1,4 +1,5 @@
-"""The long reliability soak: the trials of ``tests/test_reliability_*.py`` at full size.
+"""The long reliability soak: the trials of the reliability tests (``tests/reliability/``) at
+full size.
 
     .venv/bin/python bench/soak.py            # full: about 10 minutes on 2 cores
     .venv/bin/python bench/soak.py --quick    # one pass of each, about a minute
@@ -28,16 +29,14 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
-sys.path.insert(0, str(TESTS))
+# The test support package (tests/support/), shared with the tests, is imported as `support`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import faults  # noqa: E402 - the test helpers live beside the tests
-import servers  # noqa: E402
-import trials  # noqa: E402
-import trustme  # noqa: E402
+import trustme
+from support import faults, servers, trials
 
-from modbot.poll import Context, Poller  # noqa: E402
-from modbot.tls import client_context  # noqa: E402
+from modbot.poll import Context, Poller
+from modbot.tls import client_context
 
 SCENARIOS = ("crash", "cut", "flood")
 

@@ -1,4 +1,4 @@
-"""Shared fixtures. The servers behind them live in ``tests/servers.py``."""
+"""Shared fixtures. The servers behind them live in ``tests/support/servers.py``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import servers
 import trustme
+from support import servers
 
 from modbot.tls import client_context
 
@@ -119,7 +119,7 @@ def imap_without_starttls() -> Iterator[servers.ImapWithoutStarttls]:
 
 
 # --------------------------------------------------------------------------------------------
-# PostgreSQL (tests/pgserver.py): one private cluster per run, one database per test.
+# PostgreSQL (support/pgserver.py): one private cluster per run, one database per test.
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +129,7 @@ def postgres() -> Iterator[object]:
     Typed ``object`` here so this file does not import psycopg for runs that never use it.
     """
     try:
-        import pgserver
+        from support import pgserver
     except ImportError as exc:
         servers.unavailable(f"the PostgreSQL driver is missing ({exc.name}); install '.[test]'")
     try:
@@ -143,7 +143,7 @@ def postgres() -> Iterator[object]:
 @pytest.fixture
 def postgres_url(postgres: object) -> str:
     """The SQLAlchemy URL of a fresh, empty database on the session's PostgreSQL."""
-    import pgserver
+    from support import pgserver
 
     assert isinstance(postgres, pgserver.Postgres)
     return postgres.create_database()
@@ -152,14 +152,14 @@ def postgres_url(postgres: object) -> str:
 @pytest.fixture
 def postgres_migrated_url(postgres: object) -> str:
     """The URL of a fresh database already at the latest schema (faster than migrating)."""
-    import pgserver
+    from support import pgserver
 
     assert isinstance(postgres, pgserver.Postgres)
     return postgres.create_migrated_database()
 
 
 # --------------------------------------------------------------------------------------------
-# OAuth2 (tests/servers.py): a provider on loopback, a Dovecot that asks it, aiosmtpd XOAUTH2.
+# OAuth2 (support/servers.py): a provider on loopback, a Dovecot that asks it, aiosmtpd XOAUTH2.
 
 
 @pytest.fixture(scope="session")

@@ -49,7 +49,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-# The newest migration in migrations/versions; tests/test_store.py checks they agree. Knowing
+# The newest migration in migrations/versions; tests/edges/test_store.py checks they agree. Knowing
 # it lets a start-up with a current schema skip importing alembic (a quarter second).
 HEAD_REVISION = "0005"
 
