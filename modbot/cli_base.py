@@ -1,8 +1,8 @@
 """What every ``modbot`` command shares: loading the settings, failing in one sentence, logging.
 
 Kept apart from the commands so that the modules defining them (``modbot.cli``,
-``modbot.cli_setup``) import it without importing each other. Light on purpose: nothing heavy is
-imported until a command runs.
+``modbot.cli_setup``, ``modbot.cli_review``) import it without importing each other. Light on
+purpose: nothing heavy is imported until a command runs.
 """
 
 from __future__ import annotations
