@@ -169,7 +169,7 @@ level = "WARNING"
         return path
 
     def settings(self, user: str, *, mode: str = "shadow", **policy: Any) -> Settings:
-        return config.load(self.config_file(user, mode=mode, **policy))
+        return config.load(self.config_file(user, mode=mode, **policy)).first
 
 
 def _toml(value: Any) -> str:

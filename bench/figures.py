@@ -29,7 +29,7 @@ import mailservers
 from environment import Environment
 
 from modbot import config, render
-from modbot.config import Settings
+from modbot.config import Config, Settings
 from modbot.history import Answered, Past
 from modbot.judging import judge
 from modbot.mailbox import Mailbox
@@ -235,7 +235,7 @@ def poll_nothing_new(env: Environment, sizes: Sizes, blocks: int = 5) -> list[Fi
     progress(f"poll with nothing new, {k(sizes.small)} and {k(sizes.large)} folders")
     for _block in range(blocks):
         for size, user in ((sizes.small, "small"), (sizes.large, "large")):
-            settings = config.load(configs[size])
+            settings = config.load(configs[size]).first
             got = samples.setdefault(size, {})
             got.setdefault("raw", []).extend(
                 _raw_open(env, user, sizes.baseline_iterations // blocks))
@@ -707,7 +707,7 @@ def idle(env: Environment, sizes: Sizes) -> list[Figure]:
         from modbot.daemon import run_daemon
 
         stop = asyncio.Event()
-        running = asyncio.create_task(run_daemon(settings, stop))
+        running = asyncio.create_task(run_daemon(Config((settings,)), stop))
         observer = Store.open(settings.database.url)
         latencies = []
         try:

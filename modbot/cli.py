@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from modbot import cli_review, cli_setup
-from modbot.cli_base import _fail, _settings, _setup_logging, _version
+from modbot.cli_base import _config, _fail, _settings, _setup_logging, _version
 from modbot.cli_setup import health_problem  # noqa: F401 - where the tests and callers find it
 from modbot.errors import ModbotError
 
@@ -126,8 +126,8 @@ def run_once(
 
     from modbot.advice import explain
 
-    settings = _settings(ctx)
-    accounts = settings.accounts()
+    loaded = _config(ctx)
+    accounts, settings = loaded.accounts, loaded.first
     if dry_run:
         _dry_run(accounts)
         return
@@ -143,7 +143,7 @@ def run_once(
     from modbot.store import Store
 
     try:
-        store = Store.open(settings.database.url)
+        store = Store.open(loaded.database.url)
     except ModbotError as exc:
         _fail(str(exc))
 
@@ -237,11 +237,11 @@ def status(ctx: typer.Context) -> None:
     """
     from modbot import status as standing
 
-    settings = _settings(ctx, resolve_secrets=False)
+    loaded = _config(ctx, resolve_secrets=False)
     path = (ctx.obj or {}).get("config") or os.environ.get("MODBOT_CONFIG")
     typer.echo(f"modbot {_version()}, configuration {Path(str(path)).absolute()}")
     try:
-        lines = standing.lines(settings, datetime.now(UTC))
+        lines = standing.lines(loaded, datetime.now(UTC))
     except ModbotError as exc:
         _fail(str(exc))
     for line in lines:
@@ -255,9 +255,9 @@ def run(ctx: typer.Context) -> None:
 
     from modbot.daemon import run_daemon
 
-    settings = _settings(ctx)
+    loaded = _config(ctx)
     try:
-        asyncio.run(run_daemon(settings))
+        asyncio.run(run_daemon(loaded))
     except ModbotError as exc:
         _fail(str(exc))
 

@@ -1,6 +1,8 @@
-"""Load the TOML configuration file into validated, frozen settings.
+"""Load the TOML configuration file into a validated, frozen ``Config``.
 
-Reading the file, its secrets and its paths happens here; what each table may hold is
+A ``Config`` is the whole file: its accounts, one ``Settings`` per inbox (each carrying the
+shared tables too, so that whatever handles one inbox needs nothing else), and the tables they
+share. Reading the file, its secrets and its paths happens here; what each table may hold is
 ``modbot.config_sections``. Every problem in a file is reported together in one
 ``ConfigError``; unknown keys are errors. Secrets never live in the file: ``password_env`` names
 an environment variable and ``password_file`` a file, and both are read here, once. This module
@@ -12,10 +14,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import PrivateAttr, ValidationError
+from pydantic import ValidationError
 
 from modbot.config_sections import (
     DEFAULT_SCOPES,
@@ -42,7 +45,8 @@ from modbot.model import Mode
 
 # The tables' models are imported from here by the rest of modbot, as they always were.
 __all__ = [
-    "ACCOUNT_TABLES", "CONFIG_ENV", "DEFAULT_SCOPES", "ClassifySettings", "ConfigProblems",
+    "ACCOUNT_TABLES", "CONFIG_ENV", "DEFAULT_SCOPES", "ClassifySettings", "Config",
+    "ConfigProblems",
     "CounselorSettings", "DatabaseSettings", "DigestSettings", "DirectorySettings",
     "ImapSettings", "LoggingSettings", "OAuth2Settings", "PolicySettings", "ReviewSettings",
     "ScheduleSettings", "Security", "Settings", "SmtpSettings", "TemplateSettings", "is_email",
@@ -56,10 +60,10 @@ _TOKEN_FILES = {"imap": "modbot-imap-token.json", "smtp": "modbot-smtp-token.jso
 class Settings(Section):
     """The configuration of one inbox: its counselor, IMAP and SMTP servers, and the rest.
 
-    A file with several ``[[accounts]]`` loads as the first account's ``Settings``;
-    :meth:`accounts` gives every account's, each a whole ``Settings`` sharing the file's
-    database, schedule, digest, review, classify and logging tables, so that everything which
-    handles one inbox takes a ``Settings`` and never needs to know about the others.
+    Each account of a ``Config`` is a whole ``Settings``: its own counselor, imap, smtp,
+    directory, policy and templates, and the file's shared database, schedule, digest, review,
+    classify and logging tables, so that everything which handles one inbox takes a
+    ``Settings`` and never needs to know about the others.
     """
 
     counselor: CounselorSettings
@@ -75,31 +79,67 @@ class Settings(Section):
     review: ReviewSettings = ReviewSettings()
     logging: LoggingSettings = LoggingSettings()
 
-    # Every account's settings, in the file's order, when the file has [[accounts]]: set by
-    # parse() on each of them (a copy made with model_copy keeps the original's).
-    _accounts: tuple[Settings, ...] = PrivateAttr(default=())
-
     @property
     def account(self) -> str:
         """The key under which cursors and messages of this inbox are stored."""
         return f"{self.imap.username}@{self.imap.host}"
 
-    def accounts(self) -> tuple[Settings, ...]:
-        """Every inbox of the configuration, in the file's order; just this one without
-        ``[[accounts]]``."""
-        return self._accounts or (self,)
 
-    def select(self, name: str) -> Settings:
-        """The one account called ``name`` (``username@host``, or the IMAP username alone),
-        standing on its own; raises ``ConfigError`` naming the accounts there are."""
-        found = [a for a in self.accounts() if name in (a.account, a.imap.username)]
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration file: its accounts, and the tables they share.
+
+    ``accounts`` holds one ``Settings`` per inbox in the file's order: the single top-level
+    ``[counselor]``/``[imap]``/``[smtp]`` form gives one, ``[[accounts]]`` one per table.
+    The shared tables (database, schedule, digest, review, classify, logging) are the same in
+    every account; what runs every inbox at once (the daemon, a poll of every inbox, ``check``,
+    ``status``) reads them here.
+    """
+
+    accounts: tuple[Settings, ...]
+
+    def __post_init__(self) -> None:
+        if not self.accounts:
+            raise ValueError("a configuration has at least one account")
+
+    @property
+    def first(self) -> Settings:
+        """The account a command acts on when no ``--account`` names one."""
+        return self.accounts[0]
+
+    @property
+    def database(self) -> DatabaseSettings:
+        return self.first.database
+
+    @property
+    def schedule(self) -> ScheduleSettings:
+        return self.first.schedule
+
+    @property
+    def digest(self) -> DigestSettings:
+        return self.first.digest
+
+    @property
+    def review(self) -> ReviewSettings:
+        return self.first.review
+
+    @property
+    def classify(self) -> ClassifySettings:
+        return self.first.classify
+
+    @property
+    def logging(self) -> LoggingSettings:
+        return self.first.logging
+
+    def only(self, name: str) -> Config:
+        """This configuration with just the account called ``name`` (``username@host``, or
+        the IMAP username alone); raises ``ConfigError`` naming the accounts there are."""
+        found = [a for a in self.accounts if name in (a.account, a.imap.username)]
         if len(found) != 1:
-            known = ", ".join(a.account for a in self.accounts())
+            known = ", ".join(a.account for a in self.accounts)
             why = "matches several accounts" if found else "is not an account"
             raise ConfigError(f"--account {name} {why} of this configuration ({known})")
-        alone = found[0].model_copy()
-        alone._accounts = ()
-        return alone
+        return Config((found[0],))
 
 
 class ConfigProblems(ConfigError):
@@ -361,33 +401,30 @@ def _anchor_database(data: dict[str, Any], base: Path) -> None:
 
 
 def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
-          resolve_secrets: bool = True) -> Settings:
+          resolve_secrets: bool = True) -> Config:
     """Validate a configuration mapping; raise ``ConfigError`` listing every problem.
 
-    A mapping with ``accounts`` (a list of tables, one per inbox) loads as its first account;
-    ``Settings.accounts()`` gives all of them.
+    A mapping with ``accounts`` (a list of tables, one per inbox) gives one account per table;
+    one without, the single account of its ``counselor``, ``imap`` and ``smtp`` tables.
     """
     base = base or Path.cwd()
     data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
     _anchor_database(data, base)
-    settings: Settings | None = None
+    accounts: list[Settings] = []
     if "accounts" in data:
-        views, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
-        if views and not problems:
-            for view in views:
-                view._accounts = tuple(views)
-            settings = views[0]
+        accounts, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
     else:
         problems = _prepare(data, base, resolve_secrets, _beside_database(data, base))
         settings, invalid = _validate(data)
         problems.extend(invalid)
-    if problems or settings is None:
+        accounts = [settings] if settings is not None else []
+    if problems or not accounts:
         raise ConfigProblems(source, problems)
-    return settings
+    return Config(tuple(accounts))
 
 
-def load(path: Path | str | None = None, *, resolve_secrets: bool = True) -> Settings:
-    """Load settings from ``path``, else from ``$MODBOT_CONFIG``; raise ``ConfigError``.
+def load(path: Path | str | None = None, *, resolve_secrets: bool = True) -> Config:
+    """Load the configuration from ``path``, else from ``$MODBOT_CONFIG``; raise ``ConfigError``.
 
     Relative paths inside the file are taken relative to the file's own directory.
     """

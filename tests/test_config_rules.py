@@ -41,7 +41,7 @@ def _imap_password(monkeypatch: pytest.MonkeyPatch) -> None:
 def load(tmp_path: Path, extra: str) -> config.Settings:
     path = tmp_path / "modbot.toml"
     path.write_text(BASE + extra, encoding="utf-8")
-    return config.load(path)
+    return config.load(path).first
 
 
 def kind_of(fixture: str, settings: config.Settings, auth: Authenticity = AUTHENTIC) -> Kind:

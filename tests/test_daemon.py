@@ -19,6 +19,7 @@ import pytest
 import servers
 
 from modbot.config import (
+    Config,
     CounselorSettings,
     DatabaseSettings,
     DigestSettings,
@@ -70,7 +71,7 @@ async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
         templates=TemplateSettings(dir=templates),
     )
     with pytest.raises(TemplateError, match="no_such_filter"):
-        await run_daemon(settings, stop=asyncio.Event())
+        await run_daemon(Config((settings,)), stop=asyncio.Event())
 
 
 def test_poll_line_says_what_a_poll_did_in_one_line() -> None:

@@ -34,7 +34,7 @@ def settings(**policy: Any) -> Settings:
         "imap": {"host": "imap.example.edu", "username": "dana"},
         "smtp": {"host": "smtp.example.edu"},
         "policy": {"mode": "auto", **policy},
-    }, resolve_secrets=False)
+    }, resolve_secrets=False).first
 
 
 SETTINGS = settings()

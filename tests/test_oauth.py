@@ -53,7 +53,7 @@ def parsed(text: str, tmp_path: Path) -> config.Settings:
     import tomllib
 
     data = tomllib.loads(BASE_CONFIG.format(db=tmp_path / "data" / "modbot.db") + text)
-    return config.parse(data, base=tmp_path)
+    return config.parse(data, base=tmp_path).first
 
 
 def seeded(provider: Provider, settings: OAuth2Settings, *,
