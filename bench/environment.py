@@ -21,7 +21,7 @@ import mailservers
 from imapclient import IMAPClient
 
 from modbot import config
-from modbot.config import Settings
+from modbot.config import Account
 
 PASSWORD_ENV = "MODBOT_BENCH_PASSWORD"
 COUNSELOR = {
@@ -168,7 +168,7 @@ level = "WARNING"
         path.write_text(text, encoding="utf-8")
         return path
 
-    def settings(self, user: str, *, mode: str = "shadow", **policy: Any) -> Settings:
+    def settings(self, user: str, *, mode: str = "shadow", **policy: Any) -> Account:
         return config.load(self.config_file(user, mode=mode, **policy)).first
 
 

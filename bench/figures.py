@@ -29,7 +29,7 @@ import mailservers
 from environment import Environment
 
 from modbot import config, render
-from modbot.config import Config, Settings
+from modbot.config import Account, Config
 from modbot.history import Answered, Past
 from modbot.judging import judge
 from modbot.mailbox import Mailbox
@@ -178,7 +178,7 @@ def _raw_connect(env: Environment, user: str, n: int
     return times, {phase: values[-n:] for phase, values in phases.items()}
 
 
-async def _daemon_polls(settings: Settings, n: int, *, keep_open: bool = True) -> list[float]:
+async def _daemon_polls(settings: Account, n: int, *, keep_open: bool = True) -> list[float]:
     """modbot: ``Poller.poll`` as the daemon calls it (its connection kept open between polls),
     or, with ``keep_open=False``, as ``run-once`` does (a connection per poll); nothing new."""
     ctx = Context.build(settings, dkim_lookup=None)
@@ -198,7 +198,7 @@ async def _daemon_polls(settings: Settings, n: int, *, keep_open: bool = True) -
         ctx.store.close()
 
 
-def _mailbox_open(settings: Settings, n: int) -> tuple[list[float], list[float]]:
+def _mailbox_open(settings: Account, n: int) -> tuple[list[float], list[float]]:
     """modbot's Mailbox kept open: SELECT + ``uids_after`` each time, and ``uids_after`` alone."""
     with Mailbox(settings.imap, client_context(settings.imap.ca_file)) as mailbox:
         state = mailbox.select("INBOX")
@@ -213,7 +213,7 @@ def _mailbox_open(settings: Settings, n: int) -> tuple[list[float], list[float]]
     return both, alone
 
 
-def _mailbox_per_poll(settings: Settings, n: int) -> list[float]:
+def _mailbox_per_poll(settings: Account, n: int) -> list[float]:
     """modbot's Mailbox opened per poll, as ``Poller.poll`` does, without the store."""
     tls = client_context(settings.imap.ca_file)
 

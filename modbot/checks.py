@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from modbot.errors import ConfigError, ModbotError
 
 if TYPE_CHECKING:
-    from modbot.config import Config, Settings
+    from modbot.config import Account, Config
     from modbot.mailbox import Mailbox
 
 Say = Callable[[str], None]
@@ -78,7 +78,7 @@ def _guarded(report: Report, area: str, check: Callable[[], None]) -> None:
 
 # --- configuration --------------------------------------------------------------------------
 
-def _mode_words(settings: Settings) -> str:
+def _mode_words(settings: Account) -> str:
     policy = settings.policy
     words = {"shadow": "shadow mode (decides and records, sends nothing)",
              "review": "review mode (replies wait for approval)",
@@ -223,7 +223,7 @@ def _check_server_database(url: str, report: Report) -> None:
 
 # --- templates and directory ----------------------------------------------------------------
 
-def check_templates(settings: Settings, secrets: bool, report: Report) -> None:
+def check_templates(settings: Account, secrets: bool, report: Report) -> None:
     from modbot.errors import TemplateError
     from modbot.render import DEFAULT_FORBIDDEN, Templates, lint
 
@@ -246,7 +246,7 @@ def check_templates(settings: Settings, secrets: bool, report: Report) -> None:
         report("ok", f"templates: {where} pass every check")
 
 
-def check_directory(settings: Settings, secrets: bool, report: Report) -> None:
+def check_directory(settings: Account, secrets: bool, report: Report) -> None:
     from modbot.directory.combined import CombinedDirectory, open_directory
     from modbot.directory.csv import CsvDirectory
     from modbot.errors import DirectoryError
@@ -283,7 +283,7 @@ def check_directory(settings: Settings, secrets: bool, report: Report) -> None:
 
 # --- mail servers ---------------------------------------------------------------------------
 
-def check_imap(settings: Settings, secrets: bool, report: Report, *,
+def check_imap(settings: Account, secrets: bool, report: Report, *,
                since: datetime.date | None = None, dkim_lookup: DnsLookup | None = None) -> None:
     """Log in, open the folder read-only, and survey its mail since ``since`` (when given)."""
     from modbot.advice import explain
@@ -341,7 +341,7 @@ class RememberedDns:
         return self._answers[name]
 
 
-def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
+def survey_mail(mailbox: Mailbox, settings: Account, since: datetime.date,
                 dkim_lookup: DnsLookup | None, report: Report) -> None:
     """Judge the LinkedIn notifications that arrived since ``since`` as a poll would, and
     report what the gate proves, what it cannot and what configuration the copies suggest.
@@ -386,7 +386,7 @@ def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
         report.progress(line)
 
 
-def check_smtp(settings: Settings, secrets: bool, report: Report) -> None:
+def check_smtp(settings: Account, secrets: bool, report: Report) -> None:
     import asyncio
 
     from modbot.advice import explain

@@ -22,7 +22,7 @@ from modbot.cli_setup import health_problem  # noqa: F401 - where the tests and 
 from modbot.errors import ModbotError
 
 if TYPE_CHECKING:
-    from modbot.config import Settings
+    from modbot.config import Account
     from modbot.poll import PollReport
     from modbot.store import Store
 
@@ -168,7 +168,7 @@ def run_once(
         raise typer.Exit(1)
 
 
-def _dry_run(accounts: tuple[Settings, ...]) -> None:
+def _dry_run(accounts: tuple[Account, ...]) -> None:
     """``run-once --dry-run`` for each account, one after the other."""
     import asyncio
 
@@ -193,7 +193,7 @@ def _dry_run(accounts: tuple[Settings, ...]) -> None:
         raise typer.Exit(1)
 
 
-async def _poll_account(settings: Settings, store: Store | None,
+async def _poll_account(settings: Account, store: Store | None,
                         progress: Callable[[int, int], None] | None = None) -> PollReport:
     """One poll of one account, under its lock; ``store`` shared, else one of its own."""
     from modbot.lock import acquire_account_lock
@@ -262,7 +262,7 @@ def run(ctx: typer.Context) -> None:
         _fail(str(exc))
 
 
-def _classify_one(path: Path, settings: Settings | None, dns: bool,
+def _classify_one(path: Path, settings: Account | None, dns: bool,
                   trust: list[str]) -> dict[str, Any]:
     from modbot.config import PolicySettings
     from modbot.directory.combined import open_directory

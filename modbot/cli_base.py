@@ -14,7 +14,7 @@ import typer
 from modbot.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modbot.config import Config, Settings
+    from modbot.config import Account, Config
 
 __all__ = ["_config", "_fail", "_settings", "_setup_logging", "_version"]
 
@@ -40,7 +40,7 @@ def _config(ctx: typer.Context, *, resolve_secrets: bool = True) -> Config:
     return loaded
 
 
-def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
+def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Account:
     """The one account a command acts on: the one ``--account`` names, else the first."""
     return _config(ctx, resolve_secrets=resolve_secrets).first
 

@@ -18,7 +18,7 @@ from modbot.cli_base import _fail, _settings
 from modbot.errors import ModbotError
 
 if TYPE_CHECKING:
-    from modbot.config import Settings
+    from modbot.config import Account
     from modbot.store import Item, Store
 
 app = typer.Typer(rich_markup_mode=None)
@@ -84,7 +84,7 @@ def _profile_link(item: Item) -> str | None:
     return None
 
 
-def _paste_text(item: Item, templates: Any, settings: Settings) -> str | None:
+def _paste_text(item: Item, templates: Any, settings: Account) -> str | None:
     """The reply the person would have had, to paste into LinkedIn by hand; None for an item
     whose kind gets no reply (a fake notification, unknown mail)."""
     from modbot.kinds import TEMPLATE_OF
@@ -138,7 +138,7 @@ ReviewId = Annotated[int, typer.Argument(metavar="ID", help="A number from `modb
 ReviewAll = Annotated[bool, typer.Option("--all", help="Every reply that waits.")]
 
 
-def _review_store(ctx: typer.Context) -> tuple[Settings, Store]:
+def _review_store(ctx: typer.Context) -> tuple[Account, Store]:
     from modbot.store import Store
 
     settings = _settings(ctx, resolve_secrets=False)
@@ -222,7 +222,7 @@ def review_show(ctx: typer.Context, item: ReviewId) -> None:
     typer.echo(f"To: {found[0]}\nSubject: {subject}\n\n{found[1]}")
 
 
-def _review_subject(store: Store, settings: Settings, templates: Any, item_id: int) -> str:
+def _review_subject(store: Store, settings: Account, templates: Any, item_id: int) -> str:
     """The Subject the waiting reply ``item_id`` would carry, built as it will be sent."""
     from email.header import decode_header, make_header
 

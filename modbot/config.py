@@ -1,6 +1,6 @@
 """Load the TOML configuration file into a validated, frozen ``Config``.
 
-A ``Config`` is the whole file: its accounts, one ``Settings`` per inbox (each carrying the
+A ``Config`` is the whole file: its accounts, one ``Account`` per inbox (each carrying the
 shared tables too, so that whatever handles one inbox needs nothing else), and the tables they
 share. Reading the file, its secrets and its paths happens here; what each table may hold is
 ``modbot.config_sections``. Every problem in a file is reported together in one
@@ -45,25 +45,42 @@ from modbot.model import Mode
 
 # The tables' models are imported from here by the rest of modbot, as they always were.
 __all__ = [
-    "ACCOUNT_TABLES", "CONFIG_ENV", "DEFAULT_SCOPES", "ClassifySettings", "Config",
+    "ACCOUNT_TABLES",
+    "CONFIG_ENV",
+    "DEFAULT_SCOPES",
+    "Account",
+    "ClassifySettings",
+    "Config",
     "ConfigProblems",
-    "CounselorSettings", "DatabaseSettings", "DigestSettings", "DirectorySettings",
-    "ImapSettings", "LoggingSettings", "OAuth2Settings", "PolicySettings", "ReviewSettings",
-    "ScheduleSettings", "Security", "Settings", "SmtpSettings", "TemplateSettings", "is_email",
-    "is_loopback", "load", "parse",
+    "CounselorSettings",
+    "DatabaseSettings",
+    "DigestSettings",
+    "DirectorySettings",
+    "ImapSettings",
+    "LoggingSettings",
+    "OAuth2Settings",
+    "PolicySettings",
+    "ReviewSettings",
+    "ScheduleSettings",
+    "Security",
+    "SmtpSettings",
+    "TemplateSettings",
+    "is_email",
+    "is_loopback",
+    "load",
+    "parse",
 ]
 
 CONFIG_ENV = "MODBOT_CONFIG"
 _TOKEN_FILES = {"imap": "modbot-imap-token.json", "smtp": "modbot-smtp-token.json"}
 
 
-class Settings(Section):
-    """The configuration of one inbox: its counselor, IMAP and SMTP servers, and the rest.
+class Account(Section):
+    """One inbox of the file: its counselor, IMAP and SMTP servers, and the rest.
 
-    Each account of a ``Config`` is a whole ``Settings``: its own counselor, imap, smtp,
-    directory, policy and templates, and the file's shared database, schedule, digest, review,
-    classify and logging tables, so that everything which handles one inbox takes a
-    ``Settings`` and never needs to know about the others.
+    Its own counselor, imap, smtp, directory, policy and templates, and a copy of the file's
+    shared database, schedule, digest, review, classify and logging tables, so that everything
+    which handles one inbox takes an ``Account`` and never needs to know about the others.
     """
 
     counselor: CounselorSettings
@@ -89,21 +106,21 @@ class Settings(Section):
 class Config:
     """A whole configuration file: its accounts, and the tables they share.
 
-    ``accounts`` holds one ``Settings`` per inbox in the file's order: the single top-level
+    ``accounts`` holds one ``Account`` per inbox in the file's order: the single top-level
     ``[counselor]``/``[imap]``/``[smtp]`` form gives one, ``[[accounts]]`` one per table.
     The shared tables (database, schedule, digest, review, classify, logging) are the same in
     every account; what runs every inbox at once (the daemon, a poll of every inbox, ``check``,
     ``status``) reads them here.
     """
 
-    accounts: tuple[Settings, ...]
+    accounts: tuple[Account, ...]
 
     def __post_init__(self) -> None:
         if not self.accounts:
             raise ValueError("a configuration has at least one account")
 
     @property
-    def first(self) -> Settings:
+    def first(self) -> Account:
         """The account a command acts on when no ``--account`` names one."""
         return self.accounts[0]
 
@@ -290,13 +307,13 @@ def _prepare(data: dict[str, Any], base: Path, resolve_secrets: bool, token_dir:
     return problems
 
 
-def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[str]]:
+def _validate(data: dict[str, Any]) -> tuple[Account | None, list[str]]:
     try:
-        return Settings.model_validate(data), []
+        return Account.model_validate(data), []
     except ValidationError as exc:
         from modbot.config_words import describe
 
-        return None, [describe(error, Settings) for error in exc.errors()]
+        return None, [describe(error, Account) for error in exc.errors()]
 
 
 # What each [[accounts]] table holds. counselor, imap and smtp are its own; a directory, policy
@@ -315,14 +332,14 @@ def _token_tag(account: dict[str, Any], number: int) -> str:
     return re.sub(r"[^A-Za-z0-9@._-]", "_", username)[:100]
 
 
-def _uses_review(settings: Settings) -> bool:
+def _uses_review(settings: Account) -> bool:
     policy = settings.policy
     return policy.mode is Mode.REVIEW or Mode.REVIEW in policy.modes.values()
 
 
 def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
-                    resolve_secrets: bool) -> tuple[list[Settings], list[str]]:
-    """Every [[accounts]] table merged with the shared tables into its own ``Settings``."""
+                    resolve_secrets: bool) -> tuple[list[Account], list[str]]:
+    """Every [[accounts]] table merged with the shared tables into its own ``Account``."""
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         return [], ["accounts: write each inbox as an [[accounts]] table"]
     if not tables:
@@ -340,14 +357,14 @@ def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
     token_dir = _beside_database(data, base)
     problems.extend(_prepare(data, base, resolve_secrets, token_dir))  # shared tables, once
     shared = dict(data)
-    views: list[Settings] = []
+    views: list[Account] = []
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, start=1):
         where = f"accounts[{number}]"
         own = dict(table)
         for key in sorted(set(own) - set(ACCOUNT_TABLES)):
             own.pop(key)
-            if key in Settings.model_fields:
+            if key in Account.model_fields:
                 problems.append(f"{where}.{key}: [{key}] is shared by every account; set it at "
                                 "the top level")
             else:
@@ -410,7 +427,7 @@ def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = N
     base = base or Path.cwd()
     data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
     _anchor_database(data, base)
-    accounts: list[Settings] = []
+    accounts: list[Account] = []
     if "accounts" in data:
         accounts, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
     else:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from modbot import digest, review, sdnotify
-from modbot.config import Config, DigestSettings, Settings
+from modbot.config import Account, Config, DigestSettings
 from modbot.errors import ConfigError, MaybeSentError, ModbotError
 from modbot.idle import CHECK_SECONDS, STOP_SECONDS, IdleWatcher
 from modbot.lock import AccountLock, acquire_account_lock
@@ -122,7 +122,7 @@ def poll_line(report: PollReport) -> str:
 _DONE = {"reply": "answered", "hold": "held", "log": "noted", "ignore": "ignored"}
 
 
-def start_line(accounts: Sequence[Settings], now: datetime) -> str:
+def start_line(accounts: Sequence[Account], now: datetime) -> str:
     """What the daemon says when it starts: the mode of each account, how it watches the
     inboxes, and when the next digest goes out."""
     from modbot.cli_base import _version

@@ -48,7 +48,7 @@ url = "sqlite:///{db}"
 """
 
 
-def parsed(text: str, tmp_path: Path) -> config.Settings:
+def parsed(text: str, tmp_path: Path) -> config.Account:
     """``text`` after the counselor and database tables, parsed as modbot would load it."""
     import tomllib
 
