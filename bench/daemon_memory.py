@@ -46,7 +46,7 @@ def arrivals(serial: int, rng: random.Random) -> list[bytes]:
 
 
 async def main(path: str, polls: int, maildir: corpus.Maildir) -> dict[str, object]:
-    settings = config.load(path)
+    settings = config.load(path).first
     ctx = Context.build(settings, dkim_lookup=None)
     poller = Poller(ctx, keep_open=True)  # as the daemon's poller
     rng = random.Random(3)

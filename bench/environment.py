@@ -29,7 +29,7 @@ from imapclient import IMAPClient
 from support import servers
 
 from modbot import config
-from modbot.config import Settings
+from modbot.config import Account
 
 PASSWORD_ENV = "MODBOT_BENCH_PASSWORD"
 COUNSELOR = {
@@ -220,8 +220,8 @@ level = "WARNING"
         path.write_text(text, encoding="utf-8")
         return path
 
-    def settings(self, user: str, *, mode: str = "shadow", **policy: Any) -> Settings:
-        return config.load(self.config_file(user, mode=mode, **policy))
+    def settings(self, user: str, *, mode: str = "shadow", **policy: Any) -> Account:
+        return config.load(self.config_file(user, mode=mode, **policy)).first
 
 
 def _toml(value: Any) -> str:

@@ -28,7 +28,7 @@ SETTINGS = config.parse({
     "smtp": {"host": "smtp.example.edu"},
     "policy": {"mode": "auto"},
     "digest": {"timezone": "America/Chicago"},
-}, resolve_secrets=False)
+}, resolve_secrets=False).first
 REFERENCE = "5f0c2a9e71b84d3c9a6e0b1f2d4c8a73"  # an example of the digest's one-time token
 SPOOF = "pretends to come from LinkedIn but is shown not to; it is never answered"
 

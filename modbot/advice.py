@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from modbot.errors import MailboxAuthError, MailboxError, ModbotError, SendError
 
 if TYPE_CHECKING:
-    from modbot.config import ImapSettings, Settings, SmtpSettings
+    from modbot.config import Account, ImapSettings, SmtpSettings
 
 # The usual ports: implicit TLS, and plain text upgraded by STARTTLS.
 PORTS = {"imap": {"tls": 993, "starttls": 143}, "smtp": {"tls": 465, "starttls": 587}}
@@ -32,7 +32,7 @@ def _mix_up(table: str, port: int, security: str) -> str:
             f'"{security}": change one of them')
 
 
-def advice(error: ModbotError, settings: Settings) -> str | None:
+def advice(error: ModbotError, settings: Account) -> str | None:
     """What to change for ``error`` from the IMAP or SMTP server of ``settings``, or None."""
     server: ImapSettings | SmtpSettings
     if isinstance(error, MailboxError):
@@ -80,7 +80,7 @@ def advice(error: ModbotError, settings: Settings) -> str | None:
     return None
 
 
-def explain(error: ModbotError, settings: Settings) -> str:
+def explain(error: ModbotError, settings: Account) -> str:
     """The error's sentence, followed by what to do about it when that is known."""
     hint = advice(error, settings)
     text = str(error)

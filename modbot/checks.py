@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from modbot.errors import ConfigError, ModbotError
 
 if TYPE_CHECKING:
-    from modbot.config import Settings
+    from modbot.config import Account, Config
     from modbot.mailbox import Mailbox
 
 Say = Callable[[str], None]
@@ -78,7 +78,7 @@ def _guarded(report: Report, area: str, check: Callable[[], None]) -> None:
 
 # --- configuration --------------------------------------------------------------------------
 
-def _mode_words(settings: Settings) -> str:
+def _mode_words(settings: Account) -> str:
     policy = settings.policy
     words = {"shadow": "shadow mode (decides and records, sends nothing)",
              "review": "review mode (replies wait for approval)",
@@ -91,8 +91,8 @@ def _mode_words(settings: Settings) -> str:
     return words
 
 
-def load_settings(path: Path | None, account: str | None,
-                  report: Report) -> tuple[Settings | None, bool]:
+def load_config(path: Path | None, account: str | None,
+                report: Report) -> tuple[Config | None, bool]:
     """The configuration, and whether its secrets could be read.
 
     Without its secrets the checks still run, and the servers are reached without logging in.
@@ -100,9 +100,9 @@ def load_settings(path: Path | None, account: str | None,
     from modbot import config
 
     try:
-        settings = config.load(path, resolve_secrets=False)
+        loaded = config.load(path, resolve_secrets=False)
         if account:
-            settings = settings.select(account)
+            loaded = loaded.only(account)
     except config.ConfigProblems as exc:
         for problem in exc.problems:
             report("problem", f"configuration {exc.source}: {problem}")
@@ -111,18 +111,18 @@ def load_settings(path: Path | None, account: str | None,
         report("problem", str(exc))
         return None, False
     shown = Path(path or os.environ.get(config.CONFIG_ENV) or "").absolute()
-    count = len(settings.accounts())
-    report("ok", f"configuration {shown}: {_mode_words(settings)}; "
+    count = len(loaded.accounts)
+    report("ok", f"configuration {shown}: {_mode_words(loaded.first)}; "
                  f"{count} account{'s' if count != 1 else ''}")
     try:
         with_secrets = config.load(path)
         if account:
-            with_secrets = with_secrets.select(account)
+            with_secrets = with_secrets.only(account)
     except config.ConfigProblems as exc:
         for problem in exc.problems:
             report("problem", f"configuration: {problem} (the servers are checked without "
                               "logging in)")
-        return settings, False
+        return loaded, False
     return with_secrets, True
 
 
@@ -223,7 +223,7 @@ def _check_server_database(url: str, report: Report) -> None:
 
 # --- templates and directory ----------------------------------------------------------------
 
-def check_templates(settings: Settings, secrets: bool, report: Report) -> None:
+def check_templates(settings: Account, secrets: bool, report: Report) -> None:
     from modbot.errors import TemplateError
     from modbot.render import DEFAULT_FORBIDDEN, Templates, lint
 
@@ -246,7 +246,7 @@ def check_templates(settings: Settings, secrets: bool, report: Report) -> None:
         report("ok", f"templates: {where} pass every check")
 
 
-def check_directory(settings: Settings, secrets: bool, report: Report) -> None:
+def check_directory(settings: Account, secrets: bool, report: Report) -> None:
     from modbot.directory.combined import CombinedDirectory, open_directory
     from modbot.directory.csv import CsvDirectory
     from modbot.errors import DirectoryError
@@ -283,7 +283,7 @@ def check_directory(settings: Settings, secrets: bool, report: Report) -> None:
 
 # --- mail servers ---------------------------------------------------------------------------
 
-def check_imap(settings: Settings, secrets: bool, report: Report, *,
+def check_imap(settings: Account, secrets: bool, report: Report, *,
                since: datetime.date | None = None, dkim_lookup: DnsLookup | None = None) -> None:
     """Log in, open the folder read-only, and survey its mail since ``since`` (when given)."""
     from modbot.advice import explain
@@ -341,7 +341,7 @@ class RememberedDns:
         return self._answers[name]
 
 
-def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
+def survey_mail(mailbox: Mailbox, settings: Account, since: datetime.date,
                 dkim_lookup: DnsLookup | None, report: Report) -> None:
     """Judge the LinkedIn notifications that arrived since ``since`` as a poll would, and
     report what the gate proves, what it cannot and what configuration the copies suggest.
@@ -386,7 +386,7 @@ def survey_mail(mailbox: Mailbox, settings: Settings, since: datetime.date,
         report.progress(line)
 
 
-def check_smtp(settings: Settings, secrets: bool, report: Report) -> None:
+def check_smtp(settings: Account, secrets: bool, report: Report) -> None:
     import asyncio
 
     from modbot.advice import explain
@@ -434,12 +434,12 @@ def run(path: Path | None, account: str | None, say: Say, *,
     if os.geteuid() == 0:
         report("note", "checking as root, who may read and write anything: run the check as the "
                        "user modbot runs as to see what it sees (README, \"Into production\")")
-    settings, secrets = load_settings(path, account, report)
-    if settings is None:
+    loaded, secrets = load_config(path, account, report)
+    if loaded is None:
         say("fix the configuration first; the other checks need it")
         return 2
-    _guarded(report, "database", partial(check_database, settings.database.url, report))
-    accounts = settings.accounts()
+    _guarded(report, "database", partial(check_database, loaded.database.url, report))
+    accounts = loaded.accounts
     failed = report.problems > 0
     for one in accounts:
         own = report

@@ -1,8 +1,8 @@
 """What every ``modbot`` command shares: loading the settings, failing in one sentence, logging.
 
 Kept apart from the commands so that the modules defining them (``modbot.cli``,
-``modbot.cli_setup``) import it without importing each other. Light on purpose: nothing heavy is
-imported until a command runs.
+``modbot.cli_setup``, ``modbot.cli_review``) import it without importing each other. Light on
+purpose: nothing heavy is imported until a command runs.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import typer
 from modbot.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modbot.config import Settings
+    from modbot.config import Account, Config
 
-__all__ = ["_fail", "_settings", "_setup_logging", "_version"]
+__all__ = ["_config", "_fail", "_settings", "_setup_logging", "_version"]
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -24,19 +24,25 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Settings:
+def _config(ctx: typer.Context, *, resolve_secrets: bool = True) -> Config:
+    """The configuration, with only the account ``--account`` names when it names one."""
     from modbot import config
 
     path = ctx.obj.get("config") if ctx.obj else None
     account = ctx.obj.get("account") if ctx.obj else None
     try:
-        settings = config.load(path, resolve_secrets=resolve_secrets)
+        loaded = config.load(path, resolve_secrets=resolve_secrets)
         if account:
-            settings = settings.select(account)
+            loaded = loaded.only(account)
     except ConfigError as exc:
         _fail(str(exc), code=2)
-    _setup_logging(settings.logging.level, settings.logging.format)
-    return settings
+    _setup_logging(loaded.logging.level, loaded.logging.format)
+    return loaded
+
+
+def _settings(ctx: typer.Context, *, resolve_secrets: bool = True) -> Account:
+    """The one account a command acts on: the one ``--account`` names, else the first."""
+    return _config(ctx, resolve_secrets=resolve_secrets).first
 
 
 def _setup_logging(level: str, fmt: str = "text") -> None:

@@ -184,8 +184,8 @@ def health(ctx: typer.Context) -> None:
     from modbot.store import Store, locate
 
     try:
-        settings = config.load((ctx.obj or {}).get("config"), resolve_secrets=False)
-        url = settings.database.url
+        loaded = config.load((ctx.obj or {}).get("config"), resolve_secrets=False)
+        url = loaded.database.url
         try:
             database = locate(url).file
         except ValueError:
@@ -194,13 +194,13 @@ def health(ctx: typer.Context) -> None:
             _fail(f"unhealthy: there is no database at {database} yet")
         store = Store.open(url, migrate=False)
         try:
-            last = store.last_good_poll(settings.account)
+            last = store.last_good_poll(loaded.first.account)
         finally:
             store.close()
     except ModbotError as exc:  # exit 1, not 2: Docker reserves 2 in health checks
         _fail(f"unhealthy: {exc}")
     now = datetime.now(UTC)
-    problem = health_problem(last, now, settings.schedule.poll_seconds)
+    problem = health_problem(last, now, loaded.schedule.poll_seconds)
     if problem is not None:
         _fail(f"unhealthy: {problem}")
     assert last is not None

@@ -1,442 +1,86 @@
-"""Load the TOML configuration into validated, frozen settings.
+"""Load the TOML configuration file into a validated, frozen ``Config``.
 
-Every problem in a file is reported together in one ``ConfigError``; unknown keys are errors.
-Secrets never live in the file: ``password_env`` names an environment variable and
-``password_file`` a file, and both are read here, once. This module must never log or repr a
-secret: secrets are held as ``pydantic.SecretStr``.
+A ``Config`` is the whole file: its accounts, one ``Account`` per inbox (each carrying the
+shared tables too, so that whatever handles one inbox needs nothing else), and the tables they
+share. Reading the file, its secrets and its paths happens here; what each table may hold is
+``modbot.config_sections``. Every problem in a file is reported together in one
+``ConfigError``; unknown keys are errors. Secrets never live in the file: ``password_env`` names
+an environment variable and ``password_file`` a file, and both are read here, once. This module
+must never log or repr a secret: secrets are held as ``pydantic.SecretStr``.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import ValidationError
+
+from modbot.config_sections import (
+    DEFAULT_SCOPES,
+    ClassifySettings,
+    CounselorSettings,
+    DatabaseSettings,
+    DigestSettings,
+    DirectorySettings,
+    ImapSettings,
+    LoggingSettings,
+    OAuth2Settings,
+    PolicySettings,
+    ReviewSettings,
+    ScheduleSettings,
+    Section,
+    Security,
+    SmtpSettings,
+    TemplateSettings,
+    is_email,
+    is_loopback,
 )
-
 from modbot.errors import ConfigError
-from modbot.model import Action, ClassifierRule, Kind, Mode
+from modbot.model import Mode
 
-if TYPE_CHECKING:
-    from modbot.classify import Rule
+# The tables' models are imported from here by the rest of modbot, as they always were.
+__all__ = [
+    "ACCOUNT_TABLES",
+    "CONFIG_ENV",
+    "DEFAULT_SCOPES",
+    "Account",
+    "ClassifySettings",
+    "Config",
+    "ConfigProblems",
+    "CounselorSettings",
+    "DatabaseSettings",
+    "DigestSettings",
+    "DirectorySettings",
+    "ImapSettings",
+    "LoggingSettings",
+    "OAuth2Settings",
+    "PolicySettings",
+    "ReviewSettings",
+    "ScheduleSettings",
+    "Security",
+    "SmtpSettings",
+    "TemplateSettings",
+    "is_email",
+    "is_loopback",
+    "load",
+    "parse",
+]
 
 CONFIG_ENV = "MODBOT_CONFIG"
-_EMAIL = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
-
-Security = Literal["tls", "starttls", "none"]
-Email = Annotated[str, Field(min_length=3, max_length=254)]
-
-
-def is_email(value: str) -> bool:
-    """True for what the configuration accepts as one email address."""
-    return bool(_EMAIL.match(value)) and 3 <= len(value) <= 254
-
-
-def _check_email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError(f"{value!r} is not an email address")
-    return value
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and addresses in 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CounselorSettings(_Section):
-    name: str = Field(min_length=1)
-    email: Email
-    confidential_contact: str = Field(min_length=1)
-
-    _email = field_validator("email")(_check_email)
-
-    @property
-    def domain(self) -> str:
-        """The counselor's mail domain, for the Message-IDs of replies and digests."""
-        return self.email.rpartition("@")[2]
-
-
-Provider = Literal["google", "microsoft", "generic"]
-
-# Scopes asked for when an oauth2 table names none. Microsoft's IMAP and SMTP permissions are two
-# scopes of one token; offline_access is what makes Microsoft hand out a refresh token.
-DEFAULT_SCOPES: dict[str, tuple[str, ...]] = {
-    "google": ("https://mail.google.com/",),
-    "microsoft": ("https://outlook.office.com/IMAP.AccessAsUser.All",
-                  "https://outlook.office.com/SMTP.Send", "offline_access"),
-    "generic": (),
-}
-_GOOGLE_URLS = ("https://accounts.google.com/o/oauth2/v2/auth", "https://oauth2.googleapis.com/token")
 _TOKEN_FILES = {"imap": "modbot-imap-token.json", "smtp": "modbot-smtp-token.json"}
 
 
-def _https_or_loopback(key: str, url: str | None) -> str | None:
-    """A problem with ``url`` unless it is https://, or http:// to a loopback host (tests)."""
-    if url is None:
-        return None
-    parts = urlsplit(url)
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and parts.hostname and is_loopback(parts.hostname):
-        return None
-    return f"{key} {url!r} must be an https:// address (http:// only on a loopback host)"
+class Account(Section):
+    """One inbox of the file: its counselor, IMAP and SMTP servers, and the rest.
 
-
-class OAuth2Settings(_Section):
-    """How modbot gets OAuth2 access tokens for XOAUTH2: the ``[imap.oauth2]`` table.
-
-    The client secret, like a password, is never written in the file: ``client_secret_env`` or
-    ``client_secret_file`` (Microsoft's public clients have none; Google's installed-app clients
-    always have one). ``token_file`` holds the refresh token and the current access token.
-    """
-
-    provider: Provider
-    client_id: str = Field(min_length=1)
-    client_secret_env: str | None = None
-    client_secret_file: Path | None = None
-    tenant: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,100}$")  # microsoft
-    authority: str | None = None  # microsoft: another cloud, e.g. https://login.microsoftonline.us
-    # parse() fills the default: beside a SQLite database, else beside the configuration file.
-    token_file: Path
-    scopes: tuple[str, ...] = ()
-    token_url: str | None = None  # google (testing) and generic
-    authorization_url: str | None = None  # google (testing) and generic, for `modbot auth`
-    # Filled from client_secret_env / client_secret_file by load(); never written in the file.
-    client_secret: SecretStr | None = Field(default=None, exclude=True)
-
-    @model_validator(mode="after")
-    def _fits_provider(self) -> OAuth2Settings:
-        problems = [p for p in (_https_or_loopback("token_url", self.token_url),
-                                _https_or_loopback("authorization_url", self.authorization_url),
-                                _https_or_loopback("authority", self.authority)) if p]
-        if self.client_secret_env and self.client_secret_file:
-            problems.append("give client_secret_env or client_secret_file, not both")
-        if self.provider == "microsoft":
-            if self.token_url or self.authorization_url:
-                problems.append('token_url and authorization_url are not used with provider = '
-                                '"microsoft": msal finds them from authority and tenant')
-        elif self.tenant or self.authority:
-            problems.append('tenant and authority are only for provider = "microsoft"')
-        if self.provider == "google" and not (self.client_secret_env or self.client_secret_file
-                                              or self.client_secret):
-            problems.append("Google's installed-app clients have a client secret: set "
-                            "client_secret_env or client_secret_file")
-        if self.provider == "generic" and not self.token_url:
-            problems.append('provider = "generic" needs token_url')
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    @property
-    def effective_scopes(self) -> tuple[str, ...]:
-        """The configured scopes, else the provider's defaults."""
-        return self.scopes or DEFAULT_SCOPES[self.provider]
-
-    @property
-    def effective_token_url(self) -> str | None:
-        """The token endpoint (None for Microsoft, whose endpoint msal discovers)."""
-        return self.token_url or (_GOOGLE_URLS[1] if self.provider == "google" else None)
-
-    @property
-    def effective_authorization_url(self) -> str | None:
-        """Where `modbot auth` sends the browser (None for Microsoft's device-code flow)."""
-        return self.authorization_url or (_GOOGLE_URLS[0] if self.provider == "google" else None)
-
-    @property
-    def effective_authority(self) -> str:
-        """Microsoft's authority URL with the tenant, e.g. ``.../organizations``."""
-        base = (self.authority or "https://login.microsoftonline.com").rstrip("/")
-        return f"{base}/{self.tenant or 'organizations'}"
-
-
-class _ServerSettings(_Section):
-    host: str = Field(min_length=1)
-    port: int = Field(ge=1, le=65535)
-    username: str | None = None
-    password_env: str | None = None
-    password_file: Path | None = None
-    security: Security = "tls"
-    ca_file: Path | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0, le=600)
-    # Filled from password_env / password_file by load(); never written in the file itself.
-    password: SecretStr | None = Field(default=None, exclude=True)
-    # "oauth2": log in with XOAUTH2 and an access token from the oauth2 table, not a password.
-    auth: Literal["password", "oauth2"] = "password"
-    oauth2: OAuth2Settings | None = None
-
-    @model_validator(mode="after")
-    def _oauth2_is_complete(self) -> _ServerSettings:
-        if self.auth == "password" and self.oauth2 is not None:
-            raise ValueError('an oauth2 table is given but auth is "password"; '
-                             'set auth = "oauth2" to use it')
-        if self.auth == "oauth2":
-            if self.oauth2 is None:
-                raise ValueError('auth = "oauth2" needs an oauth2 table, e.g. [imap.oauth2]')
-            if self.password_env or self.password_file:
-                raise ValueError('password_env and password_file are not used with '
-                                 'auth = "oauth2"')
-            if not self.username:
-                raise ValueError('auth = "oauth2" needs username (the mailbox\'s address)')
-        return self
-
-    @model_validator(mode="after")
-    def _plaintext_only_on_loopback(self) -> _ServerSettings:
-        if self.security == "none" and not is_loopback(self.host):
-            raise ValueError(
-                f'security = "none" sends the password in clear text; it is allowed only for a '
-                f"loopback host, not {self.host!r}"
-            )
-        if self.password_env and self.password_file:
-            raise ValueError("give password_env or password_file, not both")
-        return self
-
-
-class ImapSettings(_ServerSettings):
-    port: int = Field(default=993, ge=1, le=65535)
-    username: str = Field(min_length=1)
-    folder: str = "INBOX"
-    keyword: str = Field(default="$ModbotDone", pattern=r"^\$?[A-Za-z][A-Za-z0-9_-]{0,63}$")
-    # Folder where sent replies are kept (modbot APPENDs a copy unless the provider does).
-    sent_folder: str | None = None
-    # LinkedIn candidates bigger than this are held as "too large" without fetching their body.
-    max_message_bytes: int = Field(default=10_000_000, ge=100_000)
-    # Where the server offers IDLE (RFC 2177), learn of new mail at once on a connection of its
-    # own; the interval poll stays as the safety net. false: the interval poll alone.
-    idle: bool = True
-
-
-class SmtpSettings(_ServerSettings):
-    port: int = Field(default=465, ge=1, le=65535)
-
-
-class DatabaseSettings(_Section):
-    # Loaded from a file, a relative SQLite path is relative to that file (``parse``).
-    url: str = Field(default="sqlite:///modbot.db", min_length=1)
-
-
-class PolicySettings(_Section):
-    mode: Mode = Mode.SHADOW
-    trusted_authserv_ids: tuple[str, ...] = ()
-    # Microsoft 365: the tenant id whose Exchange Online verdict (it has no authserv-id) is
-    # believed, where Exchange writes it on this tenant's copy.
-    microsoft365_tenant: str | None = Field(
-        default=None, pattern=r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-"
-                              r"[0-9A-Fa-f]{12}$")
-    # The college's inbound gateway hosts (Proofpoint's mx0a-….pphosted.com, …), whose verdict
-    # at the border is believed when Exchange's own check failed because the gateway changed
-    # the message.
-    gateway_hosts: tuple[str, ...] = ()
-    actions: dict[Kind, Action] = Field(default_factory=dict)
-    modes: dict[Kind, Mode] = Field(default_factory=dict)
-    redirect_all_to: Email | None = None
-    max_replies_per_hour: int = Field(default=20, ge=0)
-    max_replies_per_day: int = Field(default=100, ge=0)
-    person_window_days: int = Field(default=180, ge=0)
-    look_back_days: int = Field(default=7, ge=0)
-    # Names, profile links, invitation ids and addresses are removed from the database after
-    # this many days; counts by kind and action stay.
-    retention_days: int = Field(default=365, ge=1)
-
-    @field_validator("redirect_all_to")
-    @classmethod
-    def _redirect_is_email(cls, value: str | None) -> str | None:
-        return None if value is None else _check_email(value)
-
-    @model_validator(mode="after")
-    def _retention_covers_person_window(self) -> PolicySettings:
-        if self.retention_days < self.person_window_days:
-            raise ValueError(
-                f"retention_days ({self.retention_days}) is shorter than person_window_days "
-                f"({self.person_window_days}): a person would be answered again once their "
-                "first answer was purged; lower person_window_days too"
-            )
-        return self
-
-
-_ATTRIBUTE = r"^[A-Za-z][A-Za-z0-9-]{0,63}$"  # an LDAP attribute name, nothing a filter could parse
-_LDAP_ONLY = ("ldap_base_dn", "ldap_bind_dn", "ldap_password_env", "ldap_password_file",
-              "ldap_ca_file", "ldap_starttls", "ldap_filter", "name_attribute", "email_attribute",
-              "url_attribute", "ldap_timeout_seconds")
-
-
-class DirectorySettings(_Section):
-    """Where inviters' addresses come from: a CSV file, an LDAP directory, or both.
-
-    With both, every lookup asks both and they must agree (see ``modbot.directory.combined``).
-    """
-
-    csv: Path | None = None
-    ldap_url: str | None = None  # ldaps://host[:port] or ldap://host[:port] (then StartTLS)
-    ldap_base_dn: str | None = None
-    ldap_bind_dn: str | None = None  # unset: an anonymous bind
-    ldap_password_env: str | None = None
-    ldap_password_file: Path | None = None
-    ldap_ca_file: Path | None = None
-    ldap_starttls: bool = True  # ldap:// only; false is refused for anything but loopback
-    ldap_filter: str = Field(default="(objectClass=person)", pattern=r"^\(.*\)$")
-    name_attribute: str = Field(default="cn", pattern=_ATTRIBUTE)
-    email_attribute: str = Field(default="mail", pattern=_ATTRIBUTE)
-    url_attribute: str = Field(default="labeledURI", pattern=_ATTRIBUTE)
-    ldap_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    # Filled from ldap_password_env / ldap_password_file by load(); never written in the file.
-    ldap_password: SecretStr | None = Field(default=None, exclude=True)
-
-    @model_validator(mode="after")
-    def _ldap_is_complete(self) -> DirectorySettings:
-        if self.ldap_url is None:
-            stray = sorted(set(_LDAP_ONLY) & self.model_fields_set)
-            if stray:
-                raise ValueError(f"{', '.join(stray)} given without ldap_url")
-            return self
-        problems: list[str] = []
-        parts = urlsplit(self.ldap_url)
-        try:
-            _ = parts.port  # raises for a port that is not a number from 0 to 65535
-            usable = (parts.scheme in ("ldap", "ldaps") and bool(parts.hostname)
-                      and parts.path in ("", "/") and not parts.query and not parts.fragment
-                      and not parts.username and not parts.password)
-        except ValueError:
-            usable = False
-        if not usable:
-            problems.append(f"ldap_url {self.ldap_url!r} must look like ldaps://host[:port] "
-                            "or ldap://host[:port]")
-        elif self.ldap_security == "none" and not is_loopback(self.ldap_host):
-            problems.append(f"ldap_starttls = false sends the directory's answers in clear "
-                            f"text; it is allowed only for a loopback host, not "
-                            f"{self.ldap_host!r}")
-        if not self.ldap_base_dn or "=" not in self.ldap_base_dn:
-            problems.append("ldap_base_dn is required with ldap_url (e.g. "
-                            '"ou=people,dc=example,dc=edu")')
-        if self.ldap_password_env and self.ldap_password_file:
-            problems.append("give ldap_password_env or ldap_password_file, not both")
-        has_password = bool(self.ldap_password_env or self.ldap_password_file)
-        if self.ldap_bind_dn and not has_password:
-            problems.append("ldap_bind_dn needs ldap_password_env or ldap_password_file")
-        if has_password and not self.ldap_bind_dn:
-            problems.append("a directory password needs ldap_bind_dn")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
-
-    @property
-    def ldap_host(self) -> str:
-        """The LDAP server's host name (only meaningful with ``ldap_url``)."""
-        return urlsplit(self.ldap_url or "").hostname or ""
-
-    @property
-    def ldap_port(self) -> int:
-        """The LDAP server's port: the URL's, else 636 for ldaps:// and 389 for ldap://."""
-        parts = urlsplit(self.ldap_url or "")
-        return parts.port or (636 if parts.scheme == "ldaps" else 389)
-
-    @property
-    def ldap_security(self) -> Security:
-        """``tls`` for ldaps://, ``starttls`` for ldap://, ``none`` when StartTLS is turned off."""
-        if urlsplit(self.ldap_url or "").scheme == "ldaps":
-            return "tls"
-        return "starttls" if self.ldap_starttls else "none"
-
-
-def _compile_rule(spec: dict[str, str]) -> Rule:
-    # Imported here: classify pulls in dkimpy and tldextract (~170 ms), which commands that only
-    # read the configuration need not pay for.
-    from modbot.classify import Rule
-
-    return Rule.from_spec(spec)
-
-
-def _check_rule(spec: dict[str, str]) -> dict[str, str]:
-    _compile_rule(spec)  # raises ValueError saying what is wrong with this table
-    return spec
-
-
-class ClassifySettings(_Section):
-    """The counselor's own classification rules, read before the built-in table."""
-
-    # Each table is compiled at load, so a bad kind or regex is reported with the file's other
-    # problems; ``compiled_rules`` hands the poll the Rule values.
-    rules: tuple[Annotated[dict[str, str], AfterValidator(_check_rule)], ...] = ()
-
-    @field_validator("rules")
-    @classmethod
-    def _names_are_unique(cls, rules: tuple[dict[str, str], ...]) -> tuple[dict[str, str], ...]:
-        builtin = set(ClassifierRule) - {ClassifierRule.ERROR}
-        seen: set[str] = set()
-        for spec in rules:
-            name = spec["name"]
-            if name in builtin:
-                raise ValueError(f"rule name {name!r} is taken by a built-in rule")
-            if name in seen:
-                raise ValueError(f"rule name {name!r} is used twice")
-            seen.add(name)
-        return rules
-
-    @cached_property
-    def compiled_rules(self) -> tuple[Rule, ...]:
-        """The rules as ``classify(..., extra_rules=...)`` takes them, in the file's order."""
-        return tuple(_compile_rule(dict(spec)) for spec in self.rules)
-
-
-class ScheduleSettings(_Section):
-    poll_seconds: int = Field(default=300, ge=10, le=86400)
-
-
-class DigestSettings(_Section):
-    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
-    time: str = Field(default="08:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
-    timezone: str = "UTC"
-    misfire_grace_hours: int = Field(default=24 * 6, ge=1)
-
-
-class ReviewSettings(_Section):
-    every_hours: int = Field(default=24, ge=1, le=24 * 14)
-    token_hours: int = Field(default=72, ge=1, le=24 * 30)
-
-
-class TemplateSettings(_Section):
-    dir: Path | None = None
-    # Phrases `modbot check` refuses in any text (whole words, any case); None: the defaults,
-    # which imply a counseling relationship ("our session", "your counselor", ...).
-    forbidden_phrases: tuple[str, ...] | None = None
-
-
-class LoggingSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # "text" for a terminal; "json": one object per line for journald, Docker or a collector.
-    format: Literal["text", "json"] = "text"
-
-
-class Settings(_Section):
-    """The configuration of one inbox: its counselor, IMAP and SMTP servers, and the rest.
-
-    A file with several ``[[accounts]]`` loads as the first account's ``Settings``;
-    :meth:`accounts` gives every account's, each a whole ``Settings`` sharing the file's
-    database, schedule, digest, review, classify and logging tables, so that everything which
-    handles one inbox takes a ``Settings`` and never needs to know about the others.
+    Its own counselor, imap, smtp, directory, policy and templates, and a copy of the file's
+    shared database, schedule, digest, review, classify and logging tables, so that everything
+    which handles one inbox takes an ``Account`` and never needs to know about the others.
     """
 
     counselor: CounselorSettings
@@ -452,31 +96,67 @@ class Settings(_Section):
     review: ReviewSettings = ReviewSettings()
     logging: LoggingSettings = LoggingSettings()
 
-    # Every account's settings, in the file's order, when the file has [[accounts]]: set by
-    # parse() on each of them (a copy made with model_copy keeps the original's).
-    _accounts: tuple[Settings, ...] = PrivateAttr(default=())
-
     @property
     def account(self) -> str:
         """The key under which cursors and messages of this inbox are stored."""
         return f"{self.imap.username}@{self.imap.host}"
 
-    def accounts(self) -> tuple[Settings, ...]:
-        """Every inbox of the configuration, in the file's order; just this one without
-        ``[[accounts]]``."""
-        return self._accounts or (self,)
 
-    def select(self, name: str) -> Settings:
-        """The one account called ``name`` (``username@host``, or the IMAP username alone),
-        standing on its own; raises ``ConfigError`` naming the accounts there are."""
-        found = [a for a in self.accounts() if name in (a.account, a.imap.username)]
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration file: its accounts, and the tables they share.
+
+    ``accounts`` holds one ``Account`` per inbox in the file's order: the single top-level
+    ``[counselor]``/``[imap]``/``[smtp]`` form gives one, ``[[accounts]]`` one per table.
+    The shared tables (database, schedule, digest, review, classify, logging) are the same in
+    every account; what runs every inbox at once (the daemon, a poll of every inbox, ``check``,
+    ``status``) reads them here.
+    """
+
+    accounts: tuple[Account, ...]
+
+    def __post_init__(self) -> None:
+        if not self.accounts:
+            raise ValueError("a configuration has at least one account")
+
+    @property
+    def first(self) -> Account:
+        """The account a command acts on when no ``--account`` names one."""
+        return self.accounts[0]
+
+    @property
+    def database(self) -> DatabaseSettings:
+        return self.first.database
+
+    @property
+    def schedule(self) -> ScheduleSettings:
+        return self.first.schedule
+
+    @property
+    def digest(self) -> DigestSettings:
+        return self.first.digest
+
+    @property
+    def review(self) -> ReviewSettings:
+        return self.first.review
+
+    @property
+    def classify(self) -> ClassifySettings:
+        return self.first.classify
+
+    @property
+    def logging(self) -> LoggingSettings:
+        return self.first.logging
+
+    def only(self, name: str) -> Config:
+        """This configuration with just the account called ``name`` (``username@host``, or
+        the IMAP username alone); raises ``ConfigError`` naming the accounts there are."""
+        found = [a for a in self.accounts if name in (a.account, a.imap.username)]
         if len(found) != 1:
-            known = ", ".join(a.account for a in self.accounts())
+            known = ", ".join(a.account for a in self.accounts)
             why = "matches several accounts" if found else "is not an account"
             raise ConfigError(f"--account {name} {why} of this configuration ({known})")
-        alone = found[0].model_copy()
-        alone._accounts = ()
-        return alone
+        return Config((found[0],))
 
 
 class ConfigProblems(ConfigError):
@@ -627,13 +307,13 @@ def _prepare(data: dict[str, Any], base: Path, resolve_secrets: bool, token_dir:
     return problems
 
 
-def _validate(data: dict[str, Any]) -> tuple[Settings | None, list[str]]:
+def _validate(data: dict[str, Any]) -> tuple[Account | None, list[str]]:
     try:
-        return Settings.model_validate(data), []
+        return Account.model_validate(data), []
     except ValidationError as exc:
         from modbot.config_words import describe
 
-        return None, [describe(error, Settings) for error in exc.errors()]
+        return None, [describe(error, Account) for error in exc.errors()]
 
 
 # What each [[accounts]] table holds. counselor, imap and smtp are its own; a directory, policy
@@ -652,14 +332,14 @@ def _token_tag(account: dict[str, Any], number: int) -> str:
     return re.sub(r"[^A-Za-z0-9@._-]", "_", username)[:100]
 
 
-def _uses_review(settings: Settings) -> bool:
+def _uses_review(settings: Account) -> bool:
     policy = settings.policy
     return policy.mode is Mode.REVIEW or Mode.REVIEW in policy.modes.values()
 
 
 def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
-                    resolve_secrets: bool) -> tuple[list[Settings], list[str]]:
-    """Every [[accounts]] table merged with the shared tables into its own ``Settings``."""
+                    resolve_secrets: bool) -> tuple[list[Account], list[str]]:
+    """Every [[accounts]] table merged with the shared tables into its own ``Account``."""
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         return [], ["accounts: write each inbox as an [[accounts]] table"]
     if not tables:
@@ -677,14 +357,14 @@ def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
     token_dir = _beside_database(data, base)
     problems.extend(_prepare(data, base, resolve_secrets, token_dir))  # shared tables, once
     shared = dict(data)
-    views: list[Settings] = []
+    views: list[Account] = []
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, start=1):
         where = f"accounts[{number}]"
         own = dict(table)
         for key in sorted(set(own) - set(ACCOUNT_TABLES)):
             own.pop(key)
-            if key in Settings.model_fields:
+            if key in Account.model_fields:
                 problems.append(f"{where}.{key}: [{key}] is shared by every account; set it at "
                                 "the top level")
             else:
@@ -738,33 +418,30 @@ def _anchor_database(data: dict[str, Any], base: Path) -> None:
 
 
 def parse(data: dict[str, Any], *, source: str = "config", base: Path | None = None,
-          resolve_secrets: bool = True) -> Settings:
+          resolve_secrets: bool = True) -> Config:
     """Validate a configuration mapping; raise ``ConfigError`` listing every problem.
 
-    A mapping with ``accounts`` (a list of tables, one per inbox) loads as its first account;
-    ``Settings.accounts()`` gives all of them.
+    A mapping with ``accounts`` (a list of tables, one per inbox) gives one account per table;
+    one without, the single account of its ``counselor``, ``imap`` and ``smtp`` tables.
     """
     base = base or Path.cwd()
     data = {key: (dict(value) if isinstance(value, dict) else value) for key, value in data.items()}
     _anchor_database(data, base)
-    settings: Settings | None = None
+    accounts: list[Account] = []
     if "accounts" in data:
-        views, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
-        if views and not problems:
-            for view in views:
-                view._accounts = tuple(views)
-            settings = views[0]
+        accounts, problems = _parse_accounts(data, data.pop("accounts"), base, resolve_secrets)
     else:
         problems = _prepare(data, base, resolve_secrets, _beside_database(data, base))
         settings, invalid = _validate(data)
         problems.extend(invalid)
-    if problems or settings is None:
+        accounts = [settings] if settings is not None else []
+    if problems or not accounts:
         raise ConfigProblems(source, problems)
-    return settings
+    return Config(tuple(accounts))
 
 
-def load(path: Path | str | None = None, *, resolve_secrets: bool = True) -> Settings:
-    """Load settings from ``path``, else from ``$MODBOT_CONFIG``; raise ``ConfigError``.
+def load(path: Path | str | None = None, *, resolve_secrets: bool = True) -> Config:
+    """Load the configuration from ``path``, else from ``$MODBOT_CONFIG``; raise ``ConfigError``.
 
     Relative paths inside the file are taken relative to the file's own directory.
     """

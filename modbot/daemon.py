@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from modbot import digest, review, sdnotify
-from modbot.config import DigestSettings, Settings
+from modbot.config import Account, Config, DigestSettings
 from modbot.errors import ConfigError, MaybeSentError, ModbotError
 from modbot.idle import CHECK_SECONDS, STOP_SECONDS, IdleWatcher
 from modbot.lock import AccountLock, acquire_account_lock
@@ -122,7 +122,7 @@ def poll_line(report: PollReport) -> str:
 _DONE = {"reply": "answered", "hold": "held", "log": "noted", "ignore": "ignored"}
 
 
-def start_line(accounts: Sequence[Settings], now: datetime) -> str:
+def start_line(accounts: Sequence[Account], now: datetime) -> str:
     """What the daemon says when it starts: the mode of each account, how it watches the
     inboxes, and when the next digest goes out."""
     from modbot.cli_base import _version
@@ -241,7 +241,7 @@ class _Inbox:
                 await self.poller.close()
 
 
-async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT; each job logs its own failures and the loop goes on.
 
     Every account of the configuration is handled side by side: its own poll on the interval
@@ -251,21 +251,20 @@ async def run_daemon(settings: Settings, stop: asyncio.Event | None = None) -> N
     WATCHDOG and STOPPING where it listens. Given ``stop``, the daemon ends when it is set
     instead of on a signal (to run it inside another program, or a test).
     """
-    accounts = settings.accounts()
     with contextlib.ExitStack() as held:
-        locks = [held.enter_context(acquire_account_lock(a.database.url, a.account))
-                 for a in accounts]
-        await _run_locked(accounts, locks, stop)
+        locks = [held.enter_context(acquire_account_lock(config.database.url, a.account))
+                 for a in config.accounts]
+        await _run_locked(config, locks, stop)
 
 
-async def _run_locked(accounts: Sequence[Settings], locks: Sequence[AccountLock],
+async def _run_locked(config: Config, locks: Sequence[AccountLock],
                       stop: asyncio.Event | None) -> None:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
 
-    first = accounts[0]
-    store = Store.open(first.database.url)  # [database] is shared by every account
+    accounts = config.accounts
+    store = Store.open(config.database.url)  # [database] is shared by every account
     several = len(accounts) > 1
     inboxes = [_Inbox(Context.build(a, store_=store), lock, f"{a.account}: " if several else "")
                for a, lock in zip(accounts, locks, strict=True)]
@@ -281,9 +280,9 @@ async def _run_locked(accounts: Sequence[Settings], locks: Sequence[AccountLock]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
-    schedule = first.digest
+    schedule = config.digest
     hour, minute = schedule.time.split(":")
-    poll_seconds = first.schedule.poll_seconds
+    poll_seconds = config.schedule.poll_seconds
     scheduler = AsyncIOScheduler(timezone=UTC)
     for inbox in inboxes:
         account = inbox.settings.account

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from modbot import render
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.errors import MaybeSentError, ModbotError, SendError, TemporarySendError
 from modbot.mailbox import Mailbox
 from modbot.model import Person, Recipient
@@ -48,7 +48,7 @@ def backoff(attempts: int) -> timedelta:
     return min(timedelta(minutes=2 ** attempts), MAX_BACKOFF)
 
 
-def alert_message(settings: Settings, pause: Pause, now: datetime,
+def alert_message(settings: Account, pause: Pause, now: datetime,
                   reference: str | None = None) -> EmailMessage:
     """The one email that tells the counselor that replies are paused, and how to resume.
 
@@ -105,7 +105,7 @@ class Delivery:
     ``modbot.poll.STEPS``).
     """
 
-    def __init__(self, settings: Settings, store_: Store, templates: render.Templates,
+    def __init__(self, settings: Account, store_: Store, templates: render.Templates,
                  mailbox: Mailbox, checkpoint: Callable[[str], None]) -> None:
         self.settings = settings
         self.store = store_

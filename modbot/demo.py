@@ -237,7 +237,7 @@ async def run_demo(keep: Path | None = None) -> int:
                 imap_port=servers.imap_port, smtp_port=servers.smtp_port, user=USER,
                 password_env=PASSWORD_ENV, db=work / "modbot.db", authserv=AUTHSERV,
             ), encoding="utf-8")
-            settings = config.load(config_path)
+            settings = config.load(config_path).first
             ctx = Context.build(settings, dkim_lookup=None)
             typer.secho(f"modbot demo: IMAP 127.0.0.1:{servers.imap_port} (pymap), "
                         f"SMTP 127.0.0.1:{servers.smtp_port} (aiosmtpd), data in {work}",

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from modbot import kinds, render, words
-from modbot.config import CounselorSettings, PolicySettings, Settings
+from modbot.config import Account, CounselorSettings, PolicySettings
 from modbot.errors import TemplateError
 from modbot.model import CAP_RULES, Kind, Person, Recipient
 from modbot.model import PolicyRule as P
@@ -107,7 +107,7 @@ def _count(pairs: Iterable[tuple[str, int]]) -> Counter[str]:
     return counter
 
 
-def _sign_in_warnings(settings: Settings, now: datetime) -> list[str]:
+def _sign_in_warnings(settings: Account, now: datetime) -> list[str]:
     """Sentences about OAuth2 sign-ins that end soon; none (and no import) for passwords."""
     if "oauth2" not in (settings.imap.auth, settings.smtp.auth):
         return []
@@ -122,7 +122,7 @@ def skipped_rows(directory: Directory | None) -> int:
     return sum(int(getattr(part, "skipped", 0)) for part in parts)
 
 
-def gather(store: Store, settings: Settings, now: datetime, *,
+def gather(store: Store, settings: Account, now: datetime, *,
            directory_skipped: int = 0) -> DigestData:
     """Read what the digest for the week ending ``now`` needs; raises ``StoreError``.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.mailbox import FolderState, Mailbox
 from modbot.poll import Context, Poller, PollReport
 from modbot.store import Store
@@ -52,7 +52,7 @@ def scratch_store(url: str) -> tuple[Store, str | None]:
     return Store.scratch_copy(url)
 
 
-async def dry_run(settings: Settings, now: datetime) -> tuple[PollReport, str | None]:
+async def dry_run(settings: Account, now: datetime) -> tuple[PollReport, str | None]:
     """What one poll of ``settings``'s account would do at ``now``, and a note on the copy."""
     store, note = scratch_store(settings.database.url)
     try:

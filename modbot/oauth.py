@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from modbot.config import ImapSettings, OAuth2Settings, Settings, SmtpSettings
+from modbot.config import Account, ImapSettings, OAuth2Settings, SmtpSettings
 from modbot.errors import (
     ConfigError,
     MailboxAuthError,
@@ -295,7 +295,7 @@ def smtp_token(settings: SmtpSettings, ssl_context: ssl.SSLContext) -> str:
         raise TemporarySendError(str(exc)) from None
 
 
-def expiry_warnings(settings: Settings, now: datetime) -> list[str]:
+def expiry_warnings(settings: Account, now: datetime) -> list[str]:
     """The digest's sentences about sign-ins that end soon or are missing (no network)."""
     warnings: list[str] = []
     seen: set[Path] = set()

@@ -44,7 +44,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.dns import DnsLookup, txt_lookup
 from modbot.errors import MailboxError, ModbotError, StoreError
 from modbot.history import Answered, Past
@@ -91,7 +91,7 @@ class Context:
     first mail.
     """
 
-    def __init__(self, settings: Settings, store_: Store, imap_tls: ssl.SSLContext, *,
+    def __init__(self, settings: Account, store_: Store, imap_tls: ssl.SSLContext, *,
                  dkim_lookup: DnsLookup | None = txt_lookup) -> None:
         self.settings = settings
         self.store = store_
@@ -99,7 +99,7 @@ class Context:
         self.dkim_lookup = dkim_lookup
 
     @classmethod
-    def build(cls, settings: Settings, *, store_: Store | None = None,
+    def build(cls, settings: Account, *, store_: Store | None = None,
               dkim_lookup: DnsLookup | None = txt_lookup) -> Context:
         return cls(settings, store_ or Store.open(settings.database.url),
                    client_context(settings.imap.ca_file), dkim_lookup=dkim_lookup)

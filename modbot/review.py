@@ -38,7 +38,7 @@ from email.utils import getaddresses
 from typing import TYPE_CHECKING
 
 from modbot import render, words
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.errors import TemplateError
 from modbot.model import Person, Recipient
 from modbot.review_queue import (
@@ -101,7 +101,7 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
-def _email_text(items: Sequence[Waiting], token: str, expires: datetime, settings: Settings,
+def _email_text(items: Sequence[Waiting], token: str, expires: datetime, settings: Account,
                 templates: render.Templates) -> str:
     count = f"{len(items)} repl{'y waits' if len(items) == 1 else 'ies wait'}"
     lines = [f"{SENTINEL}: {count} for your approval.", ""]
@@ -130,7 +130,7 @@ def _email_text(items: Sequence[Waiting], token: str, expires: datetime, setting
     return "\n".join(lines) + "\n"
 
 
-def build_review_email(store: Store, settings: Settings, templates: render.Templates,
+def build_review_email(store: Store, settings: Account, templates: render.Templates,
                        now: datetime, message_id: str) -> EmailMessage | None:
     """The review email to the counselor, or None if nothing waits or one went out recently.
 
@@ -155,7 +155,7 @@ def build_review_email(store: Store, settings: Settings, templates: render.Templ
     return message
 
 
-def register_digest(store: Store, settings: Settings, message_id: str, items: Sequence[int],
+def register_digest(store: Store, settings: Account, message_id: str, items: Sequence[int],
                     now: datetime) -> str:
     """Record the digest ``message_id`` and the held items it numbers; return its one-time token.
 
@@ -165,7 +165,7 @@ def register_digest(store: Store, settings: Settings, message_id: str, items: Se
     return _register(store, settings, message_id, {"resolve": list(items)}, now, DIGEST_TOKEN)
 
 
-def register_pause_alert(store: Store, settings: Settings, message_id: str, pause_id: int,
+def register_pause_alert(store: Store, settings: Account, message_id: str, pause_id: int,
                          now: datetime) -> str:
     """Record the pause alert ``message_id`` for the pause ``pause_id``; return its one-time
     token.
@@ -176,7 +176,7 @@ def register_pause_alert(store: Store, settings: Settings, message_id: str, paus
     return _register(store, settings, message_id, {"pause": pause_id}, now, ALERT_TOKEN)
 
 
-def _register(store: Store, settings: Settings, message_id: str, items: object, now: datetime,
+def _register(store: Store, settings: Account, message_id: str, items: object, now: datetime,
               valid: timedelta) -> str:
     token = secrets.token_hex(16)
     store.add_review_mail(settings.account, message_id, _hash(token), items, now, now + valid)
@@ -257,7 +257,7 @@ def _answered(row: ReviewMail) -> tuple[str, list[int] | None, int | None]:
     return "the digest", [int(i) for i in items["resolve"]], None
 
 
-def handle_answer(store: Store, settings: Settings, raw: bytes, now: datetime,
+def handle_answer(store: Store, settings: Account, raw: bytes, now: datetime,
                   dkim_lookup: DnsLookup | None) -> ReviewOutcome:
     """Act on the counselor's answer to a review email if every check holds.
 
@@ -337,7 +337,7 @@ def _act(store: Store, row: ReviewMail, wanted_approve: list[int | str],
     return ReviewOutcome(True, approved, rejected, (summary, *findings))
 
 
-def _act_on_digest(store: Store, settings: Settings, row: ReviewMail, listed: list[int], text: str,
+def _act_on_digest(store: Store, settings: Account, row: ReviewMail, listed: list[int], text: str,
                    now: datetime) -> ReviewOutcome:
     """Resolve the digest's items the answer names ("all": every one it numbered), resume."""
     wanted, resume = digest_commands(text)
@@ -364,7 +364,7 @@ def _act_on_digest(store: Store, settings: Settings, row: ReviewMail, listed: li
                          findings=(summary, *findings))
 
 
-def _act_on_alert(store: Store, settings: Settings, row: ReviewMail, pause: int, text: str,
+def _act_on_alert(store: Store, settings: Account, row: ReviewMail, pause: int, text: str,
                   now: datetime) -> ReviewOutcome:
     """End the pause the alert told of, if the answer says "resume" and that pause still holds."""
     wanted, resume = digest_commands(text)

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.headerregistry import Address
 
 from modbot import render
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.model import Person, Recipient
 from modbot.store import OutboxStatus, Store
 
@@ -125,7 +125,7 @@ def readdress(store: Store, account: str, item_id: int, address: str) -> bool:
     return store.readdress(account, item_id, plain.addr_spec)
 
 
-def preview(store: Store, settings: Settings, templates: render.Templates,
+def preview(store: Store, settings: Account, templates: render.Templates,
             item_id: int) -> tuple[str, str] | None:
     """(address, text) of waiting reply ``item_id`` exactly as it would go out, else None."""
     found = [i for i in store.items(settings.account, OutboxStatus.REVIEW) if i.id == item_id]

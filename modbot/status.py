@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from modbot import words
 
 if TYPE_CHECKING:
-    from modbot.config import Settings
+    from modbot.config import Account, Config
     from modbot.store import Store
 
 
@@ -46,7 +46,7 @@ def database_missing(url: str) -> Path | None:
     return None if path is None or path.exists() else path
 
 
-def mode_line(settings: Settings) -> str:
+def mode_line(settings: Account) -> str:
     policy = settings.policy
     line = f"mode: {words.mode(policy.mode.value)}"
     if policy.modes:
@@ -57,7 +57,7 @@ def mode_line(settings: Settings) -> str:
     return line
 
 
-def account_lines(settings: Settings, store: Store | None, now: datetime) -> list[str]:
+def account_lines(settings: Account, store: Store | None, now: datetime) -> list[str]:
     """What ``status`` says about one account; ``store`` None when there is no database yet."""
     from modbot.daemon import latest_digest_due
     from modbot.store import OutboxStatus
@@ -103,15 +103,15 @@ def account_lines(settings: Settings, store: Store | None, now: datetime) -> lis
     return lines
 
 
-def lines(settings: Settings, now: datetime) -> list[str]:
-    """Every line of ``modbot status`` for the accounts of ``settings``."""
+def lines(config: Config, now: datetime) -> list[str]:
+    """Every line of ``modbot status`` for the accounts of ``config``."""
     from modbot.store import Store
 
-    missing = database_missing(settings.database.url)
-    store = None if missing is not None else Store.open(settings.database.url, migrate=False)
+    missing = database_missing(config.database.url)
+    store = None if missing is not None else Store.open(config.database.url, migrate=False)
     try:
         out: list[str] = []
-        for account in settings.accounts():
+        for account in config.accounts:
             out += account_lines(account, store, now)
         return out
     finally:

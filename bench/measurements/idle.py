@@ -69,10 +69,11 @@ def figures(env: Environment, sizes: Sizes) -> list[Figure]:
 
     async def daemon() -> list[float]:
         """The real daemon (IDLE on, interval poll 5 min): delivery to reply recorded as sent."""
+        from modbot.config import Config
         from modbot.daemon import run_daemon
 
         stop = asyncio.Event()
-        running = asyncio.create_task(run_daemon(settings, stop))
+        running = asyncio.create_task(run_daemon(Config((settings,)), stop))
         observer = Store.open(settings.database.url)
         latencies = []
         try:

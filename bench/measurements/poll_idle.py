@@ -10,7 +10,7 @@ from environment import Environment
 from framework import Figure, Sizes, k, median, ms, perf, progress, timed
 
 from modbot import config
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.mailbox import Mailbox
 from modbot.poll import Context, Poller
 from modbot.tls import client_context
@@ -65,7 +65,7 @@ def _raw_connect(env: Environment, user: str, n: int
     return times, {phase: values[-n:] for phase, values in phases.items()}
 
 
-async def _daemon_polls(settings: Settings, n: int, *, keep_open: bool = True) -> list[float]:
+async def _daemon_polls(settings: Account, n: int, *, keep_open: bool = True) -> list[float]:
     """modbot: ``Poller.poll`` as the daemon calls it (its connection kept open between polls),
     or, with ``keep_open=False``, as ``run-once`` does (a connection per poll); nothing new."""
     ctx = Context.build(settings, dkim_lookup=None)
@@ -85,7 +85,7 @@ async def _daemon_polls(settings: Settings, n: int, *, keep_open: bool = True) -
         ctx.store.close()
 
 
-def _mailbox_open(settings: Settings, n: int) -> tuple[list[float], list[float]]:
+def _mailbox_open(settings: Account, n: int) -> tuple[list[float], list[float]]:
     """modbot's Mailbox kept open: SELECT + ``uids_after`` each time, and ``uids_after`` alone."""
     with Mailbox(settings.imap, client_context(settings.imap.ca_file)) as mailbox:
         state = mailbox.select("INBOX")
@@ -100,7 +100,7 @@ def _mailbox_open(settings: Settings, n: int) -> tuple[list[float], list[float]]
     return both, alone
 
 
-def _mailbox_per_poll(settings: Settings, n: int) -> list[float]:
+def _mailbox_per_poll(settings: Account, n: int) -> list[float]:
     """modbot's Mailbox opened per poll, as ``Poller.poll`` does, without the store."""
     tls = client_context(settings.imap.ca_file)
 
@@ -122,7 +122,7 @@ def figures(env: Environment, sizes: Sizes, blocks: int = 5) -> list[Figure]:
     progress(f"poll with nothing new, {k(sizes.small)} and {k(sizes.large)} folders")
     for _block in range(blocks):
         for size, user in ((sizes.small, "small"), (sizes.large, "large")):
-            settings = config.load(configs[size])
+            settings = config.load(configs[size]).first
             got = samples.setdefault(size, {})
             got.setdefault("raw", []).extend(
                 _raw_open(env, user, sizes.baseline_iterations // blocks))

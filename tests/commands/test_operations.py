@@ -69,7 +69,7 @@ def test_init_interactive_writes_a_loadable_config(tmp_path: Path, passwords: No
     assert result.exit_code == 0, result.output
     assert "Please answer one of: tls, starttls, none" in result.output
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
-    settings = config.load(target)
+    settings = config.load(target).first
     assert settings.counselor.email == "counselor@counsel.example.edu"
     assert settings.imap.username == "counselor@counsel.example.edu"
     assert (settings.imap.port, settings.smtp.port) == (993, 465)
@@ -86,7 +86,7 @@ def test_init_non_interactive_keeps_every_character(tmp_path: Path, passwords: N
     target = tmp_path / "modbot.toml"
     result = runner.invoke(app, ["init", str(target), "--non-interactive", *options(tmp_path)])
     assert result.exit_code == 0, result.output
-    settings = config.load(target)
+    settings = config.load(target).first
     assert settings.counselor.name == ANSWERS["name"]
     assert (settings.imap.security, settings.imap.port, settings.smtp.port) == (
         "starttls", 143, 587)
@@ -103,7 +103,7 @@ def test_init_without_smtp_login(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = runner.invoke(app, ["init", str(target), "--non-interactive",
                                  *options(tmp_path, **{"smtp-user": "-"})])
     assert result.exit_code == 0, result.output
-    assert config.load(target).smtp.username is None
+    assert config.load(target).first.smtp.username is None
 
 
 def test_init_uses_the_config_option(tmp_path: Path, passwords: None) -> None:
@@ -112,7 +112,7 @@ def test_init_uses_the_config_option(tmp_path: Path, passwords: None) -> None:
     result = runner.invoke(app, ["--config", str(target), "init", "--non-interactive",
                                  *options(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert config.load(target).imap.host == "imap.counsel.example.edu"
+    assert config.load(target).first.imap.host == "imap.counsel.example.edu"
 
 
 def test_init_never_overwrites(tmp_path: Path) -> None:
@@ -350,7 +350,7 @@ def test_init_checks_each_answer_as_it_is_typed(tmp_path: Path, passwords: None)
     assert "is not a host name" in result.output
     assert '"none" sends the password in clear text' in result.output
     assert "later.csv does not exist yet" in result.output
-    settings = config.load(target)
+    settings = config.load(target).first
     assert settings.counselor.email == "counselor@counsel.example.edu"
     assert settings.imap.host == "imap.counsel.example.edu"
     assert settings.directory.csv == tmp_path / "later.csv"

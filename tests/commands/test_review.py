@@ -25,12 +25,12 @@ from typer.testing import CliRunner
 from modbot import render, review, words
 from modbot.cli import app
 from modbot.config import (
+    Account,
     CounselorSettings,
     DatabaseSettings,
     DirectorySettings,
     ImapSettings,
     PolicySettings,
-    Settings,
     SmtpSettings,
 )
 from modbot.mailbox import Mailbox
@@ -57,10 +57,10 @@ OTHER_TOKEN = "MR-" + "0" * 32
 runner = CliRunner()
 
 
-def settings_for(imap: ImapSettings, smtp: SmtpSettings, tmp_path: Path) -> Settings:
+def settings_for(imap: ImapSettings, smtp: SmtpSettings, tmp_path: Path) -> Account:
     directory = tmp_path / "directory.csv"
     directory.write_text(DIRECTORY, encoding="utf-8")
-    return Settings(
+    return Account(
         counselor=CounselorSettings(name="Career Services Counselor", email=COUNSELOR,
                                     confidential_contact=CONTACT),
         imap=imap, smtp=smtp,
@@ -71,14 +71,14 @@ def settings_for(imap: ImapSettings, smtp: SmtpSettings, tmp_path: Path) -> Sett
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path) -> Account:
     """Settings in review mode for tests that reach no mail server."""
     return settings_for(ImapSettings(host="127.0.0.1", username="counselor"),
                         SmtpSettings(host="127.0.0.1"), tmp_path)
 
 
 @pytest.fixture
-def db(settings: Settings) -> Iterator[Store]:
+def db(settings: Account) -> Iterator[Store]:
     opened = Store.open(settings.database.url)
     yield opened
     opened.close()
@@ -107,7 +107,7 @@ def status(db: Store, item: int) -> str:
                              .where(schema.outbox.c.id == item)).scalar_one())
 
 
-def review_email(db: Store, settings: Settings, templates: render.Templates,
+def review_email(db: Store, settings: Account, templates: render.Templates,
                  now: datetime = NOW) -> EmailMessage:
     message = review.build_review_email(db, settings, templates, now,
                                         render.make_message_id(DOMAIN))
@@ -208,7 +208,7 @@ def test_readdress_refuses_anything_but_one_plain_address(db: Store, address: st
     assert review.waiting(db, ACCOUNT, NOW)[0].recipient == "person1@students.example.edu"
 
 
-def test_preview_is_the_text_that_would_be_sent(db: Store, settings: Settings,
+def test_preview_is_the_text_that_would_be_sent(db: Store, settings: Account,
                                                 templates: render.Templates) -> None:
     """`show` prints exactly the plain text the reply carries when it is sent."""
     item = wait(db, 1)
@@ -228,13 +228,13 @@ def test_preview_is_the_text_that_would_be_sent(db: Store, settings: Settings,
 # --- the review email -------------------------------------------------------------------------
 
 
-def test_no_review_email_when_nothing_waits(db: Store, settings: Settings,
+def test_no_review_email_when_nothing_waits(db: Store, settings: Account,
                                             templates: render.Templates) -> None:
     """With no waiting reply there is nothing to send."""
     assert review.build_review_email(db, settings, templates, NOW, f"<r@{DOMAIN}>") is None
 
 
-def test_review_email_at_most_once_per_interval(db: Store, settings: Settings,
+def test_review_email_at_most_once_per_interval(db: Store, settings: Account,
                                                 templates: render.Templates) -> None:
     """A second review email waits until 24 hours after the first."""
     wait(db, 1)
@@ -245,7 +245,7 @@ def test_review_email_at_most_once_per_interval(db: Store, settings: Settings,
                                      f"<r3@{DOMAIN}>") is not None
 
 
-def test_unsent_review_email_is_built_again(db: Store, settings: Settings,
+def test_unsent_review_email_is_built_again(db: Store, settings: Account,
                                             templates: render.Templates) -> None:
     """A review email that could not be sent does not hold back the next attempt."""
     wait(db, 1)
@@ -254,7 +254,7 @@ def test_unsent_review_email_is_built_again(db: Store, settings: Settings,
     assert review.build_review_email(db, settings, templates, LATER, f"<r2@{DOMAIN}>")
 
 
-def test_token_is_stored_only_as_its_hash(db: Store, settings: Settings,
+def test_token_is_stored_only_as_its_hash(db: Store, settings: Account,
                                           templates: render.Templates) -> None:
     """The database holds the SHA-256 of the token, never the token itself."""
     wait(db, 1)
@@ -266,7 +266,7 @@ def test_token_is_stored_only_as_its_hash(db: Store, settings: Settings,
     assert row.token_hash == review._hash(token)
 
 
-def test_review_email_lists_numbers_and_the_reply_text(db: Store, settings: Settings,
+def test_review_email_lists_numbers_and_the_reply_text(db: Store, settings: Account,
                                                        templates: render.Templates) -> None:
     """The email names each waiting reply by number and shows what it says."""
     first, second = wait(db, 1), wait(db, 2, "Sam Okafor")
@@ -279,7 +279,7 @@ def test_review_email_lists_numbers_and_the_reply_text(db: Store, settings: Sett
 
 
 @pytest.mark.parametrize("lines", [slice(None), slice(1, None)], ids=["whole", "no-first-line"])
-def test_review_email_never_reads_as_a_decision(db: Store, settings: Settings,
+def test_review_email_never_reads_as_a_decision(db: Store, settings: Account,
                                                 templates: render.Templates,
                                                 lines: slice) -> None:
     """The review email's own text, quoted without '>', holds no approve or reject line."""
@@ -307,7 +307,7 @@ def test_commands(text: str, expected: tuple[list[object], list[object]]) -> Non
 # --- answers, offline -------------------------------------------------------------------------
 
 
-def test_named_number_wins_over_all(db: Store, settings: Settings,
+def test_named_number_wins_over_all(db: Store, settings: Account,
                                     templates: render.Templates) -> None:
     """"approve all" with "reject N" approves every listed reply but N, which is rejected."""
     first, second = wait(db, 1), wait(db, 2, "Sam Okafor")
@@ -317,7 +317,7 @@ def test_named_number_wins_over_all(db: Store, settings: Settings,
     assert (outcome.approved, outcome.rejected) == ((first,), (second,))
 
 
-def test_all_means_only_what_the_email_listed(db: Store, settings: Settings,
+def test_all_means_only_what_the_email_listed(db: Store, settings: Account,
                                               templates: render.Templates) -> None:
     """A reply that began waiting after the email was sent is not approved by "all"."""
     first = wait(db, 1)
@@ -328,7 +328,7 @@ def test_all_means_only_what_the_email_listed(db: Store, settings: Settings,
     assert status(db, newer) == OutboxStatus.REVIEW
 
 
-def test_number_not_in_the_email_is_reported(db: Store, settings: Settings,
+def test_number_not_in_the_email_is_reported(db: Store, settings: Account,
                                              templates: render.Templates) -> None:
     """A number the email did not list is named in a finding and nothing happens to it."""
     wait(db, 1)
@@ -339,7 +339,7 @@ def test_number_not_in_the_email_is_reported(db: Store, settings: Settings,
         outcome.findings
 
 
-def test_automatic_answer_is_ignored(db: Store, settings: Settings,
+def test_automatic_answer_is_ignored(db: Store, settings: Account,
                                      templates: render.Templates) -> None:
     """An out-of-office reply, however authentic, decides nothing."""
     item = wait(db, 1)
@@ -351,7 +351,7 @@ def test_automatic_answer_is_ignored(db: Store, settings: Settings,
 
 
 def test_display_name_spelling_the_counselor_is_not_the_counselor(
-        db: Store, settings: Settings, templates: render.Templates) -> None:
+        db: Store, settings: Account, templates: render.Templates) -> None:
     """Encoded words that decode to the counselor's address around another one do not count."""
     item = wait(db, 1)
     mail = review_email(db, settings, templates)
@@ -364,7 +364,7 @@ def test_display_name_spelling_the_counselor_is_not_the_counselor(
     assert status(db, item) == OutboxStatus.REVIEW
 
 
-def test_answer_without_decisions_keeps_the_token(db: Store, settings: Settings,
+def test_answer_without_decisions_keeps_the_token(db: Store, settings: Account,
                                                   templates: render.Templates) -> None:
     """An answer with no decision line uses nothing up; a later answer still counts."""
     item = wait(db, 1)
@@ -375,7 +375,7 @@ def test_answer_without_decisions_keeps_the_token(db: Store, settings: Settings,
                                 None).approved == (item,)
 
 
-def test_expired_token_is_ignored(db: Store, settings: Settings,
+def test_expired_token_is_ignored(db: Store, settings: Account,
                                   templates: render.Templates) -> None:
     """An answer arriving after the token's 72 hours decides nothing."""
     item = wait(db, 1)
@@ -401,7 +401,7 @@ def key() -> tuple[bytes, bytes]:
 @pytest.mark.parametrize(("signer", "approved"), [(DOMAIN, True), ("example.edu", True),
                                                   ("students.example.edu", False)])
 def test_dkim_checked_here_for_the_counselors_domain(
-        db: Store, settings: Settings, templates: render.Templates, key: tuple[bytes, bytes],
+        db: Store, settings: Account, templates: render.Templates, key: tuple[bytes, bytes],
         signer: str, approved: bool) -> None:
     """Without trusted results a verified signature of the counselor's domain (or parent) counts."""
     item = wait(db, 1)
@@ -417,7 +417,7 @@ def test_dkim_checked_here_for_the_counselors_domain(
     assert outcome.approved == ((item,) if approved else ())
 
 
-def test_is_review_answer_only_for_answers(db: Store, settings: Settings,
+def test_is_review_answer_only_for_answers(db: Store, settings: Account,
                                            templates: render.Templates) -> None:
     """The cheap header check knows answers to review emails from everything else."""
     wait(db, 1)
@@ -450,7 +450,7 @@ def open_numbers(db: Store, account: str = ACCOUNT) -> list[int]:
     return [i.id for i in db.open_items(account)]
 
 
-def digest_mail(db: Store, settings: Settings, templates: render.Templates,
+def digest_mail(db: Store, settings: Account, templates: render.Templates,
                 now: datetime = NOW) -> EmailMessage:
     """The weekly digest as the daemon builds it, its token recorded for its numbered items."""
     from modbot import digest
@@ -476,7 +476,7 @@ def test_digest_commands(text: str, expected: tuple[list[object], bool]) -> None
 
 
 def test_answer_to_the_digest_resolves_the_named_items(
-        db: Store, settings: Settings, templates: render.Templates) -> None:
+        db: Store, settings: Account, templates: render.Templates) -> None:
     """"resolve N" closes item N, listed in that digest, and leaves the others held."""
     first, second = held_item(db, 1), held_item(db, 2, "Kim Ito")
     mail = digest_mail(db, settings, templates)
@@ -488,7 +488,7 @@ def test_answer_to_the_digest_resolves_the_named_items(
 
 
 def test_resolve_all_means_only_what_the_digest_listed(
-        db: Store, settings: Settings, templates: render.Templates) -> None:
+        db: Store, settings: Account, templates: render.Templates) -> None:
     """An item held after the digest went out is not closed by "resolve all"."""
     first = held_item(db, 1)
     mail = digest_mail(db, settings, templates)
@@ -499,7 +499,7 @@ def test_resolve_all_means_only_what_the_digest_listed(
 
 
 def test_resolving_a_reply_waiting_for_review_rejects_it(
-        db: Store, settings: Settings, templates: render.Templates) -> None:
+        db: Store, settings: Account, templates: render.Templates) -> None:
     """An item the counselor dealt with by hand is never sent afterwards."""
     reply = wait(db, 1)
     mail = digest_mail(db, settings, templates)
@@ -509,7 +509,7 @@ def test_resolving_a_reply_waiting_for_review_rejects_it(
 
 
 def test_number_not_in_the_digest_is_reported(
-        db: Store, settings: Settings, templates: render.Templates) -> None:
+        db: Store, settings: Account, templates: render.Templates) -> None:
     """A number the digest did not list is named in a finding and nothing happens to it."""
     held_item(db, 1)
     mail = digest_mail(db, settings, templates)
@@ -519,7 +519,7 @@ def test_number_not_in_the_digest_is_reported(
 
 
 def test_resume_from_the_digest_ends_the_pause(
-        db: Store, settings: Settings, templates: render.Templates) -> None:
+        db: Store, settings: Account, templates: render.Templates) -> None:
     """"resume" in an answer to the digest starts automatic replies again."""
     db.start_pause(settings.account, "the hourly cap of 20 replies is reached", NOW,
                    f"<alert@{DOMAIN}>")
@@ -538,7 +538,7 @@ def test_resume_from_the_digest_ends_the_pause(
     ({"in_reply_to": False}, "not In-Reply-To a review email, digest or pause alert"),
 ], ids=["sender", "other-domain", "token", "not-in-reply-to"])
 def test_forged_answer_to_the_digest_is_ignored(
-        db: Store, settings: Settings, templates: render.Templates,
+        db: Store, settings: Account, templates: render.Templates,
         forgery: dict[str, object], finding: str) -> None:
     """An answer to the digest passes the same checks as an answer to a review email."""
     held_item(db, 1)
@@ -550,7 +550,7 @@ def test_forged_answer_to_the_digest_is_ignored(
     assert len(open_numbers(db)) == 1
 
 
-def test_digest_reference_is_used_once(db: Store, settings: Settings,
+def test_digest_reference_is_used_once(db: Store, settings: Account,
                                        templates: render.Templates) -> None:
     """A second answer to the same digest is ignored: its token decides once."""
     first, second = held_item(db, 1), held_item(db, 2, "Kim Ito")
@@ -565,7 +565,7 @@ def test_digest_reference_is_used_once(db: Store, settings: Settings,
 # --- answering the pause alert ---------------------------------------------------------------
 
 
-def pause_alert(db: Store, settings: Settings, now: datetime = NOW) -> EmailMessage:
+def pause_alert(db: Store, settings: Account, now: datetime = NOW) -> EmailMessage:
     """Pause the replies as a reached cap does; return the alert as delivery sends it."""
     from modbot.delivery import alert_message
 
@@ -575,7 +575,7 @@ def pause_alert(db: Store, settings: Settings, now: datetime = NOW) -> EmailMess
     return alert_message(settings, pause, now, reference)
 
 
-def test_pause_alert_says_to_answer_it_with_resume(db: Store, settings: Settings) -> None:
+def test_pause_alert_says_to_answer_it_with_resume(db: Store, settings: Account) -> None:
     """The alert tells the counselor to answer it with "resume", and IT what to run; no line of
     it reads as the command itself when a client quotes it without ">"."""
     mail = pause_alert(db, settings)
@@ -585,7 +585,7 @@ def test_pause_alert_says_to_answer_it_with_resume(db: Store, settings: Settings
     assert review.digest_commands(text) == ([], False)
 
 
-def test_resume_from_the_pause_alert_ends_the_pause(db: Store, settings: Settings) -> None:
+def test_resume_from_the_pause_alert_ends_the_pause(db: Store, settings: Account) -> None:
     """"resume" in an authentic answer to the pause alert starts automatic replies again."""
     mail = pause_alert(db, settings)
     outcome = review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
@@ -604,7 +604,7 @@ def test_resume_from_the_pause_alert_ends_the_pause(db: Store, settings: Setting
     ({"extra": {"Auto-Submitted": "auto-replied"}}, "sent automatically"),
 ], ids=["sender", "other-domain", "token", "not-in-reply-to", "auto-submitted"])
 def test_forged_answer_to_the_pause_alert_is_ignored(
-        db: Store, settings: Settings, forgery: dict[str, object], finding: str) -> None:
+        db: Store, settings: Account, forgery: dict[str, object], finding: str) -> None:
     """An answer to the pause alert passes the same checks as an answer to the digest."""
     mail = pause_alert(db, settings)
     outcome = review.handle_answer(db, settings, answer_to(mail, "resume", **forgery), LATER,
@@ -614,7 +614,7 @@ def test_forged_answer_to_the_pause_alert_is_ignored(
     assert db.active_pause(settings.account) is not None
 
 
-def test_pause_alert_reference_is_used_once(db: Store, settings: Settings) -> None:
+def test_pause_alert_reference_is_used_once(db: Store, settings: Account) -> None:
     """A second "resume" to the same alert is ignored, even when replies paused again since."""
     mail = pause_alert(db, settings)
     review.handle_answer(db, settings, answer_to(mail, "resume"), LATER, None)
@@ -625,7 +625,7 @@ def test_pause_alert_reference_is_used_once(db: Store, settings: Settings) -> No
     assert db.active_pause(settings.account) is not None
 
 
-def test_old_pause_alert_does_not_end_a_newer_pause(db: Store, settings: Settings) -> None:
+def test_old_pause_alert_does_not_end_a_newer_pause(db: Store, settings: Account) -> None:
     """An answer to the alert of a pause already ended leaves a later pause, which has its own
     alert, in force."""
     mail = pause_alert(db, settings)
@@ -638,7 +638,7 @@ def test_old_pause_alert_does_not_end_a_newer_pause(db: Store, settings: Setting
 
 
 def test_answer_to_the_pause_alert_without_resume_does_nothing(db: Store,
-                                                                settings: Settings) -> None:
+                                                                settings: Account) -> None:
     """An answer that says something else keeps the token for a later "resume"."""
     mail = pause_alert(db, settings)
     first = review.handle_answer(db, settings, answer_to(mail, "resolve all"), LATER, None)
@@ -647,7 +647,7 @@ def test_answer_to_the_pause_alert_without_resume_does_nothing(db: Store,
 
 
 def test_pause_alert_without_a_reference_points_to_the_digest(db: Store,
-                                                               settings: Settings) -> None:
+                                                               settings: Account) -> None:
     """An alert built without a token says to answer the next digest, or ask IT."""
     from modbot.delivery import alert_message
 
@@ -661,7 +661,7 @@ def test_pause_alert_without_a_reference_points_to_the_digest(db: Store,
 # --- the command line -------------------------------------------------------------------------
 
 
-def write_config(settings: Settings, tmp_path: Path) -> Path:
+def write_config(settings: Account, tmp_path: Path) -> Path:
     path = tmp_path / "modbot.toml"
     path.write_text(f"""
 [counselor]
@@ -682,7 +682,7 @@ url = "{settings.database.url}"
     return path
 
 
-def test_cli_lists_waiting_replies(db: Store, settings: Settings, tmp_path: Path) -> None:
+def test_cli_lists_waiting_replies(db: Store, settings: Account, tmp_path: Path) -> None:
     """`modbot review` shows a table with the number, the kind in words, the person and the
     recipient of each reply."""
     item = wait(db, 1, "Jo [bold]Rivera")
@@ -695,7 +695,7 @@ def test_cli_lists_waiting_replies(db: Store, settings: Settings, tmp_path: Path
     assert "connection invitation" not in result.output  # the identifier, spaced out
 
 
-def test_cli_approve_all(db: Store, settings: Settings, tmp_path: Path) -> None:
+def test_cli_approve_all(db: Store, settings: Account, tmp_path: Path) -> None:
     """`modbot review approve --all` queues every waiting reply."""
     first, second = wait(db, 1), wait(db, 2, "Sam Okafor")
     config = str(write_config(settings, tmp_path))
@@ -705,7 +705,7 @@ def test_cli_approve_all(db: Store, settings: Settings, tmp_path: Path) -> None:
     assert [i.id for i in db.due(ACCOUNT, NOW)] == [first, second]
 
 
-def test_cli_resolve_unknown_number_fails(db: Store, settings: Settings,
+def test_cli_resolve_unknown_number_fails(db: Store, settings: Account,
                                           tmp_path: Path) -> None:
     """`modbot resolve 99` for no such item says so and exits 1, resolving what it can."""
     item = held_item(db, 1)
@@ -717,7 +717,7 @@ def test_cli_resolve_unknown_number_fails(db: Store, settings: Settings,
     assert open_numbers(db) == []
 
 
-def test_cli_reject_unknown_number_fails(db: Store, settings: Settings, tmp_path: Path) -> None:
+def test_cli_reject_unknown_number_fails(db: Store, settings: Account, tmp_path: Path) -> None:
     """Rejecting a number that does not wait says so and exits 1."""
     config = str(write_config(settings, tmp_path))
     result = runner.invoke(app, ["--config", config, "review", "reject", "7"])
@@ -725,7 +725,7 @@ def test_cli_reject_unknown_number_fails(db: Store, settings: Settings, tmp_path
     assert "Number 7 does not wait for review" in result.output
 
 
-def test_cli_show_prints_the_reply(db: Store, settings: Settings, tmp_path: Path) -> None:
+def test_cli_show_prints_the_reply(db: Store, settings: Account, tmp_path: Path) -> None:
     """`modbot review show ID` prints the recipient and the reply with the contact route."""
     item = wait(db, 1)
     config = str(write_config(settings, tmp_path))
@@ -735,7 +735,7 @@ def test_cli_show_prints_the_reply(db: Store, settings: Settings, tmp_path: Path
     assert CONTACT in result.output
 
 
-def test_cli_edit_changes_the_address(db: Store, settings: Settings, tmp_path: Path) -> None:
+def test_cli_edit_changes_the_address(db: Store, settings: Account, tmp_path: Path) -> None:
     """`modbot review edit ID --to ADDRESS` readdresses the waiting reply."""
     item = wait(db, 1)
     config = str(write_config(settings, tmp_path))

@@ -57,7 +57,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_documented_keys_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The configuration keys the README documents load exactly as written."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "s3cret")
-    settings = config.load(write(tmp_path, ISSUE_CONFIG))
+    settings = config.load(write(tmp_path, ISSUE_CONFIG)).first
     assert settings.policy.mode is Mode.AUTO
     assert settings.imap.password is not None
     assert settings.imap.password.get_secret_value() == "s3cret"
@@ -67,7 +67,7 @@ def test_documented_keys_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     """config/modbot.example.toml is a valid configuration."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "s3cret")
-    settings = config.load(ROOT / "config" / "modbot.example.toml")
+    settings = config.load(ROOT / "config" / "modbot.example.toml").first
     assert settings.counselor.confidential_contact
 
 
@@ -75,7 +75,7 @@ def test_config_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """MODBOT_CONFIG names the file when no path is given."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
     monkeypatch.setenv("MODBOT_CONFIG", str(write(tmp_path, ISSUE_CONFIG)))
-    assert config.load().imap.username == "counselor"
+    assert config.load().first.imap.username == "counselor"
 
 
 def test_every_problem_reported_at_once(tmp_path: Path,
@@ -121,7 +121,7 @@ def test_password_file_read(tmp_path: Path) -> None:
     (tmp_path / "imap.secret").write_text("from-file\n", encoding="utf-8")
     text = ISSUE_CONFIG.replace('password_env = "MODBOT_IMAP_PASSWORD"',
                                 'password_file = "imap.secret"')
-    settings = config.load(write(tmp_path, text))
+    settings = config.load(write(tmp_path, text)).first
     assert settings.imap.password is not None
     assert settings.imap.password.get_secret_value() == "from-file"
 
@@ -129,7 +129,7 @@ def test_password_file_read(tmp_path: Path) -> None:
 def test_secret_never_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The password does not appear in the settings' repr."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "canary-password-123")
-    settings = config.load(write(tmp_path, ISSUE_CONFIG))
+    settings = config.load(write(tmp_path, ISSUE_CONFIG)).first
     assert "canary-password-123" not in repr(settings)
 
 
@@ -144,7 +144,7 @@ def test_example_config_is_safe_to_copy(monkeypatch: pytest.MonkeyPatch) -> None
     database beside itself."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "s3cret")
     example = ROOT / "config" / "modbot.example.toml"
-    settings = config.load(example)
+    settings = config.load(example).first
     assert settings.policy.mode is Mode.SHADOW
     assert settings.imap.ca_file is None and settings.smtp.ca_file is None
     assert settings.directory.csv is None and settings.templates.dir is None
@@ -161,7 +161,7 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path,
     folder.mkdir()
     text = ISSUE_CONFIG.replace("sqlite:////var/lib/modbot/modbot.db", "sqlite:///data/m.db")
     text = text.replace('csv = "/etc/modbot/directory.csv"', 'csv = "directory.csv"')
-    settings = config.load(write(folder, text + '\n[templates]\ndir = "templates"\n'))
+    settings = config.load(write(folder, text + '\n[templates]\ndir = "templates"\n')).first
     assert settings.database.url == f"sqlite:///{folder.resolve() / 'data' / 'm.db'}"
     assert settings.directory.csv == folder.resolve() / "directory.csv"
     assert settings.templates.dir == folder.resolve() / "templates"

@@ -38,13 +38,13 @@ def _imap_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "imap-secret")
 
 
-def load(tmp_path: Path, extra: str) -> config.Settings:
+def load(tmp_path: Path, extra: str) -> config.Account:
     path = tmp_path / "modbot.toml"
     path.write_text(BASE + extra, encoding="utf-8")
-    return config.load(path)
+    return config.load(path).first
 
 
-def kind_of(fixture: str, settings: config.Settings, auth: Authenticity = AUTHENTIC) -> Kind:
+def kind_of(fixture: str, settings: config.Account, auth: Authenticity = AUTHENTIC) -> Kind:
     notification = parse((DATA / fixture).read_bytes())
     return classify(notification, auth, settings.classify.compiled_rules).kind
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from modbot import config, digest, store
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.model import PolicyRule
 from modbot.render import Templates, default_templates_dir
 from modbot.store import OutboxStatus, Store, schema
@@ -27,14 +27,14 @@ CONTACT = "careers.example.edu/appointments"
 MESSAGE_ID = "<digest-1@careers.example.edu>"
 
 
-def settings(**policy: Any) -> Settings:
+def settings(**policy: Any) -> Account:
     return config.parse({
         "counselor": {"name": "Dana Whitfield", "email": "dana@careers.example.edu",
                       "confidential_contact": CONTACT},
         "imap": {"host": "imap.example.edu", "username": "dana"},
         "smtp": {"host": "smtp.example.edu"},
         "policy": {"mode": "auto", **policy},
-    }, resolve_secrets=False)
+    }, resolve_secrets=False).first
 
 
 SETTINGS = settings()
@@ -91,7 +91,7 @@ def polled(db: Store, at: datetime = NOW - timedelta(minutes=5), *, ok: bool = T
     db.poll_finished(row, at, ok=ok, new_messages=0, error=error)
 
 
-def make(db: Store, templates: Templates, settings_: Settings = SETTINGS, *,
+def make(db: Store, templates: Templates, settings_: Account = SETTINGS, *,
          healthy: bool = True, reference: str | None = None) -> EmailMessage:
     """The digest at NOW; ``healthy``: after a good poll five minutes before."""
     if healthy:

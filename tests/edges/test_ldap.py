@@ -327,10 +327,10 @@ host = "127.0.0.1"
 """
 
 
-def load(tmp_path: Path, directory: str) -> config.Settings:
+def load(tmp_path: Path, directory: str) -> config.Account:
     path = tmp_path / "modbot.toml"
     path.write_text(BASE_CONFIG + "\n[directory]\n" + directory, encoding="utf-8")
-    return config.load(path)
+    return config.load(path).first
 
 
 @pytest.fixture(autouse=True)

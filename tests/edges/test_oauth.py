@@ -48,12 +48,12 @@ url = "sqlite:///{db}"
 """
 
 
-def parsed(text: str, tmp_path: Path) -> config.Settings:
+def parsed(text: str, tmp_path: Path) -> config.Account:
     """``text`` after the counselor and database tables, parsed as modbot would load it."""
     import tomllib
 
     data = tomllib.loads(BASE_CONFIG.format(db=tmp_path / "data" / "modbot.db") + text)
-    return config.parse(data, base=tmp_path)
+    return config.parse(data, base=tmp_path).first
 
 
 def seeded(provider: Provider, settings: OAuth2Settings, *,

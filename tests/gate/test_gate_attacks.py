@@ -49,11 +49,11 @@ from support.linkedin_mail import (
 
 from modbot.authenticity import check, own_domain_verdict
 from modbot.config import (
+    Account,
     CounselorSettings,
     DatabaseSettings,
     DirectorySettings,
     PolicySettings,
-    Settings,
 )
 from modbot.directory.csv import CsvDirectory
 from modbot.directory.index import Directory
@@ -386,7 +386,7 @@ async def test_attacks_get_no_reply_over_real_servers(
         imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, ca_file: Path,
         tmp_path: Path) -> None:
     """A real poll answers the genuine invitation at the directory's address, and nothing else."""
-    settings = Settings(
+    settings = Account(
         counselor=CounselorSettings(name="Career Services Counselor",
                                     email="counselor@counsel.example.edu",
                                     confidential_contact="555-0100"),

@@ -51,7 +51,7 @@ def test_each_mail_system_writes_its_keys(tmp_path: Path, answers: dict[str, str
     """Each mail system writes exactly the keys docs/deployment.md names for it, loadable."""
     code, output, target = init(tmp_path, **answers)
     assert code == 0, output
-    policy = config.load(target).policy
+    policy = config.load(target).first.policy
     assert (policy.microsoft365_tenant, policy.gateway_hosts, policy.trusted_authserv_ids) == (
         tenant, gateways, ids)
     assert "docs/deployment.md" in target.read_text(encoding="utf-8")
@@ -63,7 +63,7 @@ def test_mimecast_writes_the_tenant_and_says_what_it_cannot_do(tmp_path: Path) -
     code, output, target = init(tmp_path, **{"mail-system": "mimecast", "tenant": TENANT})
     assert code == 0, output
     assert "note: Mimecast writes its verdict where its position proves nothing" in output
-    assert config.load(target).policy.gateway_hosts == ()
+    assert config.load(target).first.policy.gateway_hosts == ()
     assert "trusts its ARC seal" in target.read_text(encoding="utf-8")
 
 
@@ -72,7 +72,7 @@ def test_the_written_settings_prove_a_proofpoint_copy(tmp_path: Path) -> None:
     genuine invitation stored behind both is answered at the directory address."""
     _, _, target = init(tmp_path, **{"mail-system": "proofpoint", "tenant": TENANT,
                                      "gateway-hosts": PROOFPOINT_HOSTS})
-    policy = config.load(target).policy.model_copy(update={"mode": Mode.AUTO})
+    policy = config.load(target).first.policy.model_copy(update={"mode": Mode.AUTO})
     stored = exchange(genuine(), verdict=EXO_BROKEN, client=PROOFPOINT_HOP, between=PROOFPOINT)
     j = judge(stored, policy, gate_directory(), None)
     assert reply_address(j) == JORDAN
@@ -117,7 +117,7 @@ def test_interactive_answers_are_checked_as_typed(tmp_path: Path) -> None:
     assert "'not-a-guid' is not a tenant id" in result.output
     assert "'ppops.net' is written by every customer" in result.output
     assert "mail.counsel.example.edu is not a Proofpoint host" in result.output
-    policy = config.load(target).policy
+    policy = config.load(target).first.policy
     assert policy.microsoft365_tenant == TENANT
     assert policy.gateway_hosts == ("mx0a-00000d07.pphosted.com", "mail.counsel.example.edu")
 

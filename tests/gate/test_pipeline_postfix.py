@@ -25,11 +25,11 @@ from support.faults import CONTACT, DIRECTORY
 from support.pipeline_mail import FORGED, GENUINE, INVITATION, JORDAN, Case, Keys, bare, cases
 
 from modbot.config import (
+    Account,
     CounselorSettings,
     DatabaseSettings,
     DirectorySettings,
     PolicySettings,
-    Settings,
 )
 from modbot.model import Mode
 from modbot.poll import Context, Poller, PollReport
@@ -91,7 +91,7 @@ async def poll(user: servers.ImapUser, smtp: servers.SmtpServer, tmp_path: Path,
     """One real poll of ``user``'s inbox, trusting only the college's MX."""
     directory = tmp_path / "directory.csv"
     directory.write_text(DIRECTORY, encoding="utf-8")
-    settings = Settings(
+    settings = Account(
         counselor=CounselorSettings(name="Career Services Counselor",
                                     email="counselor@college.test",
                                     confidential_contact=CONTACT),

@@ -65,9 +65,9 @@ def problems(data: dict[str, Any]) -> str:
 
 def test_single_inbox_is_its_only_account() -> None:
     """The top-level [counselor], [imap] and [smtp] form is one account: itself."""
-    settings = config.parse({key: ADA[key] for key in ("counselor", "imap", "smtp")})
-    assert settings.accounts() == (settings,)
-    assert settings.account == "ada@imap.counsel.example.edu"
+    loaded = config.parse({key: ADA[key] for key in ("counselor", "imap", "smtp")})
+    assert loaded.accounts == (loaded.first,)
+    assert loaded.first.account == "ada@imap.counsel.example.edu"
 
 
 def test_accounts_have_their_own_inbox_and_share_the_rest() -> None:
@@ -76,8 +76,8 @@ def test_accounts_have_their_own_inbox_and_share_the_rest() -> None:
         "accounts": [ADA, BEN], "database": {"url": "sqlite:////var/lib/modbot/m.db"},
         "policy": {"mode": "auto"}, "schedule": {"poll_seconds": 60},
     })
-    ada, ben = settings.accounts()
-    assert settings == ada
+    ada, ben = settings.accounts
+    assert settings.first == ada
     assert (ada.counselor.email, ben.counselor.email) == ("ada@counsel.example.edu",
                                                           "ben@counsel.example.edu")
     assert (ada.account, ben.account) == ("ada@imap.counsel.example.edu",
@@ -85,7 +85,7 @@ def test_accounts_have_their_own_inbox_and_share_the_rest() -> None:
     assert ben.imap.password is not None and ben.imap.password.get_secret_value() == "secret-b"
     assert ada.database == ben.database and ben.schedule.poll_seconds == 60
     assert ada.policy.mode is ben.policy.mode is Mode.AUTO
-    assert ben.accounts() == (ada, ben)
+    assert settings.database == ben.database and settings.schedule == ben.schedule
 
 
 def test_an_account_table_replaces_the_shared_one_as_a_whole(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_an_account_table_replaces_the_shared_one_as_a_whole(tmp_path: Path) -> 
         "accounts": [ADA, ben], "directory": {"csv": "all.csv"},
         "policy": {"mode": "auto", "max_replies_per_hour": 5},
     }, base=tmp_path)
-    ada, ben_ = settings.accounts()
+    ada, ben_ = settings.accounts
     assert (ada.policy.mode, ada.policy.max_replies_per_hour) == (Mode.AUTO, 5)
     assert (ben_.policy.mode, ben_.policy.max_replies_per_hour) == (Mode.SHADOW, 20)
     assert (ada.directory.csv, ben_.directory.csv) == (tmp_path / "all.csv", tmp_path / "ben.csv")
@@ -148,7 +148,7 @@ def test_oauth_token_files_differ_between_accounts(tmp_path: Path) -> None:
 
     settings = config.parse({"accounts": [oauth_account(ADA), oauth_account(BEN)],
                              "database": {"url": f"sqlite:///{tmp_path / 'm.db'}"}})
-    files = [a.imap.oauth2.token_file for a in settings.accounts() if a.imap.oauth2]
+    files = [a.imap.oauth2.token_file for a in settings.accounts if a.imap.oauth2]
     assert files == [tmp_path / "modbot-imap-token-ada.json",
                      tmp_path / "modbot-imap-token-ben.json"]
 
@@ -162,7 +162,7 @@ def test_example_accounts_block_loads(monkeypatch: pytest.MonkeyPatch, tmp_path:
     path = tmp_path / "modbot.toml"
     path.write_text("\n".join(line.removeprefix("# ") for line in block.splitlines()
                               if line.startswith("# ")), encoding="utf-8")
-    first, second = config.load(path).accounts()
+    first, second = config.load(path).accounts
     assert second.counselor.name == "Internship Office"
     assert second.directory.csv is not None and first.directory.csv is None
 
@@ -176,7 +176,7 @@ def test_readme_accounts_example_loads(monkeypatch: pytest.MonkeyPatch, tmp_path
     example = section.split("```toml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "modbot.toml"
     path.write_text(example, encoding="utf-8")
-    assert [a.imap.username for a in config.load(path).accounts()] == ["counselor",
+    assert [a.imap.username for a in config.load(path).accounts] == ["counselor",
                                                                          "internships"]
 
 
@@ -223,8 +223,7 @@ def test_caps_and_person_window_count_each_account(db: Store) -> None:
 
 def test_digest_tells_each_counselor_of_their_own_inbox(db: Store) -> None:
     """A counselor's digest lists their own held items and replies, never another's."""
-    settings = config.parse({"accounts": [ADA, BEN]})
-    ada, ben = settings.accounts()
+    ada, ben = config.parse({"accounts": [ADA, BEN]}).accounts
     record(db, ada.account, "a1", action="hold")
     record(db, ben.account, "b1", action="hold")
     record(db, ben.account, "b2", status=OutboxStatus.SENT)

@@ -18,11 +18,12 @@ import pytest
 from support import faults, servers
 
 from modbot.config import (
+    Account,
+    Config,
     CounselorSettings,
     DatabaseSettings,
     DigestSettings,
     ImapSettings,
-    Settings,
     SmtpSettings,
     TemplateSettings,
 )
@@ -59,7 +60,7 @@ async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
     reply = templates / "connection_invitation.j2"
     reply.write_text(reply.read_text(encoding="utf-8") + "{{ 1 | no_such_filter }}\n",
                      encoding="utf-8")
-    settings = Settings(
+    settings = Account(
         counselor=CounselorSettings(name="Career Services Counselor",
                                     email="counselor@counsel.example.edu",
                                     confidential_contact="Book through the portal."),
@@ -69,7 +70,7 @@ async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
         templates=TemplateSettings(dir=templates),
     )
     with pytest.raises(TemplateError, match="no_such_filter"):
-        await run_daemon(settings, stop=asyncio.Event())
+        await run_daemon(Config((settings,)), stop=asyncio.Event())
 
 
 def test_poll_line_says_what_a_poll_did_in_one_line() -> None:
@@ -84,7 +85,7 @@ def test_poll_line_says_what_a_poll_did_in_one_line() -> None:
 def test_start_line_names_mode_accounts_and_next_digest(tmp_path: Path) -> None:
     """The start line names each account with its mode, how it is watched, and the next
     digest in the counselor's time zone."""
-    settings = Settings(
+    settings = Account(
         counselor=CounselorSettings(name="C", email="counselor@counsel.example.edu",
                                     confidential_contact="x"),
         imap=ImapSettings(host="imap.counsel.example.edu", username="counselor"),

@@ -19,11 +19,11 @@ from support import servers
 from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 
 from modbot.config import (
+    Account,
     CounselorSettings,
     DatabaseSettings,
     DirectorySettings,
     PolicySettings,
-    Settings,
 )
 from modbot.model import Mode
 from modbot.poll import Context, Poller
@@ -38,10 +38,10 @@ REMINDER = "invitation_reminder_jordan_rivera.eml"
 
 @pytest.fixture
 def settings(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
-             tmp_path: Path) -> Settings:
+             tmp_path: Path) -> Account:
     directory = tmp_path / "directory.csv"
     directory.write_text(DIRECTORY, encoding="utf-8")
-    return Settings(
+    return Account(
         counselor=CounselorSettings(name="Career Services Counselor",
                                     email="counselor@counsel.example.edu",
                                     confidential_contact=CONTACT),
@@ -53,7 +53,7 @@ def settings(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
     )
 
 
-def make_context(settings: Settings, ca_file: Path) -> Context:
+def make_context(settings: Account, ca_file: Path) -> Context:
     """A poll context whose TLS trusts the test CA, with no DKIM lookups over DNS."""
     ctx = Context.build(settings, dkim_lookup=None)
     ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
@@ -61,7 +61,7 @@ def make_context(settings: Settings, ca_file: Path) -> Context:
 
 
 @pytest.fixture
-def context(settings: Settings, ca_file: Path) -> Context:
+def context(settings: Account, ca_file: Path) -> Context:
     return make_context(settings, ca_file)
 
 
@@ -181,7 +181,7 @@ async def test_reply_copy_kept_in_sent_folder(context: Context, imap_user: serve
 
 
 async def test_uidvalidity_change_does_not_re_reply(
-        settings: Settings, ca_file: Path, imap_user: servers.ImapUser,
+        settings: Account, ca_file: Path, imap_user: servers.ImapUser,
         smtp_server: servers.SmtpServer) -> None:
     """Recreating the folder with the same messages answers only the new one."""
     folder = settings.model_copy(update={"imap": imap_user.imap_settings(folder="Notices")})
@@ -260,7 +260,7 @@ async def test_permanent_failure_held(context: Context, imap_user: servers.ImapU
     assert item.attempts == 1
 
 
-async def test_shadow_mode_sends_nothing(settings: Settings, ca_file: Path,
+async def test_shadow_mode_sends_nothing(settings: Account, ca_file: Path,
                                          imap_user: servers.ImapUser,
                                          smtp_server: servers.SmtpServer) -> None:
     """In shadow mode the reply is decided and recorded but never sent."""

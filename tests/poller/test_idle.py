@@ -27,7 +27,7 @@ import trustme
 from support import faults, servers
 
 from modbot import idle
-from modbot.config import ImapSettings, ScheduleSettings
+from modbot.config import Config, ImapSettings, ScheduleSettings
 from modbot.daemon import run_daemon
 from modbot.errors import MailboxError
 from modbot.idle import IdleWatcher
@@ -397,7 +397,7 @@ async def test_interval_poll_answers_when_the_server_offers_no_idle(
     settings = settings.model_copy(update={"schedule": ScheduleSettings.model_construct(
         poll_seconds=1)})
     stop = asyncio.Event()
-    daemon = asyncio.create_task(run_daemon(settings, stop))
+    daemon = asyncio.create_task(run_daemon(Config((settings,)), stop))
     try:
         await asyncio.sleep(1.5)  # the first poll has run and set the cursor
         await asyncio.to_thread(imap_user.append, "INBOX", faults.fixture(faults.JORDAN))

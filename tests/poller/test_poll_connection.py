@@ -12,7 +12,7 @@ from sqlalchemy import select
 from support import servers
 from support.faults import JORDAN, SAM, fixture, settings_for
 
-from modbot.config import Settings
+from modbot.config import Account
 from modbot.errors import MailboxError
 from modbot.poll import KEEP_OPEN_FOR, Context, Poller
 from modbot.store import schema
@@ -24,12 +24,12 @@ NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def settings(tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
-             ca_file: Path) -> Settings:
+             ca_file: Path) -> Account:
     return settings_for(tmp_path, imap_user, smtp_server, ca_file)
 
 
 @pytest.fixture
-async def kept(settings: Settings) -> AsyncIterator[Poller]:
+async def kept(settings: Account) -> AsyncIterator[Poller]:
     poller = Poller(Context.build(settings, dkim_lookup=None), keep_open=True)
     yield poller
     await poller.close()

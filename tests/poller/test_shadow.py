@@ -12,11 +12,11 @@ from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, S
 
 from modbot import digest
 from modbot.config import (
+    Account,
     CounselorSettings,
     DatabaseSettings,
     DirectorySettings,
     PolicySettings,
-    Settings,
 )
 from modbot.model import Mode, PolicyRule
 from modbot.poll import Context, Poller
@@ -36,7 +36,7 @@ def context(mode: Mode, imap_user: servers.ImapUser, smtp: servers.SmtpServer, c
     """A poll context with its own database, in ``mode``, reading the shared test inbox."""
     where.mkdir()
     (where / "directory.csv").write_text(PEOPLE, encoding="utf-8")
-    settings = Settings(
+    settings = Account(
         counselor=CounselorSettings(name="Career Services Counselor",
                                     email="counselor@counsel.example.edu",
                                     confidential_contact=CONTACT),

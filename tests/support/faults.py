@@ -42,11 +42,11 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
 from modbot.config import (
+    Account,
     CounselorSettings,
     DatabaseSettings,
     DirectorySettings,
     PolicySettings,
-    Settings,
 )
 from modbot.model import Mode
 from support import servers
@@ -168,12 +168,12 @@ def recipients_count(smtp: servers.SmtpServer) -> Counter[str]:
 
 def settings_for(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
                  ca_file: Path, *, directory: str = DIRECTORY, imap: dict[str, Any] | None = None,
-                 smtp_changes: dict[str, Any] | None = None, **policy: Any) -> Settings:
+                 smtp_changes: dict[str, Any] | None = None, **policy: Any) -> Account:
     """Settings for an in-process poll of ``imap_user`` answering through ``smtp``."""
     csv = tmp_path / "directory.csv"
     csv.write_text(directory, encoding="utf-8")
     policy = {"mode": Mode.AUTO, "trusted_authserv_ids": (TRUSTED,), **policy}
-    return Settings(
+    return Account(
         counselor=CounselorSettings(name="Career Services Counselor", email=COUNSELOR,
                                     confidential_contact=CONTACT),
         imap=imap_user.imap_settings(**{"sent_folder": "Sent", "ca_file": ca_file,

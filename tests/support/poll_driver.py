@@ -51,7 +51,7 @@ def main() -> int:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     try:
-        settings = config.load(args.config)
+        settings = config.load(args.config).first
         ctx = Context.build(settings, dkim_lookup=None)
         report = asyncio.run(Poller(ctx, checkpoint=checkpoint).poll(args.now))
     except ModbotError as exc:
