@@ -78,9 +78,10 @@ _TOKEN_FILES = {"imap": "modbot-imap-token.json", "smtp": "modbot-smtp-token.jso
 class Account(Section):
     """One inbox of the file: its counselor, IMAP and SMTP servers, and the rest.
 
-    Its own counselor, imap, smtp, directory, policy and templates, and a copy of the file's
-    shared database, schedule, digest, review, classify and logging tables, so that everything
-    which handles one inbox takes an ``Account`` and never needs to know about the others.
+    Its own counselor, imap, smtp, directory, policy and templates, and the file's shared
+    database, schedule, digest, review, classify and logging tables (read once, the same objects
+    in every account), so that everything which handles one inbox takes an ``Account`` and
+    never needs to know about the others.
     """
 
     counselor: CounselorSettings
@@ -316,6 +317,32 @@ def _validate(data: dict[str, Any]) -> tuple[Account | None, list[str]]:
         return None, [describe(error, Account) for error in exc.errors()]
 
 
+class _TopLevel(Section):
+    """The tables outside [[accounts]]: the shared ones and the defaults an account may replace."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    policy: PolicySettings = PolicySettings()
+    directory: DirectorySettings = DirectorySettings()
+    classify: ClassifySettings = ClassifySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    digest: DigestSettings = DigestSettings()
+    templates: TemplateSettings = TemplateSettings()
+    review: ReviewSettings = ReviewSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+def _validate_shared(data: dict[str, Any]) -> tuple[dict[str, Section], list[str]]:
+    """The top-level tables validated once, as the models every account is given as they are
+    (pydantic keeps a model instance it is handed), so that 200 accounts share one of each."""
+    try:
+        top = _TopLevel.model_validate(data)
+    except ValidationError as exc:
+        from modbot.config_words import describe
+
+        return {}, [describe(error, _TopLevel) for error in exc.errors()]
+    return {name: getattr(top, name) for name in _TopLevel.model_fields}, []
+
+
 # What each [[accounts]] table holds. counselor, imap and smtp are its own; a directory, policy
 # or templates table there replaces the top-level one as a whole for that account. Everything
 # else (database, schedule, digest, review, classify, logging) is shared by every account.
@@ -355,8 +382,9 @@ def _parse_accounts(data: dict[str, Any], tables: object, base: Path,
         for key in _INBOX_TABLES:
             data.pop(key, None)
     token_dir = _beside_database(data, base)
-    problems.extend(_prepare(data, base, resolve_secrets, token_dir))  # shared tables, once
-    shared = dict(data)
+    problems.extend(_prepare(data, base, resolve_secrets, token_dir))
+    shared, invalid = _validate_shared(data)  # once, and the same objects in every account
+    problems.extend(invalid)
     views: list[Account] = []
     seen: dict[str, int] = {}
     for number, table in enumerate(tables, start=1):

@@ -194,3 +194,27 @@ def test_problems_say_what_was_given_in_toml_words(tmp_path: Path,
     assert expected in message
     for python in ("tuple", "Input should", "<class", "dict", "str "):
         assert python not in message
+
+
+def _inbox(username: str) -> dict[str, object]:
+    return {"counselor": {"name": "Ann Lee", "email": "ann@uni.edu", "confidential_contact": "x"},
+            "imap": {"host": "imap.uni.edu", "username": username, "password_env": "MB_PW"},
+            "smtp": {"host": "smtp.uni.edu"}}
+
+
+def test_shared_tables_are_read_once_for_every_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tables outside [[accounts]] are one object in every account, and a problem in one
+    of them is reported once however many accounts there are."""
+    monkeypatch.setenv("MB_PW", "pw")
+    loaded = config.parse({"schedule": {"poll_seconds": 120}, "directory": {"csv": "people.csv"},
+                           "accounts": [_inbox(f"c{n}") for n in range(3)]})
+    first, *others = loaded.accounts
+    for other in others:
+        for name in ("database", "schedule", "digest", "review", "classify", "logging",
+                     "directory", "policy", "templates"):
+            assert getattr(other, name) is getattr(first, name), name
+    assert loaded.schedule.poll_seconds == 120
+    with pytest.raises(config.ConfigProblems) as caught:
+        config.parse({"schedule": {"poll_seconds": "often"},
+                      "accounts": [_inbox(f"c{n}") for n in range(3)]})
+    assert caught.value.problems == ('schedule.poll_seconds = "often": must be a whole number',)
