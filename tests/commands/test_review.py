@@ -18,21 +18,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
-from support import servers
+from support import configs, servers
+from support.configs import CONTACT, COUNSELOR, TRUSTED
 from support.rows import message_row, reply_row
 from typer.testing import CliRunner
 
 from modbot import render, review, words
 from modbot.cli import app
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    ImapSettings,
-    PolicySettings,
-    SmtpSettings,
-)
+from modbot.config import Account, ImapSettings, SmtpSettings
 from modbot.mailbox import Mailbox
 from modbot.model import Mode, Person, PolicyRule, Recipient
 from modbot.outbox import send_one
@@ -42,32 +35,16 @@ from modbot.tls import client_context
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
-COUNSELOR = "counselor@counsel.example.edu"
 DOMAIN = "counsel.example.edu"
 ACCOUNT = "counselor@127.0.0.1"
-TRUSTED = "mx.counsel.example.edu"
 PASS = f"{TRUSTED}; dkim=pass header.d={DOMAIN}; dmarc=pass header.from={DOMAIN}"
-CONTACT = "https://counsel.example.edu/secure or 555-0100"
 DATA = Path(__file__).parents[1] / "data"
-DIRECTORY = """name,email,linkedin_url
-Jordan Rivera,jrivera@students.example.edu,https://www.linkedin.com/in/jordan-rivera-42
-Sam Okafor,sokafor@students.example.edu,
-"""
 OTHER_TOKEN = "MR-" + "0" * 32
 runner = CliRunner()
 
 
 def settings_for(imap: ImapSettings, smtp: SmtpSettings, tmp_path: Path) -> Account:
-    directory = tmp_path / "directory.csv"
-    directory.write_text(DIRECTORY, encoding="utf-8")
-    return Account(
-        counselor=CounselorSettings(name="Career Services Counselor", email=COUNSELOR,
-                                    confidential_contact=CONTACT),
-        imap=imap, smtp=smtp,
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=PolicySettings(mode=Mode.REVIEW, trusted_authserv_ids=(TRUSTED,)),
-        directory=DirectorySettings(csv=directory),
-    )
+    return configs.account(tmp_path, imap, smtp, policy={"mode": Mode.REVIEW})
 
 
 @pytest.fixture
@@ -662,24 +639,8 @@ def test_pause_alert_without_a_reference_points_to_the_digest(db: Store,
 
 
 def write_config(settings: Account, tmp_path: Path) -> Path:
-    path = tmp_path / "modbot.toml"
-    path.write_text(f"""
-[counselor]
-name = "Career Services Counselor"
-email = "{COUNSELOR}"
-confidential_contact = "{CONTACT}"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-
-[smtp]
-host = "127.0.0.1"
-
-[database]
-url = "{settings.database.url}"
-""", encoding="utf-8")
-    return path
+    return configs.write_config(tmp_path, imap={"password_env": None},
+                                database={"url": settings.database.url})
 
 
 def test_cli_lists_waiting_replies(db: Store, settings: Account, tmp_path: Path) -> None:

@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import faults, servers
+from support import configs, faults, servers
 
 from modbot.config import (
     Account,
     Config,
     CounselorSettings,
-    DatabaseSettings,
     DigestSettings,
     ImapSettings,
     SmtpSettings,
@@ -60,15 +59,9 @@ async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
     reply = templates / "connection_invitation.j2"
     reply.write_text(reply.read_text(encoding="utf-8") + "{{ 1 | no_such_filter }}\n",
                      encoding="utf-8")
-    settings = Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@counsel.example.edu",
-                                    confidential_contact="Book through the portal."),
-        imap=ImapSettings(host="127.0.0.1", port=9, username="nobody"),
-        smtp=SmtpSettings(host="127.0.0.1", port=9),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        templates=TemplateSettings(dir=templates),
-    )
+    settings = configs.account(tmp_path, ImapSettings(host="127.0.0.1", port=9, username="nobody"),
+                               SmtpSettings(host="127.0.0.1", port=9),
+                               templates=TemplateSettings(dir=templates))
     with pytest.raises(TemplateError, match="no_such_filter"):
         await run_daemon(Config((settings,)), stop=asyncio.Event())
 

@@ -15,16 +15,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import servers
+from support import configs, servers
 from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-)
+from modbot.config import Account, PolicySettings
 from modbot.model import Mode
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, schema
@@ -39,18 +33,8 @@ REMINDER = "invitation_reminder_jordan_rivera.eml"
 @pytest.fixture
 def settings(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
              tmp_path: Path) -> Account:
-    directory = tmp_path / "directory.csv"
-    directory.write_text(DIRECTORY, encoding="utf-8")
-    return Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@counsel.example.edu",
-                                    confidential_contact=CONTACT),
-        imap=imap_user.imap_settings(sent_folder="Sent"),
-        smtp=smtp_server.smtp_settings(),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=("mx.counsel.example.edu",)),
-        directory=DirectorySettings(csv=directory),
-    )
+    return configs.account(tmp_path, imap_user.imap_settings(sent_folder="Sent"),
+                           smtp_server.smtp_settings())
 
 
 def make_context(settings: Account, ca_file: Path) -> Context:
