@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.rows import message_row
 from typer.testing import CliRunner
 
@@ -18,33 +19,13 @@ from modbot.store import Store
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus"
 runner = CliRunner()
-ACCOUNT = "counselor@127.0.0.1"  # the account of CONFIG
-
-CONFIG = """
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/secure or 555-0100"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-password_env = "MODBOT_IMAP_PASSWORD"
-
-[smtp]
-host = "127.0.0.1"
-
-[database]
-url = "sqlite:///{db}"
-"""
-
+ACCOUNT = "counselor@127.0.0.1"  # the account of config_file
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
-    path = tmp_path / "modbot.toml"
-    path.write_text(CONFIG.format(db=tmp_path / "modbot.db"), encoding="utf-8")
-    return path
+    return configs.write_config(tmp_path,
+                                database={"url": configs.sqlite_url(tmp_path / "modbot.db")})
 
 
 def test_classify_json_on_the_real_corpus() -> None:

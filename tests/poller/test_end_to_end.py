@@ -263,42 +263,12 @@ async def test_shadow_mode_sends_nothing(settings: Account, ca_file: Path,
 def write_config(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
                  ca_file: Path, poll_seconds: int = 300) -> Path:
     (tmp_path / "directory.csv").write_text(DIRECTORY, encoding="utf-8")
-    path = tmp_path / "modbot.toml"
-    path.write_text(f"""
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "{CONTACT}"
-
-[imap]
-host = "127.0.0.1"
-port = {imap_user.port}
-username = "{imap_user.username}"
-password_env = "MODBOT_IMAP_PASSWORD"
-security = "tls"
-ca_file = "{ca_file}"
-folder = "INBOX"
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "tls"
-ca_file = "{ca_file}"
-
-[database]
-url = "sqlite:///{tmp_path / 'modbot.db'}"
-
-[policy]
-mode = "auto"
-trusted_authserv_ids = ["mx.counsel.example.edu"]
-
-[directory]
-csv = "{tmp_path / 'directory.csv'}"
-
-[schedule]
-poll_seconds = {poll_seconds}
-""", encoding="utf-8")
-    return path
+    return configs.write_config(tmp_path, configs.served_text(
+        imap_user, smtp, ca_file, imap={"folder": "INBOX"},
+        database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        policy={"mode": "auto", "trusted_authserv_ids": [configs.TRUSTED]},
+        directory={"csv": tmp_path / "directory.csv"},
+        schedule={"poll_seconds": poll_seconds}))
 
 
 def modbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
