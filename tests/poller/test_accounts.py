@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import trustme
-from support import faults, servers
+from support import configs, faults, servers
 from support.rows import message_row, reply_row
 
 from modbot import config, digest
@@ -32,20 +32,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def account(name: str, email_: str, username: str, *, password_env: str = "PW_A",  # noqa: S107
-            **tables: dict[str, Any]) -> dict[str, Any]:
-    """One [[accounts]] table as TOML would load it."""
-    return {
-        "counselor": {"name": name, "email": email_, "confidential_contact": faults.CONTACT},
-        "imap": {"host": "imap.counsel.example.edu", "username": username,
-                 "password_env": password_env},
-        "smtp": {"host": "smtp.counsel.example.edu"},
-        **tables,
-    }
-
-
-ADA = account("Ada Counselor", "ada@counsel.example.edu", "ada")
-BEN = account("Ben Counselor", "ben@counsel.example.edu", "ben", password_env="PW_B")
+# Two inboxes as [[accounts]] tables load them.
+ADA = configs.inbox("Ada Counselor", "ada@counsel.example.edu", "ada", password_env="PW_A")
+BEN = configs.inbox("Ben Counselor", "ben@counsel.example.edu", "ben", password_env="PW_B")
 
 
 @pytest.fixture(autouse=True)
@@ -257,52 +246,30 @@ def smtp_b(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
     server.stop()
 
 
-def account_toml(name: str, address: str, imap_port: int, username: str, password_env: str,
-                 smtp: servers.SmtpServer, ca_file: Path, csv: Path) -> str:
-    return f"""
-[[accounts]]
-[accounts.counselor]
-name = "{name}"
-email = "{address}"
-confidential_contact = "{faults.CONTACT}"
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-username = "{username}"
-password_env = "{password_env}"
-ca_file = "{ca_file}"
-timeout_seconds = 5
-sent_folder = "Sent"
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-ca_file = "{ca_file}"
-timeout_seconds = 5
-[accounts.directory]
-csv = "{csv}"
-"""
-
-
 def write_config(tmp_path: Path, ca_file: Path, first: servers.ImapUser,
                  smtp_first: servers.SmtpServer, second: servers.ImapUser,
                  smtp_second: servers.SmtpServer, *, second_port: int | None = None) -> Path:
     """Two accounts: Ada's inbox is ``first``, Ben's ``second`` (at ``second_port`` if given)."""
     csv = tmp_path / "directory.csv"
     csv.write_text(faults.DIRECTORY, encoding="utf-8")
-    path = tmp_path / "modbot.toml"
-    path.write_text(
-        account_toml("Ada Counselor", "ada@counsel.example.edu", first.port, first.username,
-                     "PW_A", smtp_first, ca_file, csv)
-        + account_toml("Ben Counselor", "ben@counsel.example.edu", second_port or second.port,
-                       second.username, "PW_B", smtp_second, ca_file, csv)
-        + f"""
-[database]
-url = "sqlite:///{tmp_path / 'modbot.db'}"
-[policy]
-mode = "auto"
-trusted_authserv_ids = ["{faults.TRUSTED}"]
-""", encoding="utf-8")
-    return path
+
+    def served(name: str, address: str, imap_port: int, username: str, password_env: str,
+               smtp: servers.SmtpServer) -> dict[str, Any]:
+        return configs.inbox(
+            name, address, username, password_env=password_env,
+            imap={"host": "127.0.0.1", "port": imap_port, "ca_file": ca_file,
+                  "timeout_seconds": 5, "sent_folder": "Sent"},
+            smtp={"host": "127.0.0.1", "port": smtp.port, "ca_file": ca_file,
+                  "timeout_seconds": 5},
+            directory={"csv": csv})
+
+    return configs.write_config(tmp_path, configs.accounts_text(
+        served("Ada Counselor", "ada@counsel.example.edu", first.port, first.username, "PW_A",
+               smtp_first),
+        served("Ben Counselor", "ben@counsel.example.edu", second_port or second.port,
+               second.username, "PW_B", smtp_second),
+        database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        policy={"mode": "auto", "trusted_authserv_ids": [faults.TRUSTED]}))
 
 
 def modbot(*args: str, passwords: tuple[str, str]) -> subprocess.CompletedProcess[str]:

@@ -2,7 +2,7 @@
 
 - ``config_text`` and ``write_config``: a valid single-account file with the usual counselor on
   127.0.0.1, each table changed by keyword; ``served_text`` points it at a test Dovecot user and
-  aiosmtpd server.
+  aiosmtpd server; ``inbox`` and ``accounts_text``: a file of several [[accounts]].
 - ``account``: an ``Account`` for an in-process poll of given servers, with its own SQLite store
   and directory CSV.
 
@@ -88,6 +88,33 @@ def config_text(*, counselor: Keys | None = None, imap: Keys | None = None,
     }
     text = "\n".join(toml_table(name, keys) for name, keys in sections.items())
     return text + ("\n" + extra if extra else "")
+
+
+def inbox(name: str, address: str, username: str, *, contact: str = CONTACT,
+          password_env: str = IMAP_PASSWORD_ENV, imap: Keys | None = None,
+          smtp: Keys | None = None, **tables: Keys) -> dict[str, Any]:
+    """One [[accounts]] table as TOML loads it: ``name`` at ``address``, reading ``username``'s
+    inbox at imap.counsel.example.edu and sending through smtp.counsel.example.edu.
+
+    ``imap`` and ``smtp`` change or add keys of those tables; ``tables`` are the account's own
+    further tables (``policy={"mode": "shadow"}``).
+    """
+    return {
+        "counselor": {"name": name, "email": address, "confidential_contact": contact},
+        "imap": {"host": "imap.counsel.example.edu", "username": username,
+                 "password_env": password_env, **(imap or {})},
+        "smtp": {"host": "smtp.counsel.example.edu", **(smtp or {})},
+        **tables,
+    }
+
+
+def accounts_text(*accounts: Mapping[str, Keys], **tables: Keys) -> str:
+    """A file of several inboxes: an [[accounts]] table for each of ``accounts`` (such as
+    ``inbox`` gives), then the tables they share."""
+    parts = ["[[accounts]]\n" + "".join(toml_table(f"accounts.{name}", keys)
+                                        for name, keys in each.items())
+             for each in accounts]
+    return "\n".join([*parts, *(toml_table(name, keys) for name, keys in tables.items())])
 
 
 def served_text(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, ca_file: Path, *,
