@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from support import configs, faults, servers
 from support.rows import message_row, reply_row
 
@@ -232,20 +231,6 @@ def other_user(dovecot: servers.Dovecot) -> servers.ImapUser:
     return dovecot.add_user()
 
 
-@pytest.fixture
-def smtp_a(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def smtp_b(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
 def write_config(tmp_path: Path, ca_file: Path, first: servers.ImapUser,
                  smtp_first: servers.SmtpServer, second: servers.ImapUser,
                  smtp_second: servers.SmtpServer, *, second_port: int | None = None) -> Path:
@@ -288,13 +273,13 @@ def senders(smtp: servers.SmtpServer) -> list[str]:
 @pytest.mark.integration
 def test_run_once_answers_every_inbox_from_its_own_counselor(
         tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-        other_user: servers.ImapUser, smtp_a: servers.SmtpServer,
-        smtp_b: servers.SmtpServer) -> None:
+        other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+        other_smtp_server: servers.SmtpServer) -> None:
     """`modbot run-once` polls both inboxes; each reply leaves through its account's own SMTP
     server, from its own counselor, and nothing is sent twice."""
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
     other_user.append("INBOX", faults.fixture(faults.SAM))
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b)
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server)
     passwords = (imap_user.password, other_user.password)
     first = modbot("--config", str(path), "run-once", passwords=passwords)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -302,24 +287,24 @@ def test_run_once_answers_every_inbox_from_its_own_counselor(
     assert f"{other_user.username}@127.0.0.1:" in first.stdout
     again = modbot("--config", str(path), "run-once", passwords=passwords)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert senders(smtp_a) == ["ada@counsel.example.edu"]
-    assert senders(smtp_b) == ["ben@counsel.example.edu"]
-    assert smtp_a.messages[0].recipients == ("jrivera@students.example.edu",)
-    assert smtp_b.messages[0].recipients[0].endswith("@reply.linkedin.com")
+    assert senders(smtp_server) == ["ada@counsel.example.edu"]
+    assert senders(other_smtp_server) == ["ben@counsel.example.edu"]
+    assert smtp_server.messages[0].recipients == ("jrivera@students.example.edu",)
+    assert other_smtp_server.messages[0].recipients[0].endswith("@reply.linkedin.com")
 
 
 @pytest.mark.integration
 def test_run_once_reports_a_refused_inbox_and_answers_the_other(
         tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-        other_user: servers.ImapUser, smtp_a: servers.SmtpServer,
-        smtp_b: servers.SmtpServer) -> None:
+        other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+        other_smtp_server: servers.SmtpServer) -> None:
     """A wrong password on one inbox fails the run, says which, and the other is answered."""
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b)
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server)
     result = modbot("--config", str(path), "run-once",
                     passwords=(imap_user.password, "wrong-password-canary"))
     assert result.returncode == 1
-    assert len(smtp_a.messages) == 1
+    assert len(smtp_server.messages) == 1
     ben = result.stdout.split(f"{other_user.username}@127.0.0.1:", 1)[1]
     assert "problem:" in ben and "refused the login" in ben
     assert "wrong-password-canary" not in result.stdout + result.stderr
@@ -327,10 +312,10 @@ def test_run_once_reports_a_refused_inbox_and_answers_the_other(
 
 @pytest.mark.integration
 def test_check_checks_every_inbox(tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-                                  other_user: servers.ImapUser, smtp_a: servers.SmtpServer,
-                                  smtp_b: servers.SmtpServer) -> None:
+                                  other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+                                  other_smtp_server: servers.SmtpServer) -> None:
     """`modbot check` checks each account and fails when one of them is broken."""
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b)
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server)
     good = modbot("--config", str(path), "check",
                   passwords=(imap_user.password, other_user.password))
     assert good.returncode == 0, good.stdout + good.stderr
@@ -343,13 +328,14 @@ def test_check_checks_every_inbox(tmp_path: Path, ca_file: Path, imap_user: serv
 @pytest.mark.integration
 async def test_daemon_answers_one_inbox_while_another_is_silent(
         tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-        other_user: servers.ImapUser, smtp_a: servers.SmtpServer, smtp_b: servers.SmtpServer,
+        other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+        other_smtp_server: servers.SmtpServer,
         silent_server: servers.SilentServer, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With Ben's IMAP server silent, Ada's notification is still answered within seconds."""
     monkeypatch.setenv("PW_A", imap_user.password)
     monkeypatch.setenv("PW_B", other_user.password)
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b,
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server,
                         second_port=silent_server.port)
     settings = config.load(path)
     stop = asyncio.Event()
@@ -362,9 +348,9 @@ async def test_daemon_answers_one_inbox_while_another_is_silent(
         assert "over IDLE" in caplog.text
         await asyncio.to_thread(imap_user.append, "INBOX", faults.fixture(faults.JORDAN))
         arrived = time.monotonic()
-        while not smtp_a.messages and time.monotonic() - arrived < 10:
+        while not smtp_server.messages and time.monotonic() - arrived < 10:
             await asyncio.sleep(0.02)
-        assert smtp_a.messages and time.monotonic() - arrived < 3.0
+        assert smtp_server.messages and time.monotonic() - arrived < 3.0
         ben_failed = f"{other_user.username}@127.0.0.1: poll failed"
         assert ben_failed not in caplog.text  # Ben's poll still waits for its silent server
         while ben_failed not in caplog.text and time.monotonic() - arrived < 15:
@@ -373,4 +359,4 @@ async def test_daemon_answers_one_inbox_while_another_is_silent(
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 20)
-    assert smtp_b.messages == []
+    assert other_smtp_server.messages == []
