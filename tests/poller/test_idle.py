@@ -4,7 +4,6 @@ server without IDLE left to the interval poll, and a prompt stop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -56,7 +55,7 @@ async def async_wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-class Relay:
+class Relay(servers.Listener):
     """A loopback TCP relay to ``target`` (TLS passes through as opaque bytes).
 
     ``hide_idle`` takes IDLE out of the capabilities a plain IMAP server lists: a server like
@@ -71,24 +70,12 @@ class Relay:
         self.idle_commands = 0
         self._open: set[socket.socket] = set()
         self._frozen: set[socket.socket] = set()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((servers.HOST, 0))
-        self._sock.listen(8)
-        self.port = int(self._sock.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def freeze(self) -> None:
         self._frozen |= self._open
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         try:
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
@@ -122,11 +109,6 @@ class Relay:
                             conn.sendall(b"\r\n".join(
                                 line.replace(b" IDLE", b"") if b"CAPABILITY" in line else line
                                 for line in lines.split(b"\r\n")) + b"\r\n")
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -248,7 +247,7 @@ class KillingSmtpServer(servers.SmtpServer):
         return answer
 
 
-class CutProxy:
+class CutProxy(servers.Listener):
     """A loopback TCP proxy to ``target``; after ``cut_after`` bytes (both ways together) it
     closes both connections at once, or with ``stall=True`` it goes silent and holds them open.
     TLS passes through as opaque bytes.
@@ -262,25 +261,9 @@ class CutProxy:
         self.stall = False
         self.total = 0
         self.cuts = 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((servers.HOST, 0))
-        self._sock.listen(16)
-        self.host = servers.HOST
-        self.port = int(self._sock.getsockname()[1])
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         budget = self.cut_after
         moved = 0
         try:
@@ -320,14 +303,8 @@ class CutProxy:
                         self.total = moved
                         return
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
 
-
-class TlsTerminator:
+class TlsTerminator(servers.Listener):
     """A loopback TLS server presenting ``cert`` (any certificate, good or bad) that forwards the
     decrypted bytes to a plain ``target`` and back.
 
@@ -349,23 +326,9 @@ class TlsTerminator:
             self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             with _pem_files(*key_and_cert) as (key_path, cert_path):
                 self._context.load_cert_chain(cert_path, key_path)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((servers.HOST, 0))
-        self._sock.listen(8)
-        self.host = servers.HOST
-        self.port = int(self._sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         with conn:
             tls: ssl.SSLObject | None = None
@@ -436,11 +399,6 @@ class TlsTerminator:
                     else:
                         tls.write(data)
                         conn.sendall(outgoing.read())
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
 
 
 @contextlib.contextmanager

@@ -612,7 +612,43 @@ class SmtpServer:
 
 
 # --------------------------------------------------------------------------------------------
-# A stalled server
+# A stalled server, and the base of the relays and proxies
+
+
+class Listener:
+    """A TCP port on loopback that gives each connection to ``handle`` in a thread of its own:
+    what the tests' relays and proxies (``faults.CutProxy``, ``faults.TlsTerminator``) share.
+
+    A subclass sets its own attributes before calling ``__init__``, which starts accepting.
+    """
+
+    def __init__(self, backlog: int = 16) -> None:
+        self._closed = False
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((HOST, 0))
+        self._sock.listen(backlog)
+        self.host = HOST
+        self.port = int(self._sock.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection, and close it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread waiting in accept()
+        self._sock.close()
 
 
 class SilentServer:
