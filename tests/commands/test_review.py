@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import re
 import uuid
@@ -15,10 +14,8 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
-from support import configs, servers
+from support import configs, linkedin_mail, servers
 from support.configs import CONTACT, COUNSELOR, TRUSTED
 from support.rows import message_row, reply_row
 from typer.testing import CliRunner
@@ -365,14 +362,8 @@ def test_expired_token_is_ignored(db: Store, settings: Account,
 
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, bytes]:
-    """A throwaway RSA key (1024 bits, dkimpy's minimum): PEM private key and DNS TXT record."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    pem = private.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    public = private.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    """A throwaway RSA key: PEM private key and DNS TXT record."""
+    return linkedin_mail.new_key()
 
 
 @pytest.mark.parametrize(("signer", "approved"), [(DOMAIN, True), ("example.edu", True),
