@@ -28,7 +28,6 @@ from modbot.model import Mode, Person, PolicyRule, Recipient
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, Store, schema
-from modbot.tls import client_context
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -714,8 +713,7 @@ def context(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, tmp_pa
     """A poll context in review mode whose inbox holds two notifications that need a reply."""
     settings = settings_for(imap_user.imap_settings(sent_folder="Sent"),
                             smtp_server.smtp_settings(), tmp_path)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     for name in ("invitation_current_jordan_rivera.eml", "message_sam_okafor_relay.eml"):
         imap_user.append("INBOX", (DATA / name).read_bytes())
     return ctx
@@ -809,8 +807,7 @@ async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
     from modbot.daemon import send_digest_if_due
 
     settings = settings_for(imap_user.imap_settings(), smtp_server.smtp_settings(), tmp_path)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     imap_user.append("INBOX", (DATA / "invitation_current_priya_natarajan.eml").read_bytes())
     await Poller(ctx).poll(NOW)
     (item,) = open_numbers(ctx.store, settings.account)
@@ -830,8 +827,7 @@ async def test_answer_to_the_mailed_pause_alert_resumes_at_the_next_poll(
     """The poll mails the pause alert through aiosmtpd; the counselor answers "resume" from the
     mailbox; the next poll ends the pause and records the answer as handled."""
     settings = settings_for(imap_user.imap_settings(), smtp_server.smtp_settings(), tmp_path)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     ctx.store.start_pause(settings.account, "the hourly cap of 20 replies is reached", NOW,
                           render.make_message_id(DOMAIN))
     await Poller(ctx).poll(NOW)

@@ -54,8 +54,7 @@ from modbot.directory.index import Directory
 from modbot.judging import judge
 from modbot.model import Action, History, Mode, Verdict
 from modbot.parse import parse
-from modbot.poll import Context, Poller
-from modbot.tls import client_context
+from modbot.poll import Poller
 
 
 @pytest.fixture(scope="module")
@@ -382,8 +381,7 @@ async def test_attacks_get_no_reply_over_real_servers(
     """A real poll answers the genuine invitation at the directory's address, and nothing else."""
     settings = configs.account(tmp_path, imap_user.imap_settings(), smtp_server.smtp_settings(),
                                people=DIRECTORY_CSV, policy=POLICY)
-    ctx = Context.build(settings, dkim_lookup=lookup)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file, dkim_lookup=lookup)
     signed = genuine()
     attacks = [
         delivered(sign(invitation(headers=[f"Reply-To: {ATTACKER}"]), "linkedin.com",

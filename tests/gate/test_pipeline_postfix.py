@@ -23,8 +23,7 @@ import trustme
 from support import configs, mta, servers
 from support.pipeline_mail import FORGED, GENUINE, INVITATION, JORDAN, Case, Keys, bare, cases
 
-from modbot.poll import Context, Poller, PollReport
-from modbot.tls import client_context
+from modbot.poll import Poller, PollReport
 
 pytestmark = pytest.mark.integration
 
@@ -83,8 +82,7 @@ async def poll(user: servers.ImapUser, smtp: servers.SmtpServer, tmp_path: Path,
     settings = configs.account(tmp_path, user.imap_settings(), smtp.smtp_settings(),
                                counselor={"email": "counselor@college.test"},
                                policy={"trusted_authserv_ids": (mta.MX,)})
-    ctx = Context.build(settings, dkim_lookup=None)  # the MX's verdict only: no DNS here
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)  # the MX's verdict only: no DNS here
     return await Poller(ctx).poll(datetime.now(UTC))
 
 

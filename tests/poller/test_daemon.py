@@ -29,8 +29,7 @@ from modbot.config import (
 from modbot.daemon import _Inbox, latest_digest_due, poll_line, run_daemon, start_line
 from modbot.errors import TemplateError
 from modbot.lock import AccountLock
-from modbot.poll import Context, Handled, PollReport
-from modbot.tls import client_context
+from modbot.poll import Handled, PollReport
 
 
 def test_latest_due_same_week() -> None:
@@ -134,8 +133,7 @@ async def test_a_poll_of_several_messages_logs_one_info_line(
     for name in (faults.JORDAN, faults.SAM, faults.PRIYA, faults.SPOOF, faults.NEWSLETTER):
         imap_user.append("INBOX", faults.fixture(name))
     settings = faults.settings_for(tmp_path, imap_user, smtp_server, ca_file)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     inbox = _Inbox(ctx, AccountLock(settings.account), "")
     caplog.set_level(logging.DEBUG)
     try:

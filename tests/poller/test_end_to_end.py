@@ -22,7 +22,6 @@ from modbot.config import Account, PolicySettings
 from modbot.model import Mode
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, schema
-from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +36,9 @@ def settings(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
                            smtp_server.smtp_settings())
 
 
-def make_context(settings: Account, ca_file: Path) -> Context:
-    """A poll context whose TLS trusts the test CA, with no DKIM lookups over DNS."""
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
-    return ctx
-
-
 @pytest.fixture
 def context(settings: Account, ca_file: Path) -> Context:
-    return make_context(settings, ca_file)
+    return configs.poll_context(settings, ca_file)
 
 
 async def poll(ctx: Context, now: datetime = NOW) -> None:
@@ -169,7 +161,7 @@ async def test_uidvalidity_change_does_not_re_reply(
         smtp_server: servers.SmtpServer) -> None:
     """Recreating the folder with the same messages answers only the new one."""
     folder = settings.model_copy(update={"imap": imap_user.imap_settings(folder="Notices")})
-    ctx = make_context(folder, ca_file)
+    ctx = configs.poll_context(folder, ca_file)
     imap_user.append("Notices", fixture(JORDAN))
     await poll(ctx)
     with imap_user.connect() as client:
@@ -250,7 +242,7 @@ async def test_shadow_mode_sends_nothing(settings: Account, ca_file: Path,
     """In shadow mode the reply is decided and recorded but never sent."""
     shadow = settings.model_copy(update={"policy": PolicySettings(
         mode=Mode.SHADOW, trusted_authserv_ids=("mx.counsel.example.edu",))})
-    ctx = make_context(shadow, ca_file)
+    ctx = configs.poll_context(shadow, ca_file)
     imap_user.append("INBOX", fixture(JORDAN))
     await poll(ctx)
     assert smtp_server.messages == []

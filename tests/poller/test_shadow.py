@@ -16,7 +16,6 @@ from modbot.model import Mode, PolicyRule
 from modbot.poll import Context, Poller
 from modbot.render import Templates
 from modbot.store import OutboxStatus, schema
-from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
@@ -31,8 +30,7 @@ def context(mode: Mode, imap_user: servers.ImapUser, smtp: servers.SmtpServer, c
     where.mkdir()
     settings = configs.account(where, imap_user.imap_settings(), smtp.smtp_settings(),
                                people=PEOPLE, policy={"mode": mode, "max_replies_per_hour": 2})
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     return ctx
 
 
@@ -82,9 +80,8 @@ async def test_after_the_switch_a_shadow_era_person_gets_the_real_reply(
     shadow = context(Mode.SHADOW, imap_user, smtp_server, ca_file, tmp_path / "db")
     imap_user.append("INBOX", fixture(JORDAN))
     await Poller(shadow).poll(NOW)
-    auto = Context.build(shadow.settings.model_copy(update={"policy": PolicySettings(
-        mode=Mode.AUTO, trusted_authserv_ids=("mx.counsel.example.edu",))}), dkim_lookup=None)
-    auto.imap_tls = auto.smtp_tls = client_context(ca_file)
+    auto = configs.poll_context(shadow.settings.model_copy(update={"policy": PolicySettings(
+        mode=Mode.AUTO, trusted_authserv_ids=("mx.counsel.example.edu",))}), ca_file)
     imap_user.append("INBOX", fixture(REMINDER))
     await Poller(auto).poll(NOW + timedelta(days=7))
     assert len(smtp_server.messages) == 1

@@ -4,7 +4,7 @@
   127.0.0.1, each table changed by keyword; ``served_text`` points it at a test Dovecot user and
   aiosmtpd server; ``inbox`` and ``accounts_text``: a file of several [[accounts]].
 - ``account``: an ``Account`` for an in-process poll of given servers, with its own SQLite store
-  and directory CSV.
+  and directory CSV; ``poll_context``: the poll's context for it, trusting the test CA.
 
 A test whose subject is the text of a configuration (a bad key, a documented layout) writes that
 text itself.
@@ -13,7 +13,7 @@ text itself.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,8 @@ from modbot.config import (
     SmtpSettings,
 )
 from modbot.model import Mode
+from modbot.poll import Context
+from modbot.tls import client_context
 
 if TYPE_CHECKING:
     from support import servers
@@ -118,14 +120,15 @@ def accounts_text(*accounts: Mapping[str, Keys], **tables: Keys) -> str:
 
 
 def served_text(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, ca_file: Path, *,
-                imap: Keys | None = None, smtp: Keys | None = None, **tables: Keys) -> str:
+                imap: Keys | None = None, smtp: Keys | None = None, extra: str = "",
+                **tables: Keys) -> str:
     """``config_text`` for ``imap_user``'s mailbox and ``smtp_server``, both over implicit TLS
     trusting ``ca_file``; ``imap``, ``smtp`` and ``tables`` as for ``config_text``."""
     return config_text(
         imap={"port": imap_user.port, "username": imap_user.username, "security": "tls",
               "ca_file": ca_file, **(imap or {})},
         smtp={"port": smtp_server.port, "security": "tls", "ca_file": ca_file, **(smtp or {})},
-        **tables)
+        extra=extra, **tables)
 
 
 def write_config(folder: Path, text: str | None = None, **changes: Any) -> Path:
@@ -162,3 +165,12 @@ def account(folder: Path, imap: ImapSettings, smtp: SmtpSettings, *,
         counselor=CounselorSettings(**{"name": NAME, "email": COUNSELOR,
                                        "confidential_contact": CONTACT, **(counselor or {})}),
         imap=imap, smtp=smtp, policy=policy, **values)
+
+
+def poll_context(settings: Account, ca_file: Path, *,
+                 dkim_lookup: Callable[[bytes], bytes | None] | None = None) -> Context:
+    """A poll context for ``settings`` whose IMAP and SMTP connections trust ``ca_file``; DKIM
+    keys come from ``dkim_lookup``, never from DNS."""
+    ctx = Context.build(settings, dkim_lookup=dkim_lookup)
+    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    return ctx
