@@ -25,8 +25,7 @@ STEP = timedelta(minutes=30)  # how often the daemon checks (at every poll)
 @pytest.fixture
 def ctx(tmp_path: Path, imap_user: servers.ImapUser, killing_smtp: faults.KillingSmtpServer,
         ca_file: Path) -> Iterator[Context]:
-    context = Context.build(faults.settings_for(tmp_path, imap_user, killing_smtp, ca_file),
-                            dkim_lookup=None)
+    context = faults.context_for(tmp_path, imap_user, killing_smtp, ca_file)
     yield context
     context.store.close()
 

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from support import faults, servers
 from support.trials import NOW
 
-from modbot.poll import Context, Poller
+from modbot.poll import Poller
 from modbot.store import OutboxStatus, schema
 
 pytestmark = pytest.mark.integration
@@ -64,8 +64,7 @@ def test_files_are_owner_only_under_a_permissive_umask(
 async def test_secure_delete_is_on(tmp_path: Path, imap_user: servers.ImapUser,
                                    smtp_server: servers.SmtpServer, ca_file: Path) -> None:
     """Every connection of the store overwrites deleted content with zeros."""
-    ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp_server, ca_file),
-                        dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file)
     with ctx.store.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA secure_delete").scalar_one() == 1
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
@@ -78,9 +77,8 @@ async def test_retention_purge_leaves_no_trace_of_the_person(
     """A year and a day later the poll removes the person from every database file, WAL
     included; the message's kind and action, and the reply's status, stay for the digest."""
     imap_user.append("INBOX", faults.invitation(CANARY))
-    ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp_server, ca_file,
-                                            directory=DIRECTORY, retention_days=365),
-                        dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file,
+                             directory=DIRECTORY, retention_days=365)
     await Poller(ctx).poll(NOW)
     assert len(smtp_server.messages) == 1
     assert any(traces(tmp_path).values())  # the control: the canary is really written

@@ -28,8 +28,7 @@ PERMANENT = ("550 5.1.1 No such user", "552 5.2.2 Mailbox full",
 def ctx(tmp_path: Path, imap_user: servers.ImapUser, killing_smtp: faults.KillingSmtpServer,
         ca_file: Path) -> Iterator[Context]:
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
-    context = Context.build(faults.settings_for(tmp_path, imap_user, killing_smtp, ca_file),
-                            dkim_lookup=None)
+    context = faults.context_for(tmp_path, imap_user, killing_smtp, ca_file)
     yield context
     context.store.close()
 

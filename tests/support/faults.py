@@ -1,9 +1,9 @@
 """Faults for the reliability tests (``tests/reliability/``) and ``bench/soak.py``.
 
 - ``invitation`` and ``Crowd``: genuine-looking LinkedIn invitations from distinct directory people;
-- ``write_config``, ``settings_for`` and ``run_poll``: a configuration for the real servers (made
-  by ``support.configs``), and one poll in a child process that can be killed with SIGKILL at a
-  named step (``tests/support/poll_driver.py``);
+- ``write_config``, ``settings_for``, ``context_for`` and ``run_poll``: a configuration for the
+  real servers (made by ``support.configs``), and one poll in a child process that can be killed
+  with SIGKILL at a named step (``tests/support/poll_driver.py``);
 - ``KillingSmtpServer``: an aiosmtpd server that kills the polling process in the middle of DATA;
 - ``CutProxy``: a loopback TCP proxy that closes both sides after a given number of bytes;
 - ``TlsTerminator``: a loopback TLS server with any certificate that forwards the plaintext to a
@@ -41,6 +41,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
 from modbot.config import Account
+from modbot.poll import Context
 from support import configs, servers
 
 # Named here too, as the reliability tests and bench/soak.py have always read them.
@@ -165,6 +166,14 @@ def settings_for(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.Smtp
         imap_user.imap_settings(**{"sent_folder": "Sent", "ca_file": ca_file, **(imap or {})}),
         smtp.smtp_settings(**{"ca_file": ca_file, **(smtp_changes or {})}),
         people=directory, policy=policy)
+
+
+def context_for(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+                ca_file: Path, **changes: Any) -> Context:
+    """A poll context for ``settings_for`` (``changes`` as there), with no DKIM lookups over
+    DNS; the caller closes its store."""
+    return Context.build(settings_for(tmp_path, imap_user, smtp, ca_file, **changes),
+                         dkim_lookup=None)
 
 
 def write_config(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
