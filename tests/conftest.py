@@ -218,6 +218,4 @@ def oauth_dovecot(server_cert: trustme.LeafCert, client_ssl_context: ssl.SSLCont
 def oauth_smtp_server(server_cert: trustme.LeafCert, fresh_oauth_provider: servers.OAuthProvider
                       ) -> Iterator[servers.OAuthSmtpServer]:
     """An aiosmtpd server with implicit TLS that takes XOAUTH2 tokens of ``oauth_provider``."""
-    server = servers.OAuthSmtpServer("tls", server_cert, fresh_oauth_provider).start()
-    yield server
-    server.stop()
+    yield from _running(servers.OAuthSmtpServer("tls", server_cert, fresh_oauth_provider))
