@@ -6,12 +6,15 @@ import os
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import trustme
-from support import servers
+from support import faults, servers
 
 from modbot.tls import client_context
+
+_Smtp = TypeVar("_Smtp", bound=servers.SmtpServer)
 
 
 @pytest.fixture(autouse=True)
@@ -78,16 +81,33 @@ def imap_user(dovecot: servers.Dovecot) -> servers.ImapUser:
     return dovecot.add_user()
 
 
-def _smtp(mode: servers.SmtpMode, cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer(mode, cert).start()
+def _running(server: _Smtp) -> Iterator[_Smtp]:
+    server.start()
     yield server
     server.stop()
+
+
+def _smtp(mode: servers.SmtpMode, cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
+    yield from _running(servers.SmtpServer(mode, cert))
 
 
 @pytest.fixture
 def smtp_server(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
     """An aiosmtpd server with implicit TLS that records what it receives."""
     yield from _smtp("tls", server_cert)
+
+
+@pytest.fixture
+def other_smtp_server(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
+    """A second server like ``smtp_server``, for a second inbox's replies."""
+    yield from _smtp("tls", server_cert)
+
+
+@pytest.fixture
+def killing_smtp(server_cert: trustme.LeafCert) -> Iterator[faults.KillingSmtpServer]:
+    """A ``smtp_server`` that counts RCPT and DATA and, once armed, kills the polling process
+    in the middle of DATA (``faults.KillingSmtpServer``)."""
+    yield from _running(faults.KillingSmtpServer("tls", server_cert))
 
 
 @pytest.fixture
@@ -198,6 +218,4 @@ def oauth_dovecot(server_cert: trustme.LeafCert, client_ssl_context: ssl.SSLCont
 def oauth_smtp_server(server_cert: trustme.LeafCert, fresh_oauth_provider: servers.OAuthProvider
                       ) -> Iterator[servers.OAuthSmtpServer]:
     """An aiosmtpd server with implicit TLS that takes XOAUTH2 tokens of ``oauth_provider``."""
-    server = servers.OAuthSmtpServer("tls", server_cert, fresh_oauth_provider).start()
-    yield server
-    server.stop()
+    yield from _running(servers.OAuthSmtpServer("tls", server_cert, fresh_oauth_provider))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from support import configs
 from support.rows import message_row
 from typer.testing import CliRunner
 
@@ -18,33 +19,13 @@ from modbot.store import Store
 
 CORPUS = Path(__file__).parents[1] / "data" / "corpus"
 runner = CliRunner()
-ACCOUNT = "counselor@127.0.0.1"  # the account of CONFIG
-
-CONFIG = """
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/secure or 555-0100"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-password_env = "MODBOT_IMAP_PASSWORD"
-
-[smtp]
-host = "127.0.0.1"
-
-[database]
-url = "sqlite:///{db}"
-"""
-
+ACCOUNT = "counselor@127.0.0.1"  # the account of config_file
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
-    path = tmp_path / "modbot.toml"
-    path.write_text(CONFIG.format(db=tmp_path / "modbot.db"), encoding="utf-8")
-    return path
+    return configs.write_config(tmp_path,
+                                database={"url": configs.sqlite_url(tmp_path / "modbot.db")})
 
 
 def test_classify_json_on_the_real_corpus() -> None:
@@ -147,34 +128,14 @@ def test_check_reports_a_configured_forbidden_phrase(config_file: Path, tmp_path
     assert "career fair" in result.output
 
 
-TWO_ACCOUNTS = """
-[database]
-url = "sqlite:///{db}"
-
-[[accounts]]
-[accounts.counselor]
-name = "Ada Counselor"
-email = "ada@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/ada"
-[accounts.imap]
-host = "imap.counsel.example.edu"
-username = "ada"
-password_env = "MODBOT_IMAP_PASSWORD"
-[accounts.smtp]
-host = "smtp.counsel.example.edu"
-
-[[accounts]]
-[accounts.counselor]
-name = "Ben Counselor"
-email = "ben@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/ben"
-[accounts.imap]
-host = "imap.counsel.example.edu"
-username = "ben"
-password_env = "MODBOT_IMAP_PASSWORD"
-[accounts.smtp]
-host = "smtp.counsel.example.edu"
-"""
+def write_two_accounts(tmp_path: Path) -> Path:
+    """A file of Ada's and Ben's inboxes, each with its own contact, sharing tmp_path/m.db."""
+    return configs.write_config(tmp_path, configs.accounts_text(
+        configs.inbox("Ada Counselor", "ada@counsel.example.edu", "ada",
+                      contact="https://counsel.example.edu/ada"),
+        configs.inbox("Ben Counselor", "ben@counsel.example.edu", "ben",
+                      contact="https://counsel.example.edu/ben"),
+        database={"url": configs.sqlite_url(tmp_path / "m.db")}))
 
 
 @pytest.mark.parametrize(("account", "contact"), [
@@ -185,8 +146,7 @@ def test_account_option_selects_one_inbox(tmp_path: Path, monkeypatch: pytest.Mo
                                           account: str, contact: str) -> None:
     """--account makes a command act on the named inbox of a several-inbox configuration."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
-    path = tmp_path / "modbot.toml"
-    path.write_text(TWO_ACCOUNTS.format(db=tmp_path / "m.db"), encoding="utf-8")
+    path = write_two_accounts(tmp_path)
     result = runner.invoke(app, ["--config", str(path), "--account", account, "texts"])
     assert result.exit_code == 0, result.output
     assert contact in result.output
@@ -196,8 +156,7 @@ def test_unknown_account_is_named_with_the_known_ones(tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """An --account that is not in the configuration is refused, listing the accounts there are."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
-    path = tmp_path / "modbot.toml"
-    path.write_text(TWO_ACCOUNTS.format(db=tmp_path / "m.db"), encoding="utf-8")
+    path = write_two_accounts(tmp_path)
     result = runner.invoke(app, ["--config", str(path), "--account", "carl", "texts"])
     assert result.exit_code == 2
     assert "ada@imap.counsel.example.edu, ben@imap.counsel.example.edu" in result.output
@@ -207,8 +166,7 @@ def test_unknown_account_is_named_with_the_known_ones(tmp_path: Path,
 def two_accounts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Store]:
     """A two-account configuration whose database holds one held item of each account."""
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
-    path = tmp_path / "modbot.toml"
-    path.write_text(TWO_ACCOUNTS.format(db=tmp_path / "m.db"), encoding="utf-8")
+    path = write_two_accounts(tmp_path)
     store = Store.open(f"sqlite:///{tmp_path / 'm.db'}")
     now = datetime(2026, 11, 23, tzinfo=UTC)
     for user, name in (("ada", "Priya Natarajan"), ("ben", "Jordan Rivera")):

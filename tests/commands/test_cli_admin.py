@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import typer
-from support import faults, servers
+from support import configs, faults, servers
 from support.rows import message_row, reply_row
 from typer.testing import CliRunner
 
@@ -23,37 +23,15 @@ from modbot.store import OutboxStatus, Store
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
-CONFIG = """
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/secure or 555-0100"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-password_env = "MODBOT_IMAP_PASSWORD"
-
-[smtp]
-host = "127.0.0.1"
-
-[database]
-url = "sqlite:///modbot.db"
-
-[digest]
-day = "fri"
-time = "16:30"
-timezone = "America/Chicago"
-"""
 ACCOUNT = "counselor@127.0.0.1"
 
 
 @pytest.fixture
 def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "x")
-    path = tmp_path / "modbot.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return path
+    return configs.write_config(
+        tmp_path, database={"url": "sqlite:///modbot.db"},  # beside the file
+        digest={"day": "fri", "time": "16:30", "timezone": "America/Chicago"})
 
 
 def invoke(config: Path, *args: str) -> str:

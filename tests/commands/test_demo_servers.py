@@ -85,6 +85,12 @@ def _reply() -> EmailMessage:
     return reply
 
 
+async def _send_reply(port: int, password: str) -> None:
+    """Send ``_reply()`` over plain SMTP as the demo user with ``password``."""
+    await aiosmtplib.send(_reply(), hostname=LOOPBACK, port=port, use_tls=False, start_tls=False,
+                          username=USER, password=password)
+
+
 async def test_imap_serves_the_messages_in_order_and_peeking_leaves_them_unseen() -> None:
     """Fetching with BODY.PEEK returns each message byte for byte and does not set \\Seen."""
     async with DemoServers(username=USER, password=PASSWORD, messages=[FIRST, SECOND]) as servers:
@@ -101,15 +107,7 @@ async def test_imap_serves_the_messages_in_order_and_peeking_leaves_them_unseen(
 async def test_smtp_records_the_mail_it_accepts() -> None:
     """A message sent with aiosmtplib over plain SMTP shows up in ``received``."""
     async with DemoServers(username=USER, password=PASSWORD, messages=[]) as servers:
-        await aiosmtplib.send(
-            _reply(),
-            hostname=LOOPBACK,
-            port=servers.smtp_port,
-            use_tls=False,
-            start_tls=False,
-            username=USER,
-            password=PASSWORD,
-        )
+        await _send_reply(servers.smtp_port, PASSWORD)
 
         [mail] = servers.received
         assert mail.envelope_from == USER
@@ -122,15 +120,7 @@ async def test_smtp_refuses_a_wrong_password() -> None:
     """SMTP AUTH fails with any credentials but the demo user's, and nothing is recorded."""
     async with DemoServers(username=USER, password=PASSWORD, messages=[]) as servers:
         with pytest.raises(aiosmtplib.SMTPAuthenticationError):
-            await aiosmtplib.send(
-                _reply(),
-                hostname=LOOPBACK,
-                port=servers.smtp_port,
-                use_tls=False,
-                start_tls=False,
-                username=USER,
-                password="wrong",
-            )
+            await _send_reply(servers.smtp_port, "wrong")
         assert servers.received == []
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from support import servers
+from support import configs, servers
 from typer.testing import CliRunner
 
 from modbot import config
@@ -148,35 +148,13 @@ def test_init_bad_answers_write_nothing(tmp_path: Path) -> None:
 # --- health ----------------------------------------------------------------------------------
 
 
-CONFIG = """
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/secure"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-password_env = "MODBOT_IMAP_PASSWORD"
-
-[smtp]
-host = "127.0.0.1"
-
-[database]
-url = "sqlite:///{db}"
-
-[schedule]
-poll_seconds = 300
-"""
-
-
 @pytest.fixture
 def health_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A configuration whose database is in tmp_path; no password in the environment."""
     monkeypatch.delenv("MODBOT_IMAP_PASSWORD", raising=False)
-    path = tmp_path / "modbot.toml"
-    path.write_text(CONFIG.format(db=tmp_path / "modbot.db"), encoding="utf-8")
-    return path
+    return configs.write_config(
+        tmp_path, database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        schedule={"poll_seconds": 300})
 
 
 def record_poll(tmp_path: Path, finished: datetime, *, ok: bool = True) -> None:
@@ -284,33 +262,12 @@ def test_json_logs_of_a_real_poll(tmp_path: Path, imap_user: servers.ImapUser,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """A poll at DEBUG with format = "json" writes only JSON lines, and never a password."""
     imap_user.append("INBOX", (DATA / "invitation_current_jordan_rivera.eml").read_bytes())
-    path = tmp_path / "modbot.toml"
-    path.write_text(f"""
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "https://counsel.example.edu/secure"
-[imap]
-host = "127.0.0.1"
-port = {imap_user.port}
-username = "{imap_user.username}"
-password_env = "MODBOT_IMAP_PASSWORD"
-ca_file = "{ca_file}"
-[smtp]
-host = "127.0.0.1"
-port = {smtp_server.port}
-username = "{smtp_server.username}"
-password_env = "MODBOT_SMTP_PASSWORD"
-ca_file = "{ca_file}"
-[database]
-url = "sqlite:///{tmp_path / 'modbot.db'}"
-[policy]
-mode = "auto"
-trusted_authserv_ids = ["mx.counsel.example.edu"]
-[logging]
-level = "DEBUG"
-format = "json"
-""", encoding="utf-8")
+    path = configs.write_config(tmp_path, configs.served_text(
+        imap_user, smtp_server, ca_file,
+        smtp={"username": smtp_server.username, "password_env": "MODBOT_SMTP_PASSWORD"},
+        database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        policy={"mode": "auto", "trusted_authserv_ids": [configs.TRUSTED]},
+        logging={"level": "DEBUG", "format": "json"}))
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", imap_user.password)
     monkeypatch.setenv("MODBOT_SMTP_PASSWORD", smtp_server.password)
     root = logging.getLogger()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import email
 import re
 import uuid
@@ -15,59 +14,33 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
-from support import servers
+from support import configs, linkedin_mail, servers
+from support.configs import CONTACT, COUNSELOR, TRUSTED
 from support.rows import message_row, reply_row
 from typer.testing import CliRunner
 
 from modbot import render, review, words
 from modbot.cli import app
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    ImapSettings,
-    PolicySettings,
-    SmtpSettings,
-)
+from modbot.config import Account, ImapSettings, SmtpSettings
 from modbot.mailbox import Mailbox
 from modbot.model import Mode, Person, PolicyRule, Recipient
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, Store, schema
-from modbot.tls import client_context
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
-COUNSELOR = "counselor@counsel.example.edu"
 DOMAIN = "counsel.example.edu"
 ACCOUNT = "counselor@127.0.0.1"
-TRUSTED = "mx.counsel.example.edu"
 PASS = f"{TRUSTED}; dkim=pass header.d={DOMAIN}; dmarc=pass header.from={DOMAIN}"
-CONTACT = "https://counsel.example.edu/secure or 555-0100"
 DATA = Path(__file__).parents[1] / "data"
-DIRECTORY = """name,email,linkedin_url
-Jordan Rivera,jrivera@students.example.edu,https://www.linkedin.com/in/jordan-rivera-42
-Sam Okafor,sokafor@students.example.edu,
-"""
 OTHER_TOKEN = "MR-" + "0" * 32
 runner = CliRunner()
 
 
 def settings_for(imap: ImapSettings, smtp: SmtpSettings, tmp_path: Path) -> Account:
-    directory = tmp_path / "directory.csv"
-    directory.write_text(DIRECTORY, encoding="utf-8")
-    return Account(
-        counselor=CounselorSettings(name="Career Services Counselor", email=COUNSELOR,
-                                    confidential_contact=CONTACT),
-        imap=imap, smtp=smtp,
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=PolicySettings(mode=Mode.REVIEW, trusted_authserv_ids=(TRUSTED,)),
-        directory=DirectorySettings(csv=directory),
-    )
+    return configs.account(tmp_path, imap, smtp, policy={"mode": Mode.REVIEW})
 
 
 @pytest.fixture
@@ -388,14 +361,8 @@ def test_expired_token_is_ignored(db: Store, settings: Account,
 
 @pytest.fixture(scope="module")
 def key() -> tuple[bytes, bytes]:
-    """A throwaway RSA key (1024 bits, dkimpy's minimum): PEM private key and DNS TXT record."""
-    private = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    pem = private.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    public = private.public_key().public_bytes(serialization.Encoding.DER,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+    """A throwaway RSA key: PEM private key and DNS TXT record."""
+    return linkedin_mail.new_key()
 
 
 @pytest.mark.parametrize(("signer", "approved"), [(DOMAIN, True), ("example.edu", True),
@@ -662,24 +629,8 @@ def test_pause_alert_without_a_reference_points_to_the_digest(db: Store,
 
 
 def write_config(settings: Account, tmp_path: Path) -> Path:
-    path = tmp_path / "modbot.toml"
-    path.write_text(f"""
-[counselor]
-name = "Career Services Counselor"
-email = "{COUNSELOR}"
-confidential_contact = "{CONTACT}"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-
-[smtp]
-host = "127.0.0.1"
-
-[database]
-url = "{settings.database.url}"
-""", encoding="utf-8")
-    return path
+    return configs.write_config(tmp_path, imap={"password_env": None},
+                                database={"url": settings.database.url})
 
 
 def test_cli_lists_waiting_replies(db: Store, settings: Account, tmp_path: Path) -> None:
@@ -762,8 +713,7 @@ def context(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, tmp_pa
     """A poll context in review mode whose inbox holds two notifications that need a reply."""
     settings = settings_for(imap_user.imap_settings(sent_folder="Sent"),
                             smtp_server.smtp_settings(), tmp_path)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     for name in ("invitation_current_jordan_rivera.eml", "message_sam_okafor_relay.eml"):
         imap_user.append("INBOX", (DATA / name).read_bytes())
     return ctx
@@ -857,8 +807,7 @@ async def test_answer_to_the_mailed_digest_resolves_at_the_next_poll(
     from modbot.daemon import send_digest_if_due
 
     settings = settings_for(imap_user.imap_settings(), smtp_server.smtp_settings(), tmp_path)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     imap_user.append("INBOX", (DATA / "invitation_current_priya_natarajan.eml").read_bytes())
     await Poller(ctx).poll(NOW)
     (item,) = open_numbers(ctx.store, settings.account)
@@ -878,8 +827,7 @@ async def test_answer_to_the_mailed_pause_alert_resumes_at_the_next_poll(
     """The poll mails the pause alert through aiosmtpd; the counselor answers "resume" from the
     mailbox; the next poll ends the pause and records the answer as handled."""
     settings = settings_for(imap_user.imap_settings(), smtp_server.smtp_settings(), tmp_path)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     ctx.store.start_pause(settings.account, "the hourly cap of 20 replies is reached", NOW,
                           render.make_message_id(DOMAIN))
     await Poller(ctx).poll(NOW)

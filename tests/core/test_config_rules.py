@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support import configs
 
 from modbot import config
 from modbot.classify import classify
@@ -17,31 +18,14 @@ DATA = Path(__file__).parents[1] / "data"
 AUTHENTIC = Authenticity(True, Verdict.AUTHENTIC, ("given by the test",))
 SPOOF = Authenticity(True, Verdict.SPOOF, ("given by the test",))
 
-BASE = """
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "555-0100"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-password_env = "MODBOT_IMAP_PASSWORD"
-
-[smtp]
-host = "127.0.0.1"
-"""
-
-
 @pytest.fixture(autouse=True)
 def _imap_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MODBOT_IMAP_PASSWORD", "imap-secret")
 
 
 def load(tmp_path: Path, extra: str) -> config.Account:
-    path = tmp_path / "modbot.toml"
-    path.write_text(BASE + extra, encoding="utf-8")
-    return config.load(path).first
+    """A file whose [[classify.rules]] are ``extra``, loaded."""
+    return config.load(configs.write_config(tmp_path, extra=extra)).first
 
 
 def kind_of(fixture: str, settings: config.Account, auth: Authenticity = AUTHENTIC) -> Kind:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import trustme
 from pydantic import SecretStr
-from support import ldapserver, servers
+from support import configs, ldapserver, servers
 
 from modbot import config
 from modbot.config import DirectorySettings
@@ -311,26 +311,9 @@ def test_csv_and_ldap_together(slapd: ldapserver.Slapd, ca_file: Path, tmp_path:
 
 # --- configuration ----------------------------------------------------------------------------
 
-BASE_CONFIG = """
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "555-0100"
-
-[imap]
-host = "127.0.0.1"
-username = "counselor"
-password_env = "MODBOT_IMAP_PASSWORD"
-
-[smtp]
-host = "127.0.0.1"
-"""
-
-
 def load(tmp_path: Path, directory: str) -> config.Account:
-    path = tmp_path / "modbot.toml"
-    path.write_text(BASE_CONFIG + "\n[directory]\n" + directory, encoding="utf-8")
-    return config.load(path).first
+    """A file whose [directory] table holds ``directory``, loaded."""
+    return config.load(configs.write_config(tmp_path, extra="[directory]\n" + directory)).first
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ import dkim
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import linkedin_mail, servers
+from support import configs, linkedin_mail, servers
 from support.linkedin_mail import (
     ATTACKER,
     DIRECTORY_CSV,
@@ -48,20 +48,13 @@ from support.linkedin_mail import (
 )
 
 from modbot.authenticity import check, own_domain_verdict
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-)
+from modbot.config import PolicySettings
 from modbot.directory.csv import CsvDirectory
 from modbot.directory.index import Directory
 from modbot.judging import judge
 from modbot.model import Action, History, Mode, Verdict
 from modbot.parse import parse
-from modbot.poll import Context, Poller
-from modbot.tls import client_context
+from modbot.poll import Poller
 
 
 @pytest.fixture(scope="module")
@@ -386,15 +379,9 @@ async def test_attacks_get_no_reply_over_real_servers(
         imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, ca_file: Path,
         tmp_path: Path) -> None:
     """A real poll answers the genuine invitation at the directory's address, and nothing else."""
-    settings = Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@counsel.example.edu",
-                                    confidential_contact="555-0100"),
-        imap=imap_user.imap_settings(), smtp=smtp_server.smtp_settings(),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=POLICY, directory=DirectorySettings(csv=DIRECTORY_CSV))
-    ctx = Context.build(settings, dkim_lookup=lookup)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    settings = configs.account(tmp_path, imap_user.imap_settings(), smtp_server.smtp_settings(),
+                               people=DIRECTORY_CSV, policy=POLICY)
+    ctx = configs.poll_context(settings, ca_file, dkim_lookup=lookup)
     signed = genuine()
     attacks = [
         delivered(sign(invitation(headers=[f"Reply-To: {ATTACKER}"]), "linkedin.com",

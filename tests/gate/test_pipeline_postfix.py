@@ -20,20 +20,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from support import mta, servers
-from support.faults import CONTACT, DIRECTORY
+from support import configs, mta, servers
 from support.pipeline_mail import FORGED, GENUINE, INVITATION, JORDAN, Case, Keys, bare, cases
 
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-)
-from modbot.model import Mode
-from modbot.poll import Context, Poller, PollReport
-from modbot.tls import client_context
+from modbot.poll import Poller, PollReport
 
 pytestmark = pytest.mark.integration
 
@@ -89,20 +79,10 @@ def delivered(pipeline: mta.Pipeline, by_name: dict[str, Case]) -> Delivered:
 async def poll(user: servers.ImapUser, smtp: servers.SmtpServer, tmp_path: Path,
                ca_file: Path) -> PollReport:
     """One real poll of ``user``'s inbox, trusting only the college's MX."""
-    directory = tmp_path / "directory.csv"
-    directory.write_text(DIRECTORY, encoding="utf-8")
-    settings = Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@college.test",
-                                    confidential_contact=CONTACT),
-        imap=user.imap_settings(),
-        smtp=smtp.smtp_settings(),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=(mta.MX,)),
-        directory=DirectorySettings(csv=directory),
-    )
-    ctx = Context.build(settings, dkim_lookup=None)  # the MX's verdict only: no DNS here
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    settings = configs.account(tmp_path, user.imap_settings(), smtp.smtp_settings(),
+                               counselor={"email": "counselor@college.test"},
+                               policy={"trusted_authserv_ids": (mta.MX,)})
+    ctx = configs.poll_context(settings, ca_file)  # the MX's verdict only: no DNS here
     return await Poller(ctx).poll(datetime.now(UTC))
 
 

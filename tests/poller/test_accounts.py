@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
-from support import faults, servers
+from support import configs, faults, servers
 from support.rows import message_row, reply_row
 
 from modbot import config, digest
@@ -32,20 +31,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def account(name: str, email_: str, username: str, *, password_env: str = "PW_A",  # noqa: S107
-            **tables: dict[str, Any]) -> dict[str, Any]:
-    """One [[accounts]] table as TOML would load it."""
-    return {
-        "counselor": {"name": name, "email": email_, "confidential_contact": faults.CONTACT},
-        "imap": {"host": "imap.counsel.example.edu", "username": username,
-                 "password_env": password_env},
-        "smtp": {"host": "smtp.counsel.example.edu"},
-        **tables,
-    }
-
-
-ADA = account("Ada Counselor", "ada@counsel.example.edu", "ada")
-BEN = account("Ben Counselor", "ben@counsel.example.edu", "ben", password_env="PW_B")
+# Two inboxes as [[accounts]] tables load them.
+ADA = configs.inbox("Ada Counselor", "ada@counsel.example.edu", "ada", password_env="PW_A")
+BEN = configs.inbox("Ben Counselor", "ben@counsel.example.edu", "ben", password_env="PW_B")
 
 
 @pytest.fixture(autouse=True)
@@ -243,66 +231,30 @@ def other_user(dovecot: servers.Dovecot) -> servers.ImapUser:
     return dovecot.add_user()
 
 
-@pytest.fixture
-def smtp_a(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def smtp_b(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
-def account_toml(name: str, address: str, imap_port: int, username: str, password_env: str,
-                 smtp: servers.SmtpServer, ca_file: Path, csv: Path) -> str:
-    return f"""
-[[accounts]]
-[accounts.counselor]
-name = "{name}"
-email = "{address}"
-confidential_contact = "{faults.CONTACT}"
-[accounts.imap]
-host = "127.0.0.1"
-port = {imap_port}
-username = "{username}"
-password_env = "{password_env}"
-ca_file = "{ca_file}"
-timeout_seconds = 5
-sent_folder = "Sent"
-[accounts.smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-ca_file = "{ca_file}"
-timeout_seconds = 5
-[accounts.directory]
-csv = "{csv}"
-"""
-
-
 def write_config(tmp_path: Path, ca_file: Path, first: servers.ImapUser,
                  smtp_first: servers.SmtpServer, second: servers.ImapUser,
                  smtp_second: servers.SmtpServer, *, second_port: int | None = None) -> Path:
     """Two accounts: Ada's inbox is ``first``, Ben's ``second`` (at ``second_port`` if given)."""
     csv = tmp_path / "directory.csv"
     csv.write_text(faults.DIRECTORY, encoding="utf-8")
-    path = tmp_path / "modbot.toml"
-    path.write_text(
-        account_toml("Ada Counselor", "ada@counsel.example.edu", first.port, first.username,
-                     "PW_A", smtp_first, ca_file, csv)
-        + account_toml("Ben Counselor", "ben@counsel.example.edu", second_port or second.port,
-                       second.username, "PW_B", smtp_second, ca_file, csv)
-        + f"""
-[database]
-url = "sqlite:///{tmp_path / 'modbot.db'}"
-[policy]
-mode = "auto"
-trusted_authserv_ids = ["{faults.TRUSTED}"]
-""", encoding="utf-8")
-    return path
+
+    def served(name: str, address: str, imap_port: int, username: str, password_env: str,
+               smtp: servers.SmtpServer) -> dict[str, Any]:
+        return configs.inbox(
+            name, address, username, password_env=password_env,
+            imap={"host": "127.0.0.1", "port": imap_port, "ca_file": ca_file,
+                  "timeout_seconds": 5, "sent_folder": "Sent"},
+            smtp={"host": "127.0.0.1", "port": smtp.port, "ca_file": ca_file,
+                  "timeout_seconds": 5},
+            directory={"csv": csv})
+
+    return configs.write_config(tmp_path, configs.accounts_text(
+        served("Ada Counselor", "ada@counsel.example.edu", first.port, first.username, "PW_A",
+               smtp_first),
+        served("Ben Counselor", "ben@counsel.example.edu", second_port or second.port,
+               second.username, "PW_B", smtp_second),
+        database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        policy={"mode": "auto", "trusted_authserv_ids": [faults.TRUSTED]}))
 
 
 def modbot(*args: str, passwords: tuple[str, str]) -> subprocess.CompletedProcess[str]:
@@ -321,13 +273,13 @@ def senders(smtp: servers.SmtpServer) -> list[str]:
 @pytest.mark.integration
 def test_run_once_answers_every_inbox_from_its_own_counselor(
         tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-        other_user: servers.ImapUser, smtp_a: servers.SmtpServer,
-        smtp_b: servers.SmtpServer) -> None:
+        other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+        other_smtp_server: servers.SmtpServer) -> None:
     """`modbot run-once` polls both inboxes; each reply leaves through its account's own SMTP
     server, from its own counselor, and nothing is sent twice."""
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
     other_user.append("INBOX", faults.fixture(faults.SAM))
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b)
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server)
     passwords = (imap_user.password, other_user.password)
     first = modbot("--config", str(path), "run-once", passwords=passwords)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -335,24 +287,24 @@ def test_run_once_answers_every_inbox_from_its_own_counselor(
     assert f"{other_user.username}@127.0.0.1:" in first.stdout
     again = modbot("--config", str(path), "run-once", passwords=passwords)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert senders(smtp_a) == ["ada@counsel.example.edu"]
-    assert senders(smtp_b) == ["ben@counsel.example.edu"]
-    assert smtp_a.messages[0].recipients == ("jrivera@students.example.edu",)
-    assert smtp_b.messages[0].recipients[0].endswith("@reply.linkedin.com")
+    assert senders(smtp_server) == ["ada@counsel.example.edu"]
+    assert senders(other_smtp_server) == ["ben@counsel.example.edu"]
+    assert smtp_server.messages[0].recipients == ("jrivera@students.example.edu",)
+    assert other_smtp_server.messages[0].recipients[0].endswith("@reply.linkedin.com")
 
 
 @pytest.mark.integration
 def test_run_once_reports_a_refused_inbox_and_answers_the_other(
         tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-        other_user: servers.ImapUser, smtp_a: servers.SmtpServer,
-        smtp_b: servers.SmtpServer) -> None:
+        other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+        other_smtp_server: servers.SmtpServer) -> None:
     """A wrong password on one inbox fails the run, says which, and the other is answered."""
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b)
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server)
     result = modbot("--config", str(path), "run-once",
                     passwords=(imap_user.password, "wrong-password-canary"))
     assert result.returncode == 1
-    assert len(smtp_a.messages) == 1
+    assert len(smtp_server.messages) == 1
     ben = result.stdout.split(f"{other_user.username}@127.0.0.1:", 1)[1]
     assert "problem:" in ben and "refused the login" in ben
     assert "wrong-password-canary" not in result.stdout + result.stderr
@@ -360,10 +312,10 @@ def test_run_once_reports_a_refused_inbox_and_answers_the_other(
 
 @pytest.mark.integration
 def test_check_checks_every_inbox(tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-                                  other_user: servers.ImapUser, smtp_a: servers.SmtpServer,
-                                  smtp_b: servers.SmtpServer) -> None:
+                                  other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+                                  other_smtp_server: servers.SmtpServer) -> None:
     """`modbot check` checks each account and fails when one of them is broken."""
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b)
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server)
     good = modbot("--config", str(path), "check",
                   passwords=(imap_user.password, other_user.password))
     assert good.returncode == 0, good.stdout + good.stderr
@@ -376,13 +328,14 @@ def test_check_checks_every_inbox(tmp_path: Path, ca_file: Path, imap_user: serv
 @pytest.mark.integration
 async def test_daemon_answers_one_inbox_while_another_is_silent(
         tmp_path: Path, ca_file: Path, imap_user: servers.ImapUser,
-        other_user: servers.ImapUser, smtp_a: servers.SmtpServer, smtp_b: servers.SmtpServer,
+        other_user: servers.ImapUser, smtp_server: servers.SmtpServer,
+        other_smtp_server: servers.SmtpServer,
         silent_server: servers.SilentServer, caplog: pytest.LogCaptureFixture,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With Ben's IMAP server silent, Ada's notification is still answered within seconds."""
     monkeypatch.setenv("PW_A", imap_user.password)
     monkeypatch.setenv("PW_B", other_user.password)
-    path = write_config(tmp_path, ca_file, imap_user, smtp_a, other_user, smtp_b,
+    path = write_config(tmp_path, ca_file, imap_user, smtp_server, other_user, other_smtp_server,
                         second_port=silent_server.port)
     settings = config.load(path)
     stop = asyncio.Event()
@@ -395,9 +348,9 @@ async def test_daemon_answers_one_inbox_while_another_is_silent(
         assert "over IDLE" in caplog.text
         await asyncio.to_thread(imap_user.append, "INBOX", faults.fixture(faults.JORDAN))
         arrived = time.monotonic()
-        while not smtp_a.messages and time.monotonic() - arrived < 10:
+        while not smtp_server.messages and time.monotonic() - arrived < 10:
             await asyncio.sleep(0.02)
-        assert smtp_a.messages and time.monotonic() - arrived < 3.0
+        assert smtp_server.messages and time.monotonic() - arrived < 3.0
         ben_failed = f"{other_user.username}@127.0.0.1: poll failed"
         assert ben_failed not in caplog.text  # Ben's poll still waits for its silent server
         while ben_failed not in caplog.text and time.monotonic() - arrived < 15:
@@ -406,4 +359,4 @@ async def test_daemon_answers_one_inbox_while_another_is_silent(
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 20)
-    assert smtp_b.messages == []
+    assert other_smtp_server.messages == []

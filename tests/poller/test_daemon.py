@@ -15,13 +15,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import faults, servers
+from support import configs, faults, servers
 
 from modbot.config import (
     Account,
     Config,
     CounselorSettings,
-    DatabaseSettings,
     DigestSettings,
     ImapSettings,
     SmtpSettings,
@@ -30,8 +29,7 @@ from modbot.config import (
 from modbot.daemon import _Inbox, latest_digest_due, poll_line, run_daemon, start_line
 from modbot.errors import TemplateError
 from modbot.lock import AccountLock
-from modbot.poll import Context, Handled, PollReport
-from modbot.tls import client_context
+from modbot.poll import Handled, PollReport
 
 
 def test_latest_due_same_week() -> None:
@@ -60,15 +58,9 @@ async def test_broken_template_stops_the_start(tmp_path: Path) -> None:
     reply = templates / "connection_invitation.j2"
     reply.write_text(reply.read_text(encoding="utf-8") + "{{ 1 | no_such_filter }}\n",
                      encoding="utf-8")
-    settings = Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@counsel.example.edu",
-                                    confidential_contact="Book through the portal."),
-        imap=ImapSettings(host="127.0.0.1", port=9, username="nobody"),
-        smtp=SmtpSettings(host="127.0.0.1", port=9),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        templates=TemplateSettings(dir=templates),
-    )
+    settings = configs.account(tmp_path, ImapSettings(host="127.0.0.1", port=9, username="nobody"),
+                               SmtpSettings(host="127.0.0.1", port=9),
+                               templates=TemplateSettings(dir=templates))
     with pytest.raises(TemplateError, match="no_such_filter"):
         await run_daemon(Config((settings,)), stop=asyncio.Event())
 
@@ -141,8 +133,7 @@ async def test_a_poll_of_several_messages_logs_one_info_line(
     for name in (faults.JORDAN, faults.SAM, faults.PRIYA, faults.SPOOF, faults.NEWSLETTER):
         imap_user.append("INBOX", faults.fixture(name))
     settings = faults.settings_for(tmp_path, imap_user, smtp_server, ca_file)
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    ctx = configs.poll_context(settings, ca_file)
     inbox = _Inbox(ctx, AccountLock(settings.account), "")
     caplog.set_level(logging.DEBUG)
     try:

@@ -15,20 +15,13 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import servers
+from support import configs, servers
 from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-)
+from modbot.config import Account, PolicySettings
 from modbot.model import Mode
 from modbot.poll import Context, Poller
 from modbot.store import OutboxStatus, schema
-from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
@@ -39,30 +32,13 @@ REMINDER = "invitation_reminder_jordan_rivera.eml"
 @pytest.fixture
 def settings(imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
              tmp_path: Path) -> Account:
-    directory = tmp_path / "directory.csv"
-    directory.write_text(DIRECTORY, encoding="utf-8")
-    return Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@counsel.example.edu",
-                                    confidential_contact=CONTACT),
-        imap=imap_user.imap_settings(sent_folder="Sent"),
-        smtp=smtp_server.smtp_settings(),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=PolicySettings(mode=Mode.AUTO, trusted_authserv_ids=("mx.counsel.example.edu",)),
-        directory=DirectorySettings(csv=directory),
-    )
-
-
-def make_context(settings: Account, ca_file: Path) -> Context:
-    """A poll context whose TLS trusts the test CA, with no DKIM lookups over DNS."""
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
-    return ctx
+    return configs.account(tmp_path, imap_user.imap_settings(sent_folder="Sent"),
+                           smtp_server.smtp_settings())
 
 
 @pytest.fixture
 def context(settings: Account, ca_file: Path) -> Context:
-    return make_context(settings, ca_file)
+    return configs.poll_context(settings, ca_file)
 
 
 async def poll(ctx: Context, now: datetime = NOW) -> None:
@@ -185,7 +161,7 @@ async def test_uidvalidity_change_does_not_re_reply(
         smtp_server: servers.SmtpServer) -> None:
     """Recreating the folder with the same messages answers only the new one."""
     folder = settings.model_copy(update={"imap": imap_user.imap_settings(folder="Notices")})
-    ctx = make_context(folder, ca_file)
+    ctx = configs.poll_context(folder, ca_file)
     imap_user.append("Notices", fixture(JORDAN))
     await poll(ctx)
     with imap_user.connect() as client:
@@ -266,7 +242,7 @@ async def test_shadow_mode_sends_nothing(settings: Account, ca_file: Path,
     """In shadow mode the reply is decided and recorded but never sent."""
     shadow = settings.model_copy(update={"policy": PolicySettings(
         mode=Mode.SHADOW, trusted_authserv_ids=("mx.counsel.example.edu",))})
-    ctx = make_context(shadow, ca_file)
+    ctx = configs.poll_context(shadow, ca_file)
     imap_user.append("INBOX", fixture(JORDAN))
     await poll(ctx)
     assert smtp_server.messages == []
@@ -279,42 +255,12 @@ async def test_shadow_mode_sends_nothing(settings: Account, ca_file: Path,
 def write_config(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
                  ca_file: Path, poll_seconds: int = 300) -> Path:
     (tmp_path / "directory.csv").write_text(DIRECTORY, encoding="utf-8")
-    path = tmp_path / "modbot.toml"
-    path.write_text(f"""
-[counselor]
-name = "Career Services Counselor"
-email = "counselor@counsel.example.edu"
-confidential_contact = "{CONTACT}"
-
-[imap]
-host = "127.0.0.1"
-port = {imap_user.port}
-username = "{imap_user.username}"
-password_env = "MODBOT_IMAP_PASSWORD"
-security = "tls"
-ca_file = "{ca_file}"
-folder = "INBOX"
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "tls"
-ca_file = "{ca_file}"
-
-[database]
-url = "sqlite:///{tmp_path / 'modbot.db'}"
-
-[policy]
-mode = "auto"
-trusted_authserv_ids = ["mx.counsel.example.edu"]
-
-[directory]
-csv = "{tmp_path / 'directory.csv'}"
-
-[schedule]
-poll_seconds = {poll_seconds}
-""", encoding="utf-8")
-    return path
+    return configs.write_config(tmp_path, configs.served_text(
+        imap_user, smtp, ca_file, imap={"folder": "INBOX"},
+        database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        policy={"mode": "auto", "trusted_authserv_ids": [configs.TRUSTED]},
+        directory={"csv": tmp_path / "directory.csv"},
+        schedule={"poll_seconds": poll_seconds}))
 
 
 def modbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

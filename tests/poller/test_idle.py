@@ -4,7 +4,6 @@ server without IDLE left to the interval poll, and a prompt stop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import os
@@ -18,12 +17,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import trustme
 from support import faults, servers
 
 from modbot import idle
@@ -57,7 +55,7 @@ async def async_wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-class Relay:
+class Relay(servers.Listener):
     """A loopback TCP relay to ``target`` (TLS passes through as opaque bytes).
 
     ``hide_idle`` takes IDLE out of the capabilities a plain IMAP server lists: a server like
@@ -72,24 +70,12 @@ class Relay:
         self.idle_commands = 0
         self._open: set[socket.socket] = set()
         self._frozen: set[socket.socket] = set()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((servers.HOST, 0))
-        self._sock.listen(8)
-        self.port = int(self._sock.getsockname()[1])
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def freeze(self) -> None:
         self._frozen |= self._open
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._relay, args=(conn,), daemon=True).start()
-
-    def _relay(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         try:
             upstream = socket.create_connection(self.target, timeout=10)
         except OSError:
@@ -123,18 +109,6 @@ class Relay:
                             conn.sendall(b"\r\n".join(
                                 line.replace(b" IDLE", b"") if b"CAPABILITY" in line else line
                                 for line in lines.split(b"\r\n")) + b"\r\n")
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-
-
-@pytest.fixture
-def smtp(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -339,13 +313,13 @@ class Daemon:
 
 
 def test_daemon_answers_within_seconds_over_idle(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         dovecot: servers.Dovecot, ca_file: Path) -> None:
     """`modbot run` answers each notification within 3 s of its arrival, though it polls only
     every 5 minutes; after the server cuts the IDLE line it reconnects and still answers; and
     SIGTERM stops it within seconds."""
     crowd = faults.Crowd(ARRIVALS + 1, seed=7)
-    config = faults.write_config(tmp_path, imap_user, smtp, ca_file,
+    config = faults.write_config(tmp_path, imap_user, smtp_server, ca_file,
                                  directory=crowd.directory_csv())
     daemon = Daemon(config, imap_user.password)
     try:
@@ -356,7 +330,8 @@ def test_daemon_answers_within_seconds_over_idle(
         for serial, message in enumerate(crowd.messages()[:ARRIVALS]):
             imap_user.append("INBOX", message)
             arrived = time.monotonic()
-            assert wait_for(lambda n=serial: len(smtp.messages) > n, 10), "".join(daemon.lines)
+            assert wait_for(lambda n=serial: len(smtp_server.messages) > n, 10), \
+                "".join(daemon.lines)
             latencies.append(time.monotonic() - arrived)
             # Irregular gaps: arrivals in step with the server's own timers would flatter the
             # figures (Dovecot reports a change up to half a second after it happens).
@@ -370,7 +345,8 @@ def test_daemon_answers_within_seconds_over_idle(
         assert wait_for(lambda: daemon.said("over IDLE") == 2, 15), "".join(daemon.lines)
         imap_user.append("INBOX", crowd.messages()[ARRIVALS])
         arrived = time.monotonic()
-        assert wait_for(lambda: len(smtp.messages) == ARRIVALS + 1, 10), "".join(daemon.lines)
+        assert wait_for(lambda: len(smtp_server.messages) == ARRIVALS + 1, 10), \
+            "".join(daemon.lines)
         assert time.monotonic() - arrived < ANSWERED_WITHIN
 
         took = daemon.stop()
@@ -378,7 +354,7 @@ def test_daemon_answers_within_seconds_over_idle(
         daemon.process.kill()
     assert daemon.process.returncode == 0, "".join(daemon.lines)
     assert took < idle.CHECK_SECONDS + idle.STOP_SECONDS + 2, took
-    assert len(faults.recipients_count(smtp)) == ARRIVALS + 1  # each person answered once
+    assert len(faults.recipients_count(smtp_server)) == ARRIVALS + 1  # each person answered once
     # The IDLE connection left IDLE and logged out; Dovecot notes a connection dropped while
     # idling as "Connection closed (IDLE running for ...)".
     log = (dovecot.root / "dovecot.log").read_text(errors="replace")
@@ -387,11 +363,11 @@ def test_daemon_answers_within_seconds_over_idle(
 
 
 async def test_interval_poll_answers_when_the_server_offers_no_idle(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path) -> None:
     """Without IDLE the daemon still answers, on its poll interval."""
     proxy = Relay((servers.HOST, imap_user.starttls_port), hide_idle=True)
-    settings = faults.settings_for(tmp_path, imap_user, smtp, ca_file,
+    settings = faults.settings_for(tmp_path, imap_user, smtp_server, ca_file,
                                    imap={"port": proxy.port, "security": "none"})
     # One second between polls (the configuration allows no less than ten) keeps this short.
     settings = settings.model_copy(update={"schedule": ScheduleSettings.model_construct(
@@ -401,7 +377,7 @@ async def test_interval_poll_answers_when_the_server_offers_no_idle(
     try:
         await asyncio.sleep(1.5)  # the first poll has run and set the cursor
         await asyncio.to_thread(imap_user.append, "INBOX", faults.fixture(faults.JORDAN))
-        assert await async_wait_for(lambda: len(smtp.messages) == 1, 10)
+        assert await async_wait_for(lambda: len(smtp_server.messages) == 1, 10)
         assert proxy.idle_commands == 0
     finally:
         stop.set()

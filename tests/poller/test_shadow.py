@@ -7,22 +7,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from support import servers
-from support.faults import CONTACT, DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
+from support import configs, servers
+from support.faults import DIRECTORY, JORDAN, NEWSLETTER, PRIYA, SAM, SPOOF, fixture
 
 from modbot import digest
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-)
+from modbot.config import PolicySettings
 from modbot.model import Mode, PolicyRule
 from modbot.poll import Context, Poller
 from modbot.render import Templates
 from modbot.store import OutboxStatus, schema
-from modbot.tls import client_context
 
 pytestmark = pytest.mark.integration
 
@@ -35,19 +28,9 @@ def context(mode: Mode, imap_user: servers.ImapUser, smtp: servers.SmtpServer, c
             where: Path) -> Context:
     """A poll context with its own database, in ``mode``, reading the shared test inbox."""
     where.mkdir()
-    (where / "directory.csv").write_text(PEOPLE, encoding="utf-8")
-    settings = Account(
-        counselor=CounselorSettings(name="Career Services Counselor",
-                                    email="counselor@counsel.example.edu",
-                                    confidential_contact=CONTACT),
-        imap=imap_user.imap_settings(), smtp=smtp.smtp_settings(),
-        database=DatabaseSettings(url=f"sqlite:///{where / 'modbot.db'}"),
-        policy=PolicySettings(mode=mode, trusted_authserv_ids=("mx.counsel.example.edu",),
-                              max_replies_per_hour=2),
-        directory=DirectorySettings(csv=where / "directory.csv"),
-    )
-    ctx = Context.build(settings, dkim_lookup=None)
-    ctx.imap_tls = ctx.smtp_tls = client_context(ca_file)
+    settings = configs.account(where, imap_user.imap_settings(), smtp.smtp_settings(),
+                               people=PEOPLE, policy={"mode": mode, "max_replies_per_hour": 2})
+    ctx = configs.poll_context(settings, ca_file)
     return ctx
 
 
@@ -97,9 +80,8 @@ async def test_after_the_switch_a_shadow_era_person_gets_the_real_reply(
     shadow = context(Mode.SHADOW, imap_user, smtp_server, ca_file, tmp_path / "db")
     imap_user.append("INBOX", fixture(JORDAN))
     await Poller(shadow).poll(NOW)
-    auto = Context.build(shadow.settings.model_copy(update={"policy": PolicySettings(
-        mode=Mode.AUTO, trusted_authserv_ids=("mx.counsel.example.edu",))}), dkim_lookup=None)
-    auto.imap_tls = auto.smtp_tls = client_context(ca_file)
+    auto = configs.poll_context(shadow.settings.model_copy(update={"policy": PolicySettings(
+        mode=Mode.AUTO, trusted_authserv_ids=("mx.counsel.example.edu",))}), ca_file)
     imap_user.append("INBOX", fixture(REMINDER))
     await Poller(auto).poll(NOW + timedelta(days=7))
     assert len(smtp_server.messages) == 1

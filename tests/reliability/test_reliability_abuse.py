@@ -17,7 +17,6 @@ from email.header import Header
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
@@ -28,7 +27,7 @@ from sqlalchemy import func, select
 from support import faults, servers
 from support.trials import NOW
 
-from modbot.poll import Context, Poller
+from modbot.poll import Poller
 from modbot.store import schema
 
 pytestmark = pytest.mark.integration
@@ -39,13 +38,6 @@ DATA = Path(__file__).parents[1] / "data"
 def parsed(smtp: servers.SmtpServer) -> list[EmailMessage]:
     found = [email.message_from_bytes(m.data, policy=default_policy) for m in smtp.messages]
     return [m for m in found if isinstance(m, EmailMessage)]
-
-
-def build(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
-          ca_file: Path, directory: str = faults.DIRECTORY, **policy: Any) -> Context:
-    settings = faults.settings_for(tmp_path, imap_user, smtp, ca_file, directory=directory,
-                                   **policy)
-    return Context.build(settings, dkim_lookup=None)
 
 
 # --- spoofs ----------------------------------------------------------------------------------
@@ -61,7 +53,7 @@ async def test_spoofs_get_no_reply(tmp_path: Path, imap_user: servers.ImapUser,
     with the people they name in the directory."""
     for name in SPOOFS:
         imap_user.append("INBOX", (DATA / name).read_bytes())
-    ctx = build(tmp_path, imap_user, smtp_server, ca_file)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file)
     for minutes in (0, 5):
         await Poller(ctx).poll(NOW + timedelta(minutes=minutes))
     with ctx.store.engine.connect() as c:
@@ -137,7 +129,8 @@ def _reply_to(dovecot: servers.Dovecot, smtp: servers.SmtpServer, ca_file: Path,
     user = dovecot.add_user()
     user.append("INBOX", invitation_named(name))
     with tempfile.TemporaryDirectory() as directory:
-        ctx = build(Path(directory), user, smtp, ca_file, directory=directory_with(name))
+        ctx = faults.context_for(Path(directory), user, smtp, ca_file,
+                                 directory=directory_with(name))
         try:
             asyncio.run(Poller(ctx).poll(NOW))
         finally:
@@ -226,7 +219,7 @@ async def test_auto_answering_peer_gets_at_most_one_message(
     peer = AutoAnsweringPeer(server_cert, imap_user, style).start()
     try:
         imap_user.append("INBOX", faults.fixture(fixture))
-        ctx = build(tmp_path, imap_user, peer, ca_file)
+        ctx = faults.context_for(tmp_path, imap_user, peer, ca_file)
         for minutes in range(0, 25, 5):
             await Poller(ctx).poll(NOW + timedelta(minutes=minutes))
         ctx.store.close()
@@ -254,9 +247,9 @@ async def test_flood_is_capped_paused_alerted_once_and_never_repeated(
     late = faults.Person("Late Comer", "late-comer-1", "late@students.example.edu",
                          "7300000000000000001")
     listed = f"{late.name},{late.email},https://www.linkedin.com/in/{late.slug}\n"
-    ctx = build(tmp_path, imap_user, smtp_server, ca_file,
-                directory=crowd.directory_csv(listed),
-                max_replies_per_hour=20, max_replies_per_day=100)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file,
+                             directory=crowd.directory_csv(listed),
+                             max_replies_per_hour=20, max_replies_per_day=100)
     messages = crowd.messages()
     waves = 12  # one every five minutes
     for wave in range(waves):

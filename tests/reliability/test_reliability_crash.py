@@ -8,11 +8,9 @@ trial ten times per step at random occurrences.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 from support import faults, servers, trials
 
 from modbot.store import OutboxStatus
@@ -26,13 +24,6 @@ RESOLVED_AS = {
     "fetched": SENT, "judged": SENT, "recorded": SENT, "marked": SENT, "advanced": SENT,
     "sending": UNCERTAIN, "during-send": UNCERTAIN, "sent": UNCERTAIN, "copied": SENT,
 }
-
-
-@pytest.fixture
-def killing_smtp(server_cert: trustme.LeafCert) -> Iterator[faults.KillingSmtpServer]:
-    server = faults.KillingSmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize("step", trials.CRASH_STEPS)

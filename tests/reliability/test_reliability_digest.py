@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import trustme
 from support import faults, servers
 
 from modbot.daemon import latest_digest_due, send_digest_if_due
@@ -24,17 +23,9 @@ STEP = timedelta(minutes=30)  # how often the daemon checks (at every poll)
 
 
 @pytest.fixture
-def smtp(server_cert: trustme.LeafCert) -> Iterator[faults.KillingSmtpServer]:
-    server = faults.KillingSmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, imap_user: servers.ImapUser, smtp: faults.KillingSmtpServer,
+def ctx(tmp_path: Path, imap_user: servers.ImapUser, killing_smtp: faults.KillingSmtpServer,
         ca_file: Path) -> Iterator[Context]:
-    context = Context.build(faults.settings_for(tmp_path, imap_user, smtp, ca_file),
-                            dkim_lookup=None)
+    context = faults.context_for(tmp_path, imap_user, killing_smtp, ca_file)
     yield context
     context.store.close()
 
@@ -55,7 +46,7 @@ async def run_daemon(ctx: Context, start: datetime, end: datetime) -> list[datet
 
 @pytest.mark.parametrize("downtime", [timedelta(hours=1), timedelta(days=3), timedelta(days=9)])
 async def test_one_late_digest_after_downtime(
-        downtime: timedelta, ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        downtime: timedelta, ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """Down from 07:30 across the digest time: one digest at restart, none twice, and the next
     one on schedule."""
     down = DUE - timedelta(minutes=30)
@@ -64,34 +55,34 @@ async def test_one_late_digest_after_downtime(
     assert await run_daemon(ctx, INSTALLED, down) == []
     assert await run_daemon(ctx, restart, following) == [restart]
     assert await run_daemon(ctx, following, following + timedelta(days=1)) == [following]
-    assert len(smtp.messages) == 2
+    assert len(killing_smtp.messages) == 2
 
 
 async def test_failed_digest_is_tried_again_once(
-        ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """A 451 gives the digest back; the next check sends it, once."""
     await run_daemon(ctx, INSTALLED, DUE)
-    smtp.data_reply = "451 4.3.0 Try again later"
+    killing_smtp.data_reply = "451 4.3.0 Try again later"
     assert await run_daemon(ctx, DUE, DUE + STEP) == []
-    smtp.data_reply = None
+    killing_smtp.data_reply = None
     assert await run_daemon(ctx, DUE + STEP, DUE + timedelta(days=2)) == [DUE + STEP]
-    assert len(smtp.messages) == 1
+    assert len(killing_smtp.messages) == 1
 
 
 async def test_unconfirmed_digest_is_not_sent_again(
-        ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """The line dropped after DATA: the digest may have arrived, so it is not sent twice."""
     await run_daemon(ctx, INSTALLED, DUE)
-    smtp.drop_after_data = True
+    killing_smtp.drop_after_data = True
     with pytest.raises(MaybeSentError):
         await send_digest_if_due(ctx, DUE)
-    smtp.drop_after_data = False
+    killing_smtp.drop_after_data = False
     assert await run_daemon(ctx, DUE + STEP, DUE + timedelta(days=2)) == []
-    assert len(smtp.messages) == 1
+    assert len(killing_smtp.messages) == 1
 
 
 async def test_two_daemons_send_one_digest(
-        ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """Two daemons on one database checking at the same moment: one digest goes out."""
     await run_daemon(ctx, INSTALLED, DUE)
     other = Context.build(ctx.settings, dkim_lookup=None)
@@ -100,4 +91,4 @@ async def test_two_daemons_send_one_digest(
     finally:
         other.store.close()
     assert sorted(sent) == [False, True]
-    assert len(smtp.messages) == 1
+    assert len(killing_smtp.messages) == 1

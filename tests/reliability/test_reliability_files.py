@@ -8,17 +8,15 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import trustme
 from sqlalchemy import func, select
 from support import faults, servers
 from support.trials import NOW
 
-from modbot.poll import Context, Poller
+from modbot.poll import Poller
 from modbot.store import OutboxStatus, schema
 
 pytestmark = pytest.mark.integration
@@ -27,13 +25,6 @@ CANARY = faults.Person("Philippa Retention-Canary", "philippa-canary-91",
                        "pr.canary@students.example.edu", "7500000000000000091")
 DIRECTORY = faults.DIRECTORY + (f"{CANARY.name},{CANARY.email},"
                                 f"https://www.linkedin.com/in/{CANARY.slug}\n")
-
-
-@pytest.fixture
-def smtp(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
 
 
 def traces(directory: Path) -> dict[str, list[str]]:
@@ -48,12 +39,12 @@ def traces(directory: Path) -> dict[str, list[str]]:
 
 
 def test_files_are_owner_only_under_a_permissive_umask(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path) -> None:
     """`modbot run-once` started with umask 022 still creates the database, its WAL and shared
     memory 0600, and writes no other file (its log goes to stderr)."""
     imap_user.append("INBOX", faults.invitation(CANARY))
-    config = faults.write_config(tmp_path, imap_user, smtp, ca_file, directory=DIRECTORY)
+    config = faults.write_config(tmp_path, imap_user, smtp_server, ca_file, directory=DIRECTORY)
     before = {p.name for p in tmp_path.iterdir()}
     result = subprocess.run(
         [sys.executable, "-m", "modbot", "--config", str(config), "run-once"],
@@ -71,10 +62,9 @@ def test_files_are_owner_only_under_a_permissive_umask(
 
 
 async def test_secure_delete_is_on(tmp_path: Path, imap_user: servers.ImapUser,
-                                   smtp: servers.SmtpServer, ca_file: Path) -> None:
+                                   smtp_server: servers.SmtpServer, ca_file: Path) -> None:
     """Every connection of the store overwrites deleted content with zeros."""
-    ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp, ca_file),
-                        dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file)
     with ctx.store.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA secure_delete").scalar_one() == 1
         assert c.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
@@ -82,16 +72,15 @@ async def test_secure_delete_is_on(tmp_path: Path, imap_user: servers.ImapUser,
 
 
 async def test_retention_purge_leaves_no_trace_of_the_person(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path) -> None:
     """A year and a day later the poll removes the person from every database file, WAL
     included; the message's kind and action, and the reply's status, stay for the digest."""
     imap_user.append("INBOX", faults.invitation(CANARY))
-    ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp, ca_file,
-                                            directory=DIRECTORY, retention_days=365),
-                        dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file,
+                             directory=DIRECTORY, retention_days=365)
     await Poller(ctx).poll(NOW)
-    assert len(smtp.messages) == 1
+    assert len(smtp_server.messages) == 1
     assert any(traces(tmp_path).values())  # the control: the canary is really written
     await Poller(ctx).poll(NOW + timedelta(days=364))
     assert any(traces(tmp_path).values())  # not before its time

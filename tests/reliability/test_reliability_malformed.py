@@ -83,8 +83,7 @@ def pathological() -> list[tuple[str, bytes]]:
 @pytest.fixture
 def ctx(tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path) -> Iterator[Context]:
-    context = Context.build(faults.settings_for(tmp_path, imap_user, smtp_server, ca_file),
-                            dkim_lookup=None)
+    context = faults.context_for(tmp_path, imap_user, smtp_server, ca_file)
     yield context
     context.store.close()
 

@@ -11,7 +11,7 @@ import pytest
 from support import faults, servers, trials
 from support.trials import NOW
 
-from modbot.poll import Context, Poller
+from modbot.poll import Poller
 
 pytestmark = pytest.mark.integration
 
@@ -22,8 +22,7 @@ async def test_second_poll_of_unchanged_mailbox_sends_nothing(
     """The first poll answers twice; the second finds no new message and sends 0."""
     for name in trials.MAILBOX:
         imap_user.append("INBOX", faults.fixture(name))
-    ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp_server, ca_file),
-                        dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file)
     first = await Poller(ctx).poll(NOW)
     flags = imap_user.flags("INBOX")
     second = await Poller(ctx).poll(NOW + timedelta(minutes=5))

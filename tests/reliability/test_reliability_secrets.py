@@ -7,11 +7,9 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 from support import faults, servers
 from support.trials import NOW
 
@@ -44,27 +42,20 @@ def leaks(text: str, words: list[str]) -> list[str]:
     return [word for word in words if word.lower() in text.lower()]
 
 
-@pytest.fixture
-def smtp(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
 def test_debug_poll_through_success_and_failure_leaks_nothing(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path) -> None:
     """Replies sent, a recipient refused, a held unknown, then a refused login: the DEBUG output
     of all of it holds no password, name, address, profile or invitation id."""
     imap_user.append("INBOX", faults.invitation(CANARY, serial=1))
     imap_user.append("INBOX", faults.fixture(faults.PRIYA))
-    config = faults.write_config(tmp_path, imap_user, smtp, ca_file, directory=directory(),
+    config = faults.write_config(tmp_path, imap_user, smtp_server, ca_file, directory=directory(),
                                  smtp_login=True, level="DEBUG")
     output = ""
     first = faults.run_poll(config, NOW, imap_user.password, debug=True)
     output += first.stdout + first.stderr
-    assert len(smtp.messages) == 1, first.stderr[-2000:]
-    smtp.rcpt_reply = f"550 5.1.1 <{SECOND.email}> unknown user {SECOND.name}"
+    assert len(smtp_server.messages) == 1, first.stderr[-2000:]
+    smtp_server.rcpt_reply = f"550 5.1.1 <{SECOND.email}> unknown user {SECOND.name}"
     imap_user.append("INBOX", faults.invitation(SECOND, serial=2))
     second = faults.run_poll(config, NOW, imap_user.password, debug=True)
     output += second.stdout + second.stderr
@@ -77,12 +68,12 @@ def test_debug_poll_through_success_and_failure_leaks_nothing(
 
 
 def test_run_once_at_debug_keeps_people_and_passwords_out_of_the_log(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path) -> None:
     """`modbot run-once` with logging.level = "DEBUG": its log (stderr) names nobody and holds
     no password; its report on stdout holds no password."""
     imap_user.append("INBOX", faults.invitation(CANARY, serial=1))
-    config = faults.write_config(tmp_path, imap_user, smtp, ca_file, directory=directory(),
+    config = faults.write_config(tmp_path, imap_user, smtp_server, ca_file, directory=directory(),
                                  smtp_login=True, level="DEBUG")
     result = subprocess.run(
         [sys.executable, "-m", "modbot", "--config", str(config), "run-once"],
@@ -90,13 +81,13 @@ def test_run_once_at_debug_keeps_people_and_passwords_out_of_the_log(
         env={**os.environ, "MODBOT_IMAP_PASSWORD": imap_user.password,
              "MODBOT_SMTP_PASSWORD": servers.SmtpServer.password})
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len(smtp.messages) == 1
+    assert len(smtp_server.messages) == 1
     assert leaks(result.stderr, canaries(imap_user)) == []
     assert leaks(result.stdout, [imap_user.password, servers.SmtpServer.password]) == []
 
 
 def test_libraries_are_kept_quiet(tmp_path: Path, imap_user: servers.ImapUser,
-                                  smtp: servers.SmtpServer, ca_file: Path) -> None:
+                                  smtp_server: servers.SmtpServer, ca_file: Path) -> None:
     """SQLAlchemy hides parameters and its loggers, imapclient's and alembic's stay at WARNING
     even when the root logger is at DEBUG."""
     root = logging.getLogger()
@@ -104,7 +95,7 @@ def test_libraries_are_kept_quiet(tmp_path: Path, imap_user: servers.ImapUser,
     root.setLevel(logging.DEBUG)
     try:
         opened = Store.open(f"sqlite:///{tmp_path / 'quiet.db'}")
-        ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp, ca_file),
+        ctx = Context.build(faults.settings_for(tmp_path, imap_user, smtp_server, ca_file),
                             store_=opened, dkim_lookup=None)
         with Mailbox(ctx.settings.imap, ctx.imap_tls) as mailbox:
             mailbox.select("INBOX")

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import trustme
 from support import faults, servers
 from support.trials import NOW
 
@@ -26,31 +25,23 @@ PERMANENT = ("550 5.1.1 No such user", "552 5.2.2 Mailbox full",
 
 
 @pytest.fixture
-def smtp(server_cert: trustme.LeafCert) -> Iterator[faults.KillingSmtpServer]:
-    server = faults.KillingSmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def ctx(tmp_path: Path, imap_user: servers.ImapUser, smtp: faults.KillingSmtpServer,
+def ctx(tmp_path: Path, imap_user: servers.ImapUser, killing_smtp: faults.KillingSmtpServer,
         ca_file: Path) -> Iterator[Context]:
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
-    context = Context.build(faults.settings_for(tmp_path, imap_user, smtp, ca_file),
-                            dkim_lookup=None)
+    context = faults.context_for(tmp_path, imap_user, killing_smtp, ca_file)
     yield context
     context.store.close()
 
 
-def answer(smtp: faults.KillingSmtpServer, stage: str, reply: str | None) -> None:
+def answer(killing_smtp: faults.KillingSmtpServer, stage: str, reply: str | None) -> None:
     if stage == "rcpt":
-        smtp.rcpt_reply = reply
+        killing_smtp.rcpt_reply = reply
     else:
-        smtp.data_reply = reply
+        killing_smtp.data_reply = reply
 
 
-def attempts(smtp: faults.KillingSmtpServer, stage: str) -> int:
-    return smtp.rcpt_calls if stage == "rcpt" else smtp.data_calls
+def attempts(killing_smtp: faults.KillingSmtpServer, stage: str) -> int:
+    return killing_smtp.rcpt_calls if stage == "rcpt" else killing_smtp.data_calls
 
 
 def the_reply(ctx: Context) -> store.OutboxItem:
@@ -69,67 +60,68 @@ def next_attempt(ctx: Context) -> datetime:
 @pytest.mark.parametrize("stage", ["rcpt", "data"])
 @pytest.mark.parametrize("reply", TEMPORARY)
 async def test_temporary_answer_is_retried_with_backoff_then_held(
-        reply: str, stage: str, ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        reply: str, stage: str, ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """A 4xx that never ends is tried MAX_SEND_ATTEMPTS times, further apart each time, then
     held as failed and never tried again."""
-    answer(smtp, stage, reply)
+    answer(killing_smtp, stage, reply)
     now = NOW
     waits = []
     for attempt in range(1, MAX_SEND_ATTEMPTS + 1):
         await Poller(ctx).poll(now)
         item = the_reply(ctx)
         assert item.attempts == attempt
-        assert attempts(smtp, stage) == attempt
+        assert attempts(killing_smtp, stage) == attempt
         if attempt < MAX_SEND_ATTEMPTS:
             assert item.status == OutboxStatus.RETRY
             waits.append(next_attempt(ctx) - now)
             await Poller(ctx).poll(now + waits[-1] - timedelta(seconds=1))  # not yet due
-            assert attempts(smtp, stage) == attempt
+            assert attempts(killing_smtp, stage) == attempt
             now += waits[-1]
     assert waits == [backoff(n) for n in range(1, MAX_SEND_ATTEMPTS)]
     assert the_reply(ctx).status == OutboxStatus.FAILED
     await Poller(ctx).poll(now + timedelta(days=2))
-    assert attempts(smtp, stage) == MAX_SEND_ATTEMPTS
-    assert smtp.messages == []
+    assert attempts(killing_smtp, stage) == MAX_SEND_ATTEMPTS
+    assert killing_smtp.messages == []
 
 
 @pytest.mark.parametrize("stage", ["rcpt", "data"])
 @pytest.mark.parametrize("reply", TEMPORARY)
 async def test_temporary_answer_then_delivered_once(
-        reply: str, stage: str, ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        reply: str, stage: str, ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """After two 4xx answers the server recovers: the reply goes out exactly once."""
-    answer(smtp, stage, reply)
+    answer(killing_smtp, stage, reply)
     await Poller(ctx).poll(NOW)
     await Poller(ctx).poll(NOW + backoff(1))
-    answer(smtp, stage, None)
+    answer(killing_smtp, stage, None)
     for hours in (1, 2, 3):
         await Poller(ctx).poll(NOW + timedelta(hours=hours))
-    assert len(smtp.messages) == 1
+    assert len(killing_smtp.messages) == 1
     assert the_reply(ctx).status == OutboxStatus.SENT
 
 
 @pytest.mark.parametrize("stage", ["rcpt", "data"])
 @pytest.mark.parametrize("reply", PERMANENT)
 async def test_permanent_answer_is_tried_once_and_held(
-        reply: str, stage: str, ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        reply: str, stage: str, ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """A 5xx is one attempt: the reply is held as failed, with the code, for the counselor."""
-    answer(smtp, stage, reply)
+    answer(killing_smtp, stage, reply)
     for hours in (0, 1, 24):
         await Poller(ctx).poll(NOW + timedelta(hours=hours))
     item = the_reply(ctx)
-    assert (item.status, item.attempts, attempts(smtp, stage)) == (OutboxStatus.FAILED, 1, 1)
-    assert smtp.messages == []
+    assert (item.status, item.attempts, attempts(killing_smtp, stage)) == (
+        OutboxStatus.FAILED, 1, 1)
+    assert killing_smtp.messages == []
     (row,) = [r for r in ctx.store.open_items(ctx.settings.account)
               if r.outbox_status == OutboxStatus.FAILED]
     assert reply[:3] in (row.last_error or "")
 
 
 async def test_line_dropped_after_data_is_never_resent(
-        ctx: Context, smtp: faults.KillingSmtpServer) -> None:
+        ctx: Context, killing_smtp: faults.KillingSmtpServer) -> None:
     """The RFC 1047 window: the server kept the reply and hung up; it is held, not resent."""
-    smtp.drop_after_data = True
+    killing_smtp.drop_after_data = True
     for hours in (0, 1, 24):
         await Poller(ctx).poll(NOW + timedelta(hours=hours))
-    assert len(smtp.messages) == 1
+    assert len(killing_smtp.messages) == 1
     assert the_reply(ctx).status == OutboxStatus.UNCERTAIN
-    assert smtp.data_calls == 1
+    assert killing_smtp.data_calls == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trustme
@@ -20,7 +19,7 @@ from support import faults, servers
 from support.trials import NOW
 
 from modbot.errors import MailboxError
-from modbot.poll import Context, Poller
+from modbot.poll import Poller
 
 pytestmark = pytest.mark.integration
 
@@ -45,24 +44,11 @@ KINDS = ("self-signed", "wrong-host-name", "expired", "other-ca")
 
 
 @pytest.fixture
-def smtp(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
-    server = servers.SmtpServer("tls", server_cert).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def plain_smtp(server_cert: trustme.LeafCert) -> Iterator[servers.SmtpServer]:
     """aiosmtpd without TLS, offering AUTH in clear: only the terminator protects it."""
     server = servers.SmtpServer("plain", server_cert).start()
     yield server
     server.stop()
-
-
-def build(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
-          ca_file: Path, **changes: Any) -> Context:
-    settings = faults.settings_for(tmp_path, imap_user, smtp, ca_file, **changes)
-    return Context.build(settings, dkim_lookup=None)
 
 
 # --- IMAP ------------------------------------------------------------------------------------
@@ -76,12 +62,13 @@ def imap_terminator(dovecot: servers.Dovecot, ca: trustme.CA, kind: str) -> faul
 
 
 async def test_imap_control_good_certificate_logs_in_through_the_terminator(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer, ca_file: Path,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, ca_file: Path,
         ca: trustme.CA, dovecot: servers.Dovecot) -> None:
     """With a trusted certificate the poll works through the terminator, which sees the login."""
     terminator = imap_terminator(dovecot, ca, "good")
     try:
-        ctx = build(tmp_path, imap_user, smtp, ca_file, imap={"port": terminator.port})
+        ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file,
+                                 imap={"port": terminator.port})
         await Poller(ctx).poll(NOW)
         ctx.store.close()
     finally:
@@ -92,12 +79,13 @@ async def test_imap_control_good_certificate_logs_in_through_the_terminator(
 
 @pytest.mark.parametrize("kind", KINDS)
 async def test_imap_bad_certificate_refused_before_login(
-        kind: str, tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+        kind: str, tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer,
         ca_file: Path, ca: trustme.CA, dovecot: servers.Dovecot) -> None:
     """The poll fails on the certificate and no password byte reaches the server."""
     terminator = imap_terminator(dovecot, ca, kind)
     try:
-        ctx = build(tmp_path, imap_user, smtp, ca_file, imap={"port": terminator.port})
+        ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file,
+                                 imap={"port": terminator.port})
         with pytest.raises(MailboxError, match="certificate"):
             await Poller(ctx).poll(NOW)
         ctx.store.close()
@@ -109,11 +97,11 @@ async def test_imap_bad_certificate_refused_before_login(
 
 
 async def test_imap_stripped_starttls_refused_before_login(
-        tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer, ca_file: Path,
+        tmp_path: Path, imap_user: servers.ImapUser, smtp_server: servers.SmtpServer, ca_file: Path,
         imap_without_starttls: servers.ImapWithoutStarttls) -> None:
     """A server that does not offer STARTTLS gets no LOGIN and no password."""
-    ctx = build(tmp_path, imap_user, smtp, ca_file,
-                imap={"security": "starttls", "port": imap_without_starttls.port})
+    ctx = faults.context_for(tmp_path, imap_user, smtp_server, ca_file,
+                             imap={"security": "starttls", "port": imap_without_starttls.port})
     with pytest.raises(MailboxError, match="STARTTLS"):
         await Poller(ctx).poll(NOW)
     ctx.store.close()
@@ -136,8 +124,8 @@ async def send_through(tmp_path: Path, imap_user: servers.ImapUser,
                        plain_smtp: servers.SmtpServer, ca_file: Path,
                        terminator: faults.TlsTerminator) -> list[str]:
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
-    ctx = build(tmp_path, imap_user, plain_smtp, ca_file,
-                smtp_changes={"port": terminator.port, "security": "tls"})
+    ctx = faults.context_for(tmp_path, imap_user, plain_smtp, ca_file,
+                             smtp_changes={"port": terminator.port, "security": "tls"})
     report = await Poller(ctx).poll(NOW)
     ctx.store.close()
     return report.errors
@@ -181,8 +169,8 @@ async def test_smtp_stripped_starttls_refused_before_auth(
     imap_user.append("INBOX", faults.fixture(faults.JORDAN))
     recorder = faults.TlsTerminator((plain_smtp.host, plain_smtp.port), None)
     try:
-        ctx = build(tmp_path, imap_user, plain_smtp, ca_file,
-                    smtp_changes={"port": recorder.port, "security": "starttls"})
+        ctx = faults.context_for(tmp_path, imap_user, plain_smtp, ca_file,
+                                 smtp_changes={"port": recorder.port, "security": "starttls"})
         report = await Poller(ctx).poll(NOW)
         ctx.store.close()
     finally:

@@ -1,9 +1,9 @@
 """Faults for the reliability tests (``tests/reliability/``) and ``bench/soak.py``.
 
 - ``invitation`` and ``Crowd``: genuine-looking LinkedIn invitations from distinct directory people;
-- ``write_config``, ``settings_for`` and ``run_poll``: a configuration for the real servers, and
-  one poll in a child process that can be killed with SIGKILL at a named step
-  (``tests/support/poll_driver.py``);
+- ``write_config``, ``settings_for``, ``context_for`` and ``run_poll``: a configuration for the
+  real servers (made by ``support.configs``), and one poll in a child process that can be killed
+  with SIGKILL at a named step (``tests/support/poll_driver.py``);
 - ``KillingSmtpServer``: an aiosmtpd server that kills the polling process in the middle of DATA;
 - ``CutProxy``: a loopback TCP proxy that closes both sides after a given number of bytes;
 - ``TlsTerminator``: a loopback TLS server with any certificate that forwards the plaintext to a
@@ -26,7 +26,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -41,22 +40,18 @@ import trustme
 from aiosmtpd.smtp import SMTP, Envelope, Session
 from pydantic import SecretStr
 
-from modbot.config import (
-    Account,
-    CounselorSettings,
-    DatabaseSettings,
-    DirectorySettings,
-    PolicySettings,
-)
-from modbot.model import Mode
-from support import servers
+from modbot.config import Account
+from modbot.poll import Context
+from support import configs, servers
+
+# Named here too, as the reliability tests and bench/soak.py have always read them.
+from support.configs import CONTACT as CONTACT
+from support.configs import COUNSELOR as COUNSELOR
+from support.configs import DIRECTORY, TRUSTED
 
 HERE = Path(__file__).parent
 DATA = HERE.parent / "data"
 DRIVER = HERE / "poll_driver.py"
-TRUSTED = "mx.counsel.example.edu"
-COUNSELOR = "counselor@counsel.example.edu"
-CONTACT = "https://counsel.example.edu/secure or 555-0100"
 AUTH_RESULTS = (
     f"{TRUSTED}; dkim=pass header.d=linkedin.com header.s=d2048-202308-00; "
     "spf=pass smtp.mailfrom=s-1@bounce.linkedin.com; "
@@ -73,10 +68,6 @@ SAM = "message_sam_okafor_relay.eml"
 PRIYA = "invitation_current_priya_natarajan.eml"
 SPOOF = "spoof_forged_authres_untrusted.eml"
 NEWSLETTER = "not_linkedin_newsletter.eml"
-DIRECTORY = """name,email,linkedin_url
-Jordan Rivera,jrivera@students.example.edu,https://www.linkedin.com/in/jordan-rivera-42
-Sam Okafor,sokafor@students.example.edu,
-"""
 
 
 def fixture(name: str) -> bytes:
@@ -170,19 +161,19 @@ def settings_for(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.Smtp
                  ca_file: Path, *, directory: str = DIRECTORY, imap: dict[str, Any] | None = None,
                  smtp_changes: dict[str, Any] | None = None, **policy: Any) -> Account:
     """Settings for an in-process poll of ``imap_user`` answering through ``smtp``."""
-    csv = tmp_path / "directory.csv"
-    csv.write_text(directory, encoding="utf-8")
-    policy = {"mode": Mode.AUTO, "trusted_authserv_ids": (TRUSTED,), **policy}
-    return Account(
-        counselor=CounselorSettings(name="Career Services Counselor", email=COUNSELOR,
-                                    confidential_contact=CONTACT),
-        imap=imap_user.imap_settings(**{"sent_folder": "Sent", "ca_file": ca_file,
-                                        **(imap or {})}),
-        smtp=smtp.smtp_settings(**{"ca_file": ca_file, **(smtp_changes or {})}),
-        database=DatabaseSettings(url=f"sqlite:///{tmp_path / 'modbot.db'}"),
-        policy=PolicySettings(**policy),
-        directory=DirectorySettings(csv=csv),
-    )
+    return configs.account(
+        tmp_path,
+        imap_user.imap_settings(**{"sent_folder": "Sent", "ca_file": ca_file, **(imap or {})}),
+        smtp.smtp_settings(**{"ca_file": ca_file, **(smtp_changes or {})}),
+        people=directory, policy=policy)
+
+
+def context_for(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
+                ca_file: Path, **changes: Any) -> Context:
+    """A poll context for ``settings_for`` (``changes`` as there), with no DKIM lookups over
+    DNS; the caller closes its store."""
+    return Context.build(settings_for(tmp_path, imap_user, smtp, ca_file, **changes),
+                         dkim_lookup=None)
 
 
 def write_config(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.SmtpServer,
@@ -191,48 +182,16 @@ def write_config(tmp_path: Path, imap_user: servers.ImapUser, smtp: servers.Smtp
                  smtp_login: bool = False) -> Path:
     """A TOML configuration for ``modbot`` or ``poll_driver.py``; passwords from the env."""
     (tmp_path / "directory.csv").write_text(directory, encoding="utf-8")
-    sent = f'sent_folder = "{sent_folder}"' if sent_folder else ""
-    login = ('username = "modbot"\npassword_env = "MODBOT_SMTP_PASSWORD"'
-             if smtp_login else "")
-    path = tmp_path / "modbot.toml"
-    path.write_text(f"""
-[counselor]
-name = "Career Services Counselor"
-email = "{COUNSELOR}"
-confidential_contact = "{CONTACT}"
-
-[imap]
-host = "127.0.0.1"
-port = {imap_port or imap_user.port}
-username = "{imap_user.username}"
-password_env = "MODBOT_IMAP_PASSWORD"
-security = "tls"
-ca_file = "{ca_file}"
-timeout_seconds = {timeout}
-{sent}
-
-[smtp]
-host = "127.0.0.1"
-port = {smtp.port}
-security = "tls"
-ca_file = "{ca_file}"
-timeout_seconds = {timeout}
-{login}
-
-[database]
-url = "sqlite:///{tmp_path / 'modbot.db'}"
-
-[policy]
-mode = "auto"
-trusted_authserv_ids = ["{TRUSTED}"]
-
-[directory]
-csv = "{tmp_path / 'directory.csv'}"
-
-[logging]
-level = "{level}"
-""", encoding="utf-8")
-    return path
+    login = {"username": "modbot", "password_env": "MODBOT_SMTP_PASSWORD"} if smtp_login else {}
+    return configs.write_config(tmp_path, configs.served_text(
+        imap_user, smtp, ca_file,
+        imap={"port": imap_port or imap_user.port, "timeout_seconds": timeout,
+              "sent_folder": sent_folder},
+        smtp={"timeout_seconds": timeout, **login},
+        database={"url": configs.sqlite_url(tmp_path / "modbot.db")},
+        policy={"mode": "auto", "trusted_authserv_ids": [TRUSTED]},
+        directory={"csv": tmp_path / "directory.csv"},
+        logging={"level": level}))
 
 
 def run_poll(config: Path, now: datetime, password: str, *, crash_at: str | None = None,
@@ -297,7 +256,7 @@ class KillingSmtpServer(servers.SmtpServer):
         return answer
 
 
-class CutProxy:
+class CutProxy(servers.Listener):
     """A loopback TCP proxy to ``target``; after ``cut_after`` bytes (both ways together) it
     closes both connections at once, or with ``stall=True`` it goes silent and holds them open.
     TLS passes through as opaque bytes.
@@ -311,25 +270,9 @@ class CutProxy:
         self.stall = False
         self.total = 0
         self.cuts = 0
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind((servers.HOST, 0))
-        self._sock.listen(16)
-        self.host = servers.HOST
-        self.port = int(self._sock.getsockname()[1])
-        self._closed = False
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._pipe, args=(client,), daemon=True).start()
-
-    def _pipe(self, client: socket.socket) -> None:
+    def handle(self, client: socket.socket) -> None:
         budget = self.cut_after
         moved = 0
         try:
@@ -369,14 +312,8 @@ class CutProxy:
                         self.total = moved
                         return
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
 
-
-class TlsTerminator:
+class TlsTerminator(servers.Listener):
     """A loopback TLS server presenting ``cert`` (any certificate, good or bad) that forwards the
     decrypted bytes to a plain ``target`` and back.
 
@@ -398,23 +335,9 @@ class TlsTerminator:
             self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             with _pem_files(*key_and_cert) as (key_path, cert_path):
                 self._context.load_cert_chain(cert_path, key_path)
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.bind((servers.HOST, 0))
-        self._sock.listen(8)
-        self.host = servers.HOST
-        self.port = int(self._sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(10)
         with conn:
             tls: ssl.SSLObject | None = None
@@ -485,11 +408,6 @@ class TlsTerminator:
                     else:
                         tls.write(data)
                         conn.sendall(outgoing.read())
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
 
 
 @contextlib.contextmanager

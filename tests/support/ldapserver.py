@@ -13,23 +13,30 @@ fixture stays short.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import shutil
 import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
 
-from support.servers import HOST, ServerUnavailable, _die_with_parent, free_port, stop_process
+from support.servers import (
+    HOST,
+    PORTS_TAKEN,
+    ServerUnavailable,
+    _die_with_parent,
+    await_start,
+    free_port,
+    log_tail,
+    stop_process,
+)
 
 SLAPD_ENV = "MODBOT_TEST_SLAPD"
 SLAPD_CANDIDATES = ("/usr/sbin/slapd", "/usr/local/libexec/slapd")
 SCHEMA_DIR = Path("/etc/ldap/schema")
-START_TIMEOUT = 5.0
 
 BASE_DN = "dc=example,dc=edu"
 PEOPLE_DN = f"ou=people,{BASE_DN}"
@@ -166,10 +173,7 @@ class Slapd:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines slapd wrote, for failure messages."""
-        with contextlib.suppress(OSError):
-            text = (self.root / "slapd.log").read_text(errors="replace")
-            return "\n".join(text.splitlines()[-lines:])
-        return ""
+        return log_tail(self.root / "slapd.log", lines=lines)
 
     def stop(self) -> None:
         """Stop the server (its directory belongs to the caller)."""
@@ -182,6 +186,10 @@ def _answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _both_answer(host: str, *ports: int) -> bool:
+    return all(_answers(host, port) for port in ports)
 
 
 def start_slapd(cert: trustme.LeafCert, parent: Path, attempts: int = 5) -> Slapd:
@@ -221,16 +229,11 @@ def start_slapd(cert: trustme.LeafCert, parent: Path, attempts: int = 5) -> Slap
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent,
             )
         server = Slapd(root, process, ldap_port, ldaps_port)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if _answers(HOST, ldap_port) and _answers(HOST, ldaps_port):
-                return server
-            time.sleep(0.01)
-        tail = server.log_tail()
-        server.stop()
-        if "Address already in use" in tail:
-            last_problem = "its ports were taken"
-            continue
-        last_problem = f"it said: {tail.strip() or '(nothing)'}"
-        break
+        problem = await_start(server, process,
+                              functools.partial(_both_answer, HOST, ldap_port, ldaps_port))
+        if problem is None:
+            return server
+        last_problem = problem
+        if problem != PORTS_TAKEN:
+            break
     raise ServerUnavailable(f"slapd did not start; {last_problem}")

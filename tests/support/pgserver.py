@@ -13,7 +13,6 @@ fixture stays short.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import itertools
 import os
@@ -35,6 +34,7 @@ from support.servers import (
     ServerUnavailable,
     _die_with_parent,
     free_port,
+    log_tail,
     remove_stale_instances,
     stop_process,
 )
@@ -140,10 +140,7 @@ class Postgres:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines the server wrote, for failure messages."""
-        with contextlib.suppress(OSError):
-            text = (self.root / "server.log").read_text(errors="replace")
-            return "\n".join(text.splitlines()[-lines:])
-        return ""
+        return log_tail(self.root / "server.log", lines=lines)
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended) and remove its directory."""

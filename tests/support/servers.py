@@ -18,6 +18,7 @@ import base64
 import contextlib
 import ctypes
 import errno
+import functools
 import grp
 import hashlib
 import itertools
@@ -35,11 +36,11 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, Protocol
 
 import pytest
 import trustme
@@ -98,6 +99,42 @@ def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+def log_tail(*paths: Path, lines: int = 20) -> str:
+    """The last ``lines`` of the logs at ``paths`` read one after another, for failure messages;
+    a log not written yet reads as empty."""
+    text = ""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            text += path.read_text(errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class _Started(Protocol):
+    def log_tail(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+
+PORTS_TAKEN = "its ports were taken"
+
+
+def await_start(server: _Started, process: subprocess.Popen[bytes],
+                ready: Callable[[], bool]) -> str | None:
+    """Wait up to START_TIMEOUT for a just-started ``server`` to be ``ready``: None once it is;
+    otherwise stop it and say why it failed, ``PORTS_TAKEN`` when another process had a port
+    (worth another attempt on new ports)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        if ready():
+            return None
+        time.sleep(0.01)
+    tail = server.log_tail()
+    server.stop()
+    if "Address already in use" in tail:
+        return PORTS_TAKEN
+    return f"it said: {tail.strip() or '(nothing)'}"
 
 
 def _die_with_parent() -> None:
@@ -366,11 +403,7 @@ class Dovecot:
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines Dovecot wrote, for failure messages."""
-        text = ""
-        for name in ("stderr.log", "dovecot.log"):
-            with contextlib.suppress(OSError):
-                text += (self.root / name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.root / "stderr.log", self.root / "dovecot.log", lines=lines)
 
     def stop(self) -> None:
         """Stop the server and remove its directory."""
@@ -471,18 +504,12 @@ def start_dovecot(cert: trustme.LeafCert, client_context: ssl.SSLContext,
             )
         server = Dovecot(root, process, imaps_port, imap_port, client_context,
                          lmtp_port=lmtp_port)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline and process.poll() is None:
-            if _greets(HOST, imap_port):
-                return server
-            time.sleep(0.01)
-        tail = server.log_tail()
-        server.stop()
-        if "Address already in use" in tail:
-            last_problem = "its ports were taken"
-            continue
-        last_problem = f"it said: {tail.strip() or '(nothing)'}"
-        break
+        problem = await_start(server, process, functools.partial(_greets, HOST, imap_port))
+        if problem is None:
+            return server
+        last_problem = problem
+        if problem != PORTS_TAKEN:
+            break
     raise ServerUnavailable(f"Dovecot did not start; {last_problem}")
 
 
@@ -612,7 +639,43 @@ class SmtpServer:
 
 
 # --------------------------------------------------------------------------------------------
-# A stalled server
+# A stalled server, and the base of the relays and proxies
+
+
+class Listener:
+    """A TCP port on loopback that gives each connection to ``handle`` in a thread of its own:
+    what the tests' relays and proxies (``faults.CutProxy``, ``faults.TlsTerminator``) share.
+
+    A subclass sets its own attributes before calling ``__init__``, which starts accepting.
+    """
+
+    def __init__(self, backlog: int = 16) -> None:
+        self._closed = False
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind((HOST, 0))
+        self._sock.listen(backlog)
+        self.host = HOST
+        self.port = int(self._sock.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection, and close it."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the thread waiting in accept()
+        self._sock.close()
 
 
 class SilentServer:

@@ -106,8 +106,7 @@ def crash_trial(tmp_path: Path, imap_user: servers.ImapUser, smtp: faults.Killin
         outcome.notes.append(f"{step}#{occurrence}: not killed ({result.returncode}): "
                              f"{result.stdout.strip()} {result.stderr.strip()[-300:]}")
     smtp.pid_file = None
-    settings = faults.settings_for(tmp_path, imap_user, smtp, ca_file)
-    ctx = Context.build(settings, dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp, ca_file)
     try:
         for minutes in (5, 10):  # the restart, then one more poll: nothing may change
             asyncio.run(Poller(ctx).poll(NOW + timedelta(minutes=minutes)))
@@ -148,9 +147,7 @@ def full_session_bytes(tmp_path: Path, imap_user: servers.ImapUser, smtp: server
     for name in MAILBOX:
         imap_user.append("INBOX", faults.fixture(name))
     proxy.cut_after = None
-    settings = faults.settings_for(tmp_path, imap_user, smtp, ca_file,
-                                   imap={"port": proxy.port})
-    ctx = Context.build(settings, dkim_lookup=None)
+    ctx = faults.context_for(tmp_path, imap_user, smtp, ca_file, imap={"port": proxy.port})
     try:
         asyncio.run(Poller(ctx).poll(NOW))
     finally:
