@@ -40,6 +40,7 @@ from modbot.store import OutboxStatus, Store
 _INVITATION_ID = b"7012345678901234567"
 _TICKS = os.sysconf("SC_CLK_TCK")
 _START_TIMEOUT = 600.0
+_NO_REPLY = 30.0  # s after which an arrival counts as not answered
 
 
 @dataclass
@@ -211,6 +212,9 @@ def _measure(env: Environment, users: list[User], quiet: float, arrivals: int,
         status = _status(pid)
         run.rss, run.threads = _mb(status["VmRSS"]), int(status["Threads"])
         run.imap, run.fds = _connections(pid, env.dovecot.imaps_port)
+        progress(f"{n} inboxes: every one polled after {run.polled:.1f} s and idling after "
+                 f"{run.idling:.1f} s; RSS {run.rss:.1f} MB, {run.threads} threads, {run.imap} "
+                 "IMAP connections")
 
         progress(f"{n} inboxes: CPU of the quiet daemon over {quiet:g} s")
         master = env.dovecot.process.pid
@@ -240,11 +244,9 @@ def _measure(env: Environment, users: list[User], quiet: float, arrivals: int,
                     raw = _invitation(jordan, i, rng)
                     begin = perf()
                     user.maildir.deliver([raw])
-                    while _sent(observer, account) == before:
-                        if perf() - begin > 30:
-                            raise RuntimeError("the daemon sent no reply within 30 s of a "
-                                               f"delivery: {daemon._said()}")
+                    while _sent(observer, account) == before and perf() - begin < _NO_REPLY:
                         time.sleep(0.005)
+                    # One not answered within the limit counts as the limit: the p95 shows it.
                     run.latencies.append(perf() - begin)
             finally:
                 observer.close()
@@ -256,6 +258,33 @@ def _measure(env: Environment, users: list[User], quiet: float, arrivals: int,
         raise RuntimeError(f"the daemon exited with {daemon.process.returncode}: "
                            f"{daemon._said()}")
     return run
+
+
+_INOTIFY = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def _inotify_instances(needed: int) -> tuple[int | None, str]:
+    """Make room for ``needed`` more inotify instances of one user, if we may.
+
+    Dovecot tells an IDLE session of new mail through inotify, one instance per session, and
+    every mailbox's imap process runs as the one mail user: beyond the kernel's
+    ``fs.inotify.max_user_instances`` (128 by default, for all of that user's processes) a
+    session falls back to looking every ``mailbox_idle_check_interval`` (30 s). Raised here
+    (as root) for the run and restored after; returns (the value to restore, what was done).
+    """
+    try:
+        current = int(_INOTIFY.read_text(encoding="ascii"))
+    except (OSError, ValueError):
+        return None, "fs.inotify.max_user_instances unknown"
+    wanted = needed + 256  # room for the tests or other servers the mail user runs meanwhile
+    if current >= wanted:
+        return None, f"fs.inotify.max_user_instances {current}"
+    try:
+        _INOTIFY.write_text(str(wanted), encoding="ascii")
+    except OSError:
+        return None, (f"fs.inotify.max_user_instances is {current} and could not be raised: "
+                      "Dovecot notices new mail in the IDLE sessions beyond it only every 30 s")
+    return current, f"fs.inotify.max_user_instances raised from {current} to {wanted} for the run"
 
 
 def _rss_target(n: int) -> float:
@@ -272,12 +301,17 @@ def figures(env: Environment, sizes: Sizes) -> list[Figure]:
     rng = random.Random(11)
     short = min(sizes.inboxes_quiet_seconds, 30.0)
     runs: dict[int, Run] = {}
-    for n in counts:
-        progress(f"{n} inboxes: starting the daemon")
-        biggest = n == largest
-        runs[n] = _measure(env, users[:n], sizes.inboxes_quiet_seconds if biggest else short,
-                           sizes.inboxes_arrivals if biggest else max(3, sizes.inboxes_arrivals
-                                                                      // 4), rng)
+    restore, inotify = _inotify_instances(largest)
+    try:
+        for n in counts:
+            progress(f"{n} inboxes: starting the daemon")
+            biggest = n == largest
+            runs[n] = _measure(env, users[:n], sizes.inboxes_quiet_seconds if biggest else short,
+                               sizes.inboxes_arrivals if biggest
+                               else max(3, sizes.inboxes_arrivals // 4), rng)
+    finally:
+        if restore is not None:
+            _INOTIFY.write_text(str(restore), encoding="ascii")
     one, big = runs[counts[0]], runs[largest]
     rows = []
     for n in counts:
@@ -299,11 +333,15 @@ def figures(env: Environment, sizes: Sizes) -> list[Figure]:
                if run.cpu_minutes else ""),
         ]
         if run.latencies:
+            unanswered = sum(1 for t in run.latencies if t >= _NO_REPLY)
+            if unanswered:
+                details.append(f"{unanswered} of {len(run.latencies)} invitations got no reply "
+                               f"within {_NO_REPLY:g} s (counted as {_NO_REPLY:g} s)")
             details.append(f"arrival to reply sent, {len(run.latencies)} invitations in random "
                            f"inboxes: median {median(run.latencies):.2f} s, p95 "
                            f"{p95(run.latencies):.2f} s, max {max(run.latencies):.2f} s")
         if n == largest:
-            details.append(f"{largest} Dovecot users made in {made:.2f} s")
+            details.append(f"{largest} Dovecot users made in {made:.2f} s; {inotify}")
         rows.append(Figure(
             f"daemon RSS, {n} inboxes idling", run.rss, "MB",
             one.rss if n > one.inboxes else None,
