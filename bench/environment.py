@@ -145,6 +145,20 @@ class Environment:
         self.users[name] = user
         return user
 
+    def add_empty_users(self, prefix: str, count: int) -> list[User]:
+        """``count`` users with empty INBOXes (``prefix`` and a number), made quickly: a
+        passwd-file and a maildir each, no doveadm run (Dovecot indexes an empty folder at its
+        first SELECT)."""
+        made = []
+        for number in range(1, count + 1):
+            name = f"{prefix}{number:03d}"
+            self.dovecot.add_user(name, PASSWORD)
+            path = self.dovecot.maildir(name)
+            owner = path.stat()
+            made.append(self.users.setdefault(
+                name, User(name, corpus.Maildir(path, owner.st_uid, owner.st_gid))))
+        return made
+
     def connect(self, user: str) -> IMAPClient:
         """A raw imapclient connection, logged in, over verified TLS (the baselines' client)."""
         client = IMAPClient(HOST, self.dovecot.imaps_port, ssl=True,
@@ -216,6 +230,54 @@ csv = "{self.directory_csv}"
 [logging]
 level = "WARNING"
 """
+        path = self.work / f"{name}.toml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def accounts_file(self, users: list[str], *, mode: str = "shadow", **policy: Any) -> Path:
+        """One configuration with an ``[[accounts]]`` table per user, all in one SQLite
+        database, as a career center running every counselor's inbox in one daemon writes it:
+        each account its own counselor, IMAP login and SMTP server; the policy and the
+        directory shared."""
+        self._serial += 1
+        name = f"accounts-{len(users)}-{self._serial}"
+        policy = {"look_back_days": 0, **policy}
+        policy_lines = "".join(f"{key} = {_toml(value)}\n" for key, value in policy.items())
+        tables = "".join(f"""
+[[accounts]]
+[accounts.counselor]
+name = "Counselor {number}"
+email = "counselor{number}@counsel.example.edu"
+confidential_contact = {_toml(COUNSELOR["confidential_contact"])}
+
+[accounts.imap]
+host = "{HOST}"
+port = {self.dovecot.imaps_port}
+username = "{user}"
+password_env = "{PASSWORD_ENV}"
+security = "tls"
+ca_file = "{self.ca_file}"
+
+[accounts.smtp]
+host = "{HOST}"
+port = {self.smtp.port}
+security = "tls"
+ca_file = "{self.ca_file}"
+""" for number, user in enumerate(users, start=1))
+        text = f"""\
+[database]
+url = "sqlite:///{self.work / (name + '.db')}"
+
+[policy]
+mode = "{mode}"
+trusted_authserv_ids = {_toml(TRUSTED)}
+{policy_lines}
+[directory]
+csv = "{self.directory_csv}"
+
+[logging]
+level = "WARNING"
+{tables}"""
         path = self.work / f"{name}.toml"
         path.write_text(text, encoding="utf-8")
         return path

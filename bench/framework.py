@@ -62,14 +62,19 @@ class Sizes:
     idle_samples: int
     memory_polls: int
     digest_rows: int
+    inboxes: tuple[int, ...]  # one daemon over this many inboxes, each size in turn
+    inboxes_quiet_seconds: float  # the quiet-CPU window of the largest size
+    inboxes_arrivals: int  # invitations delivered to random inboxes of the largest size
 
 
 FULL = Sizes(small=1_000, large=100_000, poll_iterations=150, baseline_iterations=2_000,
              run_once_runs=10, new_rounds=8, backlog=10_000, backlog_imap=1_000, sends=1_000,
-             send_rounds=3, idle_samples=15, memory_polls=10_000, digest_rows=100_000)
+             send_rounds=3, idle_samples=15, memory_polls=10_000, digest_rows=100_000,
+             inboxes=(1, 50, 200), inboxes_quiet_seconds=600, inboxes_arrivals=40)
 QUICK = Sizes(small=1_000, large=10_000, poll_iterations=20, baseline_iterations=200,
               run_once_runs=2, new_rounds=2, backlog=300, backlog_imap=100, sends=100,
-              send_rounds=1, idle_samples=3, memory_polls=100, digest_rows=5_000)
+              send_rounds=1, idle_samples=3, memory_polls=100, digest_rows=5_000,
+              inboxes=(1, 5, 20), inboxes_quiet_seconds=20, inboxes_arrivals=10)
 
 
 def _round(value: float | None) -> float | None:

@@ -5,8 +5,11 @@ read-only and waits in IDLE (RFC 2177). When the server reports new mail it call
 and the daemon runs the account's usual poll at once; the poll on its interval stays as the
 safety net, so a watcher that is down, or a server without IDLE, only makes modbot slower.
 
-- Every wait in the worker thread lasts at most ``check_seconds`` (1 s), so a stop is prompt:
-  the thread wakes, leaves IDLE and logs out.
+- While it waits, the event loop watches the connection's socket: an inbox waiting in IDLE
+  takes no thread and costs nothing until the server speaks, so one daemon can watch hundreds.
+  What the server said is then read in a thread of its own, as is every other IMAP command.
+  A stop is prompt: the wait ends at once, and a thread leaves IDLE and logs out. (Where the
+  loop cannot watch sockets, a thread waits instead, ``check_seconds`` (1 s) at a time.)
 - IDLE is left and entered again every ``restart_seconds`` (10 min), well inside the 29 minutes
   RFC 2177 allows; after ``quiet_seconds`` (4 min) without news a NOOP goes in between, so a
   connection that died without a word (a NAT that forgot it) is found within minutes.
@@ -78,7 +81,7 @@ class IdleWatcher:
         self.connections = 0  # sessions that reached IDLE, for tests and logs
 
     def stop(self) -> None:
-        """Ask ``run`` to leave IDLE, log out and return (within about ``check_seconds``)."""
+        """Ask ``run`` to leave IDLE, log out and return (the wait ends at once)."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -145,9 +148,12 @@ class IdleWatcher:
             self._news()
             started = quiet_since = self._clock()
             while not self._stopping.is_set():
-                if await self._call(mailbox.idle_wait, self._check):
+                left = min(started + self._restart, quiet_since + self._quiet) - self._clock()
+                if await self._wait(mailbox, left):
                     self._news()
                     quiet_since = self._clock()
+                if self._stopping.is_set():
+                    break
                 now = self._clock()
                 if now - started >= self._restart or now - quiet_since >= self._quiet:
                     news = await self._call(mailbox.idle_done)
@@ -159,6 +165,33 @@ class IdleWatcher:
             return True
         finally:
             await self._close(mailbox)
+
+    async def _wait(self, mailbox: Mailbox, seconds: float) -> bool:
+        """Wait in IDLE for at most ``seconds``, or until stopped; True when the server reported
+        new mail.
+
+        The event loop watches the socket, so the wait takes no thread and no wakeup until the
+        server speaks; only then is its answer read, in a thread. Where the loop cannot watch a
+        socket (not a selector loop), a thread waits at most ``check_seconds``.
+        """
+        seconds = max(0.0, seconds)
+        loop = asyncio.get_running_loop()
+        fd = mailbox.idle_fileno()
+        readable: asyncio.Future[bool] = loop.create_future()
+        try:
+            loop.add_reader(fd, _settle, readable, readable.set_result, True)
+        except NotImplementedError:
+            return await self._call(mailbox.idle_wait, min(self._check, seconds))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((readable, stopping), timeout=seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            loop.remove_reader(fd)
+            stopping.cancel()
+        if not readable.done() or self._stopping.is_set():
+            return False
+        return await self._call(mailbox.idle_read)
 
     async def _close(self, mailbox: Mailbox) -> None:
         """Leave IDLE and log out within ``STOP_SECONDS``, else cut the connection."""

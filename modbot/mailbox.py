@@ -338,6 +338,31 @@ class Mailbox:
                 raise MailboxError(f"The connection to the IMAP server {self._where} ended.")
         return _reports_new_mail(responses)
 
+    def idle_fileno(self) -> int:
+        """The connection's socket, for an event loop to watch while it waits in IDLE (no
+        thread then waits on it); ``idle_read`` reads what the server sent once it is
+        readable."""
+        client = self._selected_client()
+        with self._errors("waiting in IDLE on"):
+            return int(client.socket().fileno())
+
+    def idle_read(self) -> bool:
+        """Read what the server sent in IDLE, its socket being readable; True when it reported
+        new mail. Raises as ``idle_wait`` does: a socket readable with nothing to read, again
+        and again, is a connection that ended."""
+        client = self._selected_client()
+        with self._errors("waiting in IDLE on"):
+            responses = client.idle_check(0)
+        if any(_is_bye(response) for response in responses):
+            raise MailboxError(f"The IMAP server {self._where} closed the IDLE connection.")
+        if responses:
+            self._empty_wakeups = 0
+        else:
+            self._empty_wakeups += 1
+            if self._empty_wakeups >= _ENDED_AFTER_EMPTY_WAKEUPS:
+                raise MailboxError(f"The connection to the IMAP server {self._where} ended.")
+        return _reports_new_mail(responses)
+
     def idle_done(self) -> bool:
         """Leave IDLE (if in it); True when the server reported new mail in its last responses."""
         client = self._selected_client()

@@ -198,6 +198,20 @@ async def test_watcher_reports_arrivals_and_stops_promptly(
     assert watch.watcher.connections == 1
 
 
+async def test_a_waiting_watcher_holds_no_thread(
+        watched: ImapSettings, imap_user: servers.ImapUser,
+        client_ssl_context: ssl.SSLContext) -> None:
+    """While it waits in IDLE the event loop watches its socket and no thread waits for it, so
+    that one daemon can watch hundreds of inboxes; mail still arrives as news."""
+    watch = Watch(watched, client_ssl_context)
+    assert await async_wait_for(lambda: watch.news == 1, 10)
+    await asyncio.sleep(0.5)
+    assert not [t for t in threading.enumerate() if t.name == "modbot-idle"]
+    imap_user.append("INBOX", faults.fixture(faults.JORDAN))
+    assert await async_wait_for(lambda: watch.news == 2, 3)
+    await watch.stop()
+
+
 async def test_watcher_reissues_idle_and_keeps_reporting(
         watched: ImapSettings, imap_user: servers.ImapUser,
         client_ssl_context: ssl.SSLContext) -> None:

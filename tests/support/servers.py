@@ -180,6 +180,11 @@ mail_location = maildir:~/Maildir
 first_valid_uid = 1
 first_valid_gid = 1
 mail_max_userip_connections = 200
+# One daemon may watch hundreds of inboxes over two connections each, and with implicit TLS every
+# connection holds an imap-login process (its TLS proxy) besides its imap process: the default
+# limit of 100 processes per service would leave connections beyond the 100th waiting.
+default_process_limit = 1000
+default_client_limit = 4000
 default_login_user = {login_user}
 default_internal_user = {internal_user}
 default_internal_group = {internal_group}
