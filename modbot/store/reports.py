@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
@@ -58,19 +58,15 @@ def _replies(c: Connection, account: str, start: datetime, end: datetime) -> tup
 
 def _week_counts(c: Connection, account: str, first: datetime, weeks: int,
                  period: timedelta) -> tuple[tuple[WeekCount, ...], ...]:
-    """One pass over the index on (account, arrival, kind, action, rule) for all the weeks."""
+    """Each week's counts by its own range of the index on (account, arrival, kind, action,
+    rule); one query that sorts every message into its week took twice as long on SQLite."""
     m = messages
-    week = case(*((m.c.seen_at < first + (w + 1) * period, w) for w in range(weeks - 1)),
-                else_=weeks - 1) if weeks > 1 else literal(0)
-    counted: list[list[WeekCount]] = [[] for _ in range(weeks)]
-    for r in c.execute(
-            select(week.label("week"), m.c.kind, m.c.action, m.c.policy_rule,
-                   func.count().label("n"))
-            .where(m.c.account == account, m.c.seen_at >= first,
-                   m.c.seen_at < first + weeks * period)
-            .group_by(week, m.c.kind, m.c.action, m.c.policy_rule)):
-        counted[int(r.week)].append(WeekCount(r.kind, r.action, r.policy_rule, int(r.n)))
-    return tuple(tuple(counts) for counts in counted)
+    return tuple(tuple(WeekCount(r.kind, r.action, r.policy_rule, int(r.n)) for r in c.execute(
+        select(m.c.kind, m.c.action, m.c.policy_rule, func.count().label("n"))
+        .where(m.c.account == account, m.c.seen_at >= first + week * period,
+               m.c.seen_at < first + (week + 1) * period)
+        .group_by(m.c.kind, m.c.action, m.c.policy_rule)))
+        for week in range(weeks))
 
 
 def _waiting(c: Connection, account: str) -> int:
