@@ -130,32 +130,27 @@ def gather(store: Store, settings: Account, now: datetime, *,
     """
     start, first = now - PERIOD, now - WEEKS * PERIOD
     # One database may hold several inboxes: each counselor's digest tells of their own alone.
-    account = settings.account
-    reply_rows = tuple(Row.of(item) for item in store.replies_between(account, start, now))
-    # Counted by the database one week at a time, so 100k rows never come into Python.
-    per_week = store.week_counts(account, [first + week * PERIOD for week in range(WEEKS)],
-                                 PERIOD)
-    waiting_count = store.waiting_to_send(account)
+    facts = store.digest_facts(settings.account, start, now, first, WEEKS, PERIOD)
+    # Counted by the database, so 100k rows never come into Python.
     weeks: list[Counter[str]] = [Counter() for _ in range(WEEKS)]
-    for week, rows in enumerate(per_week):
+    for week, rows in enumerate(facts.weeks):
         for row in rows:
             if row.kind != "not_linkedin":
                 weeks[week][row.kind] += row.n
-    this_week = per_week[-1]
-    polls = store.polls_between(account, start, now)
-    pause = store.active_pause(account)
+    this_week = facts.weeks[-1]
+    pause = facts.pause
     stuck = now - timedelta(hours=1)  # a poll unfinished this long ago died or hung
     return DigestData(
         start=start, end=now, timezone=settings.digest.timezone, policy=settings.policy,
-        open_items=tuple(Row.of(item) for item in store.open_items(account)),
-        replies=reply_rows,
+        open_items=tuple(Row.of(item) for item in facts.open_items),
+        replies=tuple(Row.of(item) for item in facts.replies),
         logged=_count((r.kind, r.n) for r in this_week if r.action == "log"),
         caps=_count((r.policy_rule, r.n) for r in this_week if r.policy_rule in CAP_RULES),
-        waiting=waiting_count, polls=len(polls),
+        waiting=facts.waiting, polls=len(facts.polls),
         failed_polls=tuple(
-            (p.started_at, p.error or "the poll did not finish") for p in polls
+            (p.started_at, p.error or "the poll did not finish") for p in facts.polls
             if not p.ok and (p.finished_at is not None or p.started_at < stuck)),
-        last_good_poll=store.last_good_poll(account),
+        last_good_poll=facts.last_good_poll,
         poll_seconds=settings.schedule.poll_seconds,
         weeks=tuple(weeks), warnings=tuple(_sign_in_warnings(settings, now)),
         paused=None if pause is None else (pause.started_at, pause.reason),

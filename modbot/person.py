@@ -98,10 +98,15 @@ def _profile_rank(url: str) -> int:
 
 
 def _anchors(markup: str) -> Iterator[tuple[str, str]]:
-    """(link, visible text) of each HTML anchor, the link read as ``extract_links`` reads it."""
+    """(link, inner markup) of each HTML anchor, the link read as ``extract_links`` reads it."""
     for match in _ANCHOR.finditer(markup[:MAX_SCAN_CHARS]):
         for url in extract_links("", match.group(1)):
-            yield url, clean_line(html.unescape(_TAGS.sub(" ", match.group(2))))
+            yield url, match.group(2)
+
+
+def _visible(inner: str) -> str:
+    """An anchor's visible text, on one line."""
+    return clean_line(html.unescape(_TAGS.sub(" ", inner)))
 
 
 def _profile_url(n: Notification, name: str | None) -> str | None:
@@ -119,7 +124,8 @@ def _profile_url(n: Notification, name: str | None) -> str | None:
         return None
     named = [m.group(2) for m in _LABELLED_LINK.finditer(n.text[:MAX_SCAN_CHARS])
              if wanted in clean_line(m.group(1)).casefold()]
-    anchors = [(url, text) for url, text in _anchors(n.html) if canonical_profile_url(url)]
+    anchors = [(url, _visible(inner)) for url, inner in _anchors(n.html)
+               if canonical_profile_url(url)]
     urls = [*named[-1:], *(url for url, text in anchors if text.casefold() == wanted),
             *(url for url, _ in anchors if _profile_rank(url) == 0)]
     return next((p for u in urls for p in [canonical_profile_url(u)] if p), None)

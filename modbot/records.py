@@ -187,6 +187,19 @@ class WeekCount:
 
 
 @dataclass(frozen=True)
+class DigestFacts:
+    """What the digest reads of one account, all from one transaction."""
+
+    replies: tuple[Item, ...]  # replies sent, or decided in shadow mode, in the week
+    weeks: tuple[tuple[WeekCount, ...], ...]  # the counts of each week, oldest first
+    waiting: int  # replies queued, being sent or waiting for a retry
+    polls: tuple[PollRecord, ...]  # the polls of the week, oldest first
+    open_items: tuple[Item, ...]  # everything still waiting for a person
+    last_good_poll: datetime | None
+    pause: Pause | None
+
+
+@dataclass(frozen=True)
 class Waiting:
     """A reply waiting for the counselor's approval, as the list and the review email show it."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from modbot.records import (
     COUNTS_AS_REPLIED,
+    DigestFacts,
     Item,
     MessageRecord,
     OutboxItem,
@@ -45,6 +46,7 @@ from modbot.store.schema import HEAD_REVISION, UTCDateTime, metadata
 __all__ = [
     "COUNTS_AS_REPLIED",
     "HEAD_REVISION",
+    "DigestFacts",
     "Item",
     "Location",
     "MessageRecord",

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import String, bindparam, select, update
+from sqlalchemy.engine import Connection
 
 from modbot.records import (
     COUNTS_AS_REPLIED,
@@ -75,6 +76,22 @@ def _outbox_item(row: Any) -> OutboxItem:
 def _values(record: MessageRecord | ReplyRecord) -> dict[str, Any]:
     """A record's fields as column values: a field is a column of the same name."""
     return {f.name: getattr(record, f.name) for f in fields(record)}
+
+
+
+def _first_pause(c: Connection, condition: Any) -> Pause | None:
+    row = c.execute(
+        select(pauses.c.id, pauses.c.account, pauses.c.reason, pauses.c.started_at,
+               pauses.c.alert_message_id, pauses.c.alert_attempted_at,
+               pauses.c.alert_sent_at)
+        .where(condition).order_by(pauses.c.id).limit(1)
+    ).first()
+    return None if row is None else Pause(**row._mapping)
+
+
+def active_pause(c: Connection, account: str) -> Pause | None:
+    """The pause that stops ``account``'s replies now, if any, read on ``c``."""
+    return _first_pause(c, (pauses.c.account == account) & pauses.c.resumed_at.is_(None))
 
 
 class PollStatements(Database):
@@ -243,17 +260,12 @@ class PollStatements(Database):
 
     def _pause(self, condition: Any) -> Pause | None:
         with self.transaction() as c:
-            row = c.execute(
-                select(pauses.c.id, pauses.c.account, pauses.c.reason, pauses.c.started_at,
-                       pauses.c.alert_message_id, pauses.c.alert_attempted_at,
-                       pauses.c.alert_sent_at)
-                .where(condition).order_by(pauses.c.id).limit(1)
-            ).first()
-        return None if row is None else Pause(**row._mapping)
+            return _first_pause(c, condition)
 
     def active_pause(self, account: str) -> Pause | None:
         """The pause that stops ``account``'s replies now, if any."""
-        return self._pause((pauses.c.account == account) & pauses.c.resumed_at.is_(None))
+        with self.transaction() as c:
+            return active_pause(c, account)
 
     def start_pause(self, account: str, reason: str, now: datetime,
                     alert_message_id: str) -> Pause:

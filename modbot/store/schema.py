@@ -51,7 +51,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # The newest migration in migrations/versions; tests/edges/test_store.py checks they agree. Knowing
 # it lets a start-up with a current schema skip importing alembic (a quarter second).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 metadata = MetaData()
 
@@ -90,7 +90,9 @@ messages = Table(
     # Set when the retention period removed the person's facts from this row and its reply.
     Column("purged_at", UTCDateTime, nullable=True),
     UniqueConstraint("account", "message_key", name="uq_messages_account_key"),
-    Index("ix_messages_account_seen_at", "account", "seen_at"),  # the digest's weeks
+    # The digest's weeks, counted from the index alone: no row is read to count it.
+    Index("ix_messages_account_seen_at_counts", "account", "seen_at", "kind", "action",
+          "policy_rule"),
 )
 
 outbox = Table(
