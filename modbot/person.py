@@ -124,11 +124,13 @@ def _profile_url(n: Notification, name: str | None) -> str | None:
         return None
     named = [m.group(2) for m in _LABELLED_LINK.finditer(n.text[:MAX_SCAN_CHARS])
              if wanted in clean_line(m.group(1)).casefold()]
-    anchors = [(url, _visible(inner)) for url, inner in _anchors(n.html)
-               if canonical_profile_url(url)]
-    urls = [*named[-1:], *(url for url, text in anchors if text.casefold() == wanted),
-            *(url for url, _ in anchors if _profile_rank(url) == 0)]
-    return next((p for u in urls for p in [canonical_profile_url(u)] if p), None)
+    labelled = canonical_profile_url(named[-1]) if named else None
+    if labelled:
+        return labelled  # the HTML part is read only when the text part has no such line
+    anchors = [(url, profile, _visible(inner)) for url, inner in _anchors(n.html)
+               for profile in [canonical_profile_url(url)] if profile]
+    return next(itertools.chain((p for _, p, text in anchors if text.casefold() == wanted),
+                                (p for url, p, _ in anchors if _profile_rank(url) == 0)), None)
 
 
 class _Counselors:
