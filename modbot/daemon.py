@@ -369,8 +369,14 @@ async def _run(config: Config, locks: Sequence[AccountLock], session: LockSessio
     else:
         standby = sharing_rounds = Standby(session, list(inboxes), begin, end)
 
-        def lost() -> None:
-            loop.call_soon_threadsafe(sharing_rounds.lost)
+        def halt() -> None:  # in the loop: no new poll for what is no longer held
+            for account, inbox in inboxes.items():
+                if not session.holds(account):
+                    inbox.stopping = True
+            sharing_rounds.lost()
+
+        def lost() -> None:  # in the session's thread
+            loop.call_soon_threadsafe(halt)
 
         session.on_lost = lost
         sharing = asyncio.create_task(sharing_rounds.run(stop))

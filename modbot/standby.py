@@ -2,12 +2,13 @@
 
 Every few seconds, away from the polls, a round asks the server who holds what
 (``LockSession.survey``), takes free accounts up to this daemon's fair share (the accounts
-divided by the live daemons, rounded up), and gives back one account at a time when it holds
-more than its share while another daemon holds at least two fewer, for two rounds in a row, so
-that accounts do not flap. An account left free for several rounds is taken even beyond the
-share: serving it matters more than balance, and nothing is given back for some minutes then
-(the daemon that left it free may still be unable to serve it). A taken account starts serving
-at once (its first poll resolves replies a crash left half-sent); a lost one stops at once.
+divided by the live daemons, rounded up), and gives back one account at a time while another
+daemon holds at least two fewer, for two rounds in a row; an account given back is left to the
+others for a few rounds, so that accounts do not flap. An account left free for several rounds
+is taken even beyond the share: serving it matters more than balance, and nothing is given back
+for some minutes then (the daemon that left it free may still be unable to serve it). A taken
+account starts serving at once (its first poll resolves replies a crash left half-sent); a lost
+one stops at once.
 
 It never serves an account the session does not hold, and never reads mail or sends itself.
 """
@@ -54,6 +55,7 @@ class Standby:
         self.serving: set[str] = set()
         self._free_rounds: dict[str, int] = {}
         self._surplus_rounds = 0
+        self._given_back: dict[str, int] = {}  # account -> rounds it is still left to others
         self._wake = asyncio.Event()
 
     def lost(self) -> None:
@@ -88,9 +90,10 @@ class Standby:
     async def _take(self, found: Survey, share: int) -> None:
         free = [a for a in self.accounts if a not in found.holders]
         self._free_rounds = {a: self._free_rounds.get(a, 0) + 1 for a in free}
+        self._given_back = {a: n - 1 for a, n in self._given_back.items() if n > 1}
         for account in free:
             starved = self._free_rounds[account] >= STARVED_ROUNDS
-            if len(self.serving) >= share and not starved:
+            if (len(self.serving) >= share or account in self._given_back) and not starved:
                 continue
             try:
                 taken = await asyncio.to_thread(self.session.take, account)
@@ -110,13 +113,14 @@ class Standby:
             return
         mine = len(self.serving)
         others = [found.count(d) for d in found.daemons if d.pid != self.session.backend_pid]
-        if mine > share and others and min(others) <= mine - 2:
+        if others and min(others) <= mine - 2:
             self._surplus_rounds += 1
         else:
             self._surplus_rounds = 0
         if self._surplus_rounds >= SURPLUS_ROUNDS:
             self._surplus_rounds = 0
             account = sorted(self.serving)[-1]
+            self._given_back[account] = STARVED_ROUNDS
             await self._stop(account)
             log.info("%s: given back for another daemon to serve (%d daemons share %d "
                      "accounts)", account, len(found.daemons), len(self.accounts))
