@@ -221,3 +221,28 @@ def test_lost_accounts_stop_being_served_at_the_next_round(
     asyncio.run(scenario())
 
 
+
+
+def test_status_names_the_daemon_serving_each_account(
+        postgres_migrated_url: str, sessions: list[LockSession],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``modbot status`` says which daemon serves each account, or that none does."""
+    from datetime import UTC, datetime
+
+    from modbot import config, status
+
+    monkeypatch.setenv("PW", "secret")
+    loaded = config.parse({
+        "accounts": [{"counselor": {"name": f"C{n}", "email": f"c{n}@counsel.example.edu",
+                                    "confidential_contact": "555-0100"},
+                      "imap": {"host": "imap.counsel.example.edu", "username": f"u{n}",
+                               "password_env": "PW"},
+                      "smtp": {"host": "smtp.counsel.example.edu"}} for n in range(2)],
+        "database": {"url": postgres_migrated_url}})
+    session = open_session(postgres_migrated_url, sessions)
+    assert session.take(loaded.accounts[0].account)
+    said = status.lines(loaded, datetime.now(UTC))
+    served = [line for line in said if "served by" in line]
+    host_and_pid = session.name.removeprefix(DAEMON_PREFIX).replace(" ", ", pid ")
+    assert served[0].startswith(f"  served by: the daemon on {host_and_pid}, connected since")
+    assert served[1] == "  served by: no daemon holds it"
