@@ -323,8 +323,7 @@ async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> None:
                      for a in config.accounts]
             await _run(config, locks, None, stop)
         return
-    session = LockSession(url)
-    session.start()
+    session = LockSession(url)  # started once the accounts are loaded: see _run
     try:
         await _run(config, [session.lock(a.account) for a in config.accounts], session, stop)
     finally:
@@ -363,6 +362,10 @@ async def _run(config: Config, locks: Sequence[AccountLock], session: LockSessio
 
     standby: Standby | None = None
     sharing: asyncio.Task[None] | None = None
+    if session is not None:
+        # Only now: a daemon counts as live from its lock session on, so one still loading
+        # would lower the others' fair share without taking any account itself.
+        await asyncio.to_thread(session.start)
     if session is None:
         for account in inboxes:
             await begin(account)
