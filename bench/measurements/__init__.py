@@ -11,7 +11,17 @@ from collections.abc import Callable
 from environment import Environment
 from framework import Figure, Sizes
 
-from measurements import backlog, digest, idle, memory, poll_idle, poll_new, run_once, send
+from measurements import (
+    backlog,
+    digest,
+    failover,
+    idle,
+    memory,
+    poll_idle,
+    poll_new,
+    run_once,
+    send,
+)
 
 STEPS: dict[str, Callable[[Environment, Sizes], list[Figure]]] = {
     "poll-idle": poll_idle.figures,
@@ -22,4 +32,5 @@ STEPS: dict[str, Callable[[Environment, Sizes], list[Figure]]] = {
     "idle": idle.figures,
     "memory": memory.figures,
     "digest": digest.figures,
+    "failover": failover.figures,
 }

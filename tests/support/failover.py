@@ -104,9 +104,9 @@ class Cluster:
         self.accounts = [f"{u.username}@127.0.0.1" for u in self.users]
         self.crowd = faults.Crowd(people, seed=len(tag) + accounts)
         self.sent_to: dict[str, int] = {}  # person email -> account index
-        self.delivered_at: dict[str, float] = {}
         self.daemons: list[Daemon] = []
         self._next = 0
+        self._mutex = threading.Lock()  # invitations may be delivered from several threads
         directory = work / "directory.csv"
         directory.write_text(self.crowd.directory_csv(), encoding="utf-8")
         self.config = work / "modbot.toml"
@@ -237,8 +237,9 @@ level = "INFO"
 
     def deliver(self, account: int | None = None) -> int:
         """Deliver the next person's invitation to ``account`` (round robin if None)."""
-        index = self._next
-        self._next += 1
+        with self._mutex:
+            index = self._next
+            self._next += 1
         account = index % len(self.users) if account is None else account
         person = self.crowd.people[index]
         client = self.users[account].connect()
@@ -246,8 +247,8 @@ level = "INFO"
             client.append("INBOX", faults.invitation(person, serial=index))
         finally:
             client.logout()
-        self.sent_to[person.email] = account
-        self.delivered_at[person.email] = time.monotonic()
+        with self._mutex:
+            self.sent_to[person.email] = account
         return account
 
     def served_after(self, account: int, moment: float) -> float | None:
@@ -258,7 +259,8 @@ level = "INFO"
 
     def answered(self) -> int:
         got = Counter(r for a in self.smtp.since(0) for r in a.recipients)
-        return sum(1 for person in self.sent_to if got[person] >= 1)
+        with self._mutex:
+            return sum(1 for person in self.sent_to if got[person] >= 1)
 
     def outcome(self) -> Outcome:
         got = Counter(r for a in self.smtp.since(0) for r in a.recipients)
@@ -274,7 +276,8 @@ level = "INFO"
                 uncertain += len(store.items(account, OutboxStatus.UNCERTAIN))
         finally:
             store.close()
-        people = list(self.sent_to)
+        with self._mutex:
+            people = list(self.sent_to)
         missing = sum(1 for p in people if got[p] == 0)
         return Outcome(
             invitations=len(people),
