@@ -1,8 +1,9 @@
 """``modbot status``: where modbot stands, for a person at a terminal.
 
 For each account: the mode, the last poll and whether it went well, the next digest, the replies
-counted against the caps (and a pause a cap started), and what waits for the counselor. It only
-reads: a database that does not exist yet is not created, and none of the mail servers is asked.
+counted against the caps (and a pause a cap started), what waits for the counselor, and on
+PostgreSQL which daemon serves it (from the server's own lock table). It only reads: a database
+that does not exist yet is not created, and none of the mail servers is asked.
 """
 
 from __future__ import annotations
