@@ -23,17 +23,29 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from modbot import digest, review, sdnotify
 from modbot.config import Account, Config, DigestSettings
 from modbot.errors import ConfigError, MaybeSentError, ModbotError
 from modbot.idle import CHECK_SECONDS, STOP_SECONDS, IdleWatcher
-from modbot.lock import AccountLock, acquire_account_lock
+from modbot.lock import (
+    DAEMON_PREFIX,
+    AccountLock,
+    LockSession,
+    acquire_account_lock,
+    shares_locks,
+)
 from modbot.outbox import send_one
 from modbot.poll import Context, Poller, PollReport
 from modbot.render import make_message_id
+from modbot.standby import Standby
 from modbot.store import Store
+
+if TYPE_CHECKING:
+    from apscheduler.job import Job
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 log = logging.getLogger(__name__)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -164,19 +176,69 @@ class _Inbox:
 
     Polls of one account never overlap, whoever asks (the interval, IDLE, the start): a request
     while a poll runs waits and runs right after it, so mail that arrived during the poll is
-    not left for the next interval; requests while one already waits join that one.
+    not left for the next interval; requests while one already waits join that one. ``begin``
+    and ``end`` start and stop serving the account (its jobs and its IDLE watcher), at start and
+    stop, or whenever the account is taken over or given back.
     """
 
     def __init__(self, ctx: Context, lock: AccountLock, label: str) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
-        self.poller = Poller(ctx, keep_open=True)
         self.lock = lock
+        self.poller = Poller(ctx, keep_open=True, fence=lock.check)
         self.label = label  # "user@host: " when the daemon handles several accounts, else ""
         self.stopping = False
         self._running = asyncio.Lock()
         self._waiting = False
         self._requests: set[asyncio.Task[None]] = set()
+        self._jobs: list[Job] = []
+        self._watcher: IdleWatcher | None = None
+        self._watching: asyncio.Task[None] | None = None
+
+    def begin(self, scheduler: AsyncIOScheduler, config: Config) -> None:
+        """Serve the account: poll now and on the interval, digest on schedule, watch IDLE."""
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        if not self._running.locked():
+            # A new poller looks again for replies left half-sent, by a crash or another daemon.
+            self.poller = Poller(self.ctx, keep_open=True, fence=self.lock.check)
+        self.stopping = False
+        account, schedule = self.settings.account, config.digest
+        hour, minute = schedule.time.split(":")
+        poll_seconds = config.schedule.poll_seconds
+        self._jobs = [
+            scheduler.add_job(
+                self.poll_now, IntervalTrigger(seconds=poll_seconds),
+                id=f"poll {account}", next_run_time=datetime.now(UTC), max_instances=1,
+                coalesce=True, misfire_grace_time=poll_seconds, replace_existing=True),
+            scheduler.add_job(
+                self.digest_job,
+                CronTrigger(day_of_week=schedule.day, hour=int(hour), minute=int(minute),
+                            timezone=ZoneInfo(schedule.timezone)),
+                id=f"digest {account}", max_instances=1, coalesce=True,
+                misfire_grace_time=schedule.misfire_grace_hours * 3600, replace_existing=True),
+        ]
+        if self.settings.imap.idle:
+            self._watcher = IdleWatcher(self.settings.imap, self.ctx.imap_tls,
+                                        self.request_poll, name=account)
+            self._watching = asyncio.create_task(self._watcher.run())
+
+    async def end(self, grace: float) -> None:
+        """Stop serving the account: no new poll, a running one gets ``grace`` seconds, IDLE
+        is left; its sends are fenced by the lock whatever happens to the poll."""
+        for job in self._jobs:
+            with contextlib.suppress(Exception):  # already gone with the scheduler
+                job.remove()
+        self._jobs = []
+        if self._watcher is not None:
+            self._watcher.stop()
+        await self.finish(grace)
+        watching, self._watcher, self._watching = self._watching, None, None
+        if watching is not None:
+            # The watcher wakes within a second, leaves IDLE and logs out (or cuts the line).
+            await asyncio.wait([watching], timeout=CHECK_SECONDS + STOP_SECONDS + 1)
+            watching.cancel()
 
     def request_poll(self) -> None:
         """Poll as soon as possible, without waiting here (IDLE's ``on_news``)."""
@@ -245,30 +307,40 @@ async def run_daemon(config: Config, stop: asyncio.Event | None = None) -> None:
     """Run until SIGTERM or SIGINT; each job logs its own failures and the loop goes on.
 
     Every account of the configuration is handled side by side: its own poll on the interval
-    (and at once when IDLE reports new mail), its own digest, and its own lock, held for the
-    daemon's life so that a second modbot for any of them refuses to start. One account that
-    fails (a refused login, a silent server) never holds up another. systemd hears READY,
-    WATCHDOG and STOPPING where it listens. Given ``stop``, the daemon ends when it is set
-    instead of on a signal (to run it inside another program, or a test).
+    (and at once when IDLE reports new mail), its own digest, and its own lock. On SQLite the
+    locks are taken at start and held for the daemon's life, so a second modbot for any of the
+    accounts refuses to start. On PostgreSQL any number of daemons share the accounts: each
+    serves those whose lock it holds, waits for the others, and takes over an account whose
+    daemon died or hung (``modbot.standby``). One account that fails (a refused login, a silent
+    server) never holds up another. systemd hears READY, WATCHDOG and STOPPING where it
+    listens. Given ``stop``, the daemon ends when it is set instead of on a signal (to run it
+    inside another program, or a test).
     """
-    with contextlib.ExitStack() as held:
-        locks = [held.enter_context(acquire_account_lock(config.database.url, a.account))
-                 for a in config.accounts]
-        await _run_locked(config, locks, stop)
+    url = config.database.url
+    if not shares_locks(url):
+        with contextlib.ExitStack() as held:
+            locks = [held.enter_context(acquire_account_lock(url, a.account))
+                     for a in config.accounts]
+            await _run(config, locks, None, stop)
+        return
+    session = LockSession(url)  # started once the accounts are loaded: see _run
+    try:
+        await _run(config, [session.lock(a.account) for a in config.accounts], session, stop)
+    finally:
+        await asyncio.to_thread(session.close)
 
 
-async def _run_locked(config: Config, locks: Sequence[AccountLock],
-                      stop: asyncio.Event | None) -> None:
+async def _run(config: Config, locks: Sequence[AccountLock], session: LockSession | None,
+               stop: asyncio.Event | None) -> None:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
 
     accounts = config.accounts
     store = Store.open(config.database.url)  # [database] is shared by every account
     several = len(accounts) > 1
-    inboxes = [_Inbox(Context.build(a, store_=store), lock, f"{a.account}: " if several else "")
-               for a, lock in zip(accounts, locks, strict=True)]
-    for inbox in inboxes:  # a broken template or directory stops the start, not a later poll
+    inboxes = {a.account: _Inbox(Context.build(a, store_=store), lock,
+                                 f"{a.account}: " if several else "")
+               for a, lock in zip(accounts, locks, strict=True)}
+    for inbox in inboxes.values():  # a broken template or directory stops the start
         inbox.ctx.load_all()
     loop = asyncio.get_running_loop()
     # Each account's poll holds at most one worker thread at a time; a silent server holds its
@@ -279,46 +351,55 @@ async def _run_locked(config: Config, locks: Sequence[AccountLock],
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-
-    schedule = config.digest
-    hour, minute = schedule.time.split(":")
-    poll_seconds = config.schedule.poll_seconds
     scheduler = AsyncIOScheduler(timezone=UTC)
-    for inbox in inboxes:
-        account = inbox.settings.account
-        scheduler.add_job(
-            inbox.poll_now, IntervalTrigger(seconds=poll_seconds),
-            id=f"poll {account}", next_run_time=datetime.now(UTC), max_instances=1,
-            coalesce=True, misfire_grace_time=poll_seconds,
-        )
-        scheduler.add_job(
-            inbox.digest_job,
-            CronTrigger(day_of_week=schedule.day, hour=int(hour), minute=int(minute),
-                        timezone=ZoneInfo(schedule.timezone)),
-            id=f"digest {account}", max_instances=1, coalesce=True,
-            misfire_grace_time=schedule.misfire_grace_hours * 3600,
-        )
-    watchers = [IdleWatcher(inbox.settings.imap, inbox.ctx.imap_tls, inbox.request_poll,
-                            name=inbox.settings.account)
-                for inbox in inboxes if inbox.settings.imap.idle]
     scheduler.start()
-    watching = [asyncio.create_task(watcher.run()) for watcher in watchers]
+
+    async def begin(account: str) -> None:
+        inboxes[account].begin(scheduler, config)
+
+    async def end(account: str) -> None:
+        await inboxes[account].end(GRACE_SECONDS)
+
+    standby: Standby | None = None
+    sharing: asyncio.Task[None] | None = None
+    if session is not None:
+        # Only now: a daemon counts as live from its lock session on, so one still loading
+        # would lower the others' fair share without taking any account itself.
+        await asyncio.to_thread(session.start)
+    if session is None:
+        for account in inboxes:
+            await begin(account)
+    else:
+        standby = sharing_rounds = Standby(session, list(inboxes), begin, end)
+
+        def halt() -> None:  # in the loop: no new poll for what is no longer held
+            for account, inbox in inboxes.items():
+                if not session.holds(account):
+                    inbox.stopping = True
+            sharing_rounds.lost()
+
+        def lost() -> None:  # in the session's thread
+            loop.call_soon_threadsafe(halt)
+
+        session.on_lost = lost
+        sharing = asyncio.create_task(sharing_rounds.run(stop))
     sdnotify.ready()
     keeper = asyncio.create_task(sdnotify.keep_alive(stop))
     log.info("%s", start_line(accounts, datetime.now(UTC)))
+    if session is not None:
+        log.info("sharing the accounts with any other daemon on this database; this one is "
+                 "%s", session.name.removeprefix(DAEMON_PREFIX))
     try:
         await stop.wait()
     finally:
         log.info("stopping")
         sdnotify.stopping()
         scheduler.pause()
-        for watcher in watchers:
-            watcher.stop()
-        await asyncio.gather(*(inbox.finish(GRACE_SECONDS) for inbox in inboxes))
+        if standby is not None and sharing is not None:
+            standby.lost()  # wakes its round at once
+            await sharing  # stop is set: it ends every account it serves
+        else:
+            await asyncio.gather(*(end(account) for account in inboxes))
         scheduler.shutdown(wait=False)  # this cancels a poll still running after the grace
-        # Each watcher wakes within a second, leaves IDLE and logs out (or cuts the line).
-        await asyncio.wait(watching, timeout=CHECK_SECONDS + STOP_SECONDS + 1)
-        for task in watching:
-            task.cancel()
         await keeper
         store.close()

@@ -6,7 +6,10 @@ the SMTP server confirms it; a copy goes to the Sent folder; the row is marked `
 temporary refusal is retried with a bounded backoff kept in the row; a permanent one, or too many
 attempts, is held for the counselor. A line that drops after DATA is held as "may have been
 sent", and a row a crash left in ``sending`` is resolved from the Sent folder or held the same
-way: never sent twice. ``modbot.poll`` imports this module only when something is due. The
+way: never sent twice. Marking a reply ``sending`` is a compare-and-set only one process can
+win, so two daemons that both see a reply due send it once; and the daemon's lock is checked
+(``fence``) right before each send, so a daemon that lost its account sends nothing more for it.
+``modbot.poll`` imports this module only when something is due. The
 alert carries a one-time token (``modbot.review.register_pause_alert``), so the counselor can
 answer it with "resume", checked exactly as an answer to the digest is.
 
@@ -106,8 +109,10 @@ class Delivery:
     """
 
     def __init__(self, settings: Account, store_: Store, templates: render.Templates,
-                 mailbox: Mailbox, checkpoint: Callable[[str], None]) -> None:
+                 mailbox: Mailbox, checkpoint: Callable[[str], None],
+                 fence: Callable[[], None] | None = None) -> None:
         self.settings = settings
+        self.fence = fence or (lambda: None)
         self.store = store_
         self.templates = templates
         self.mailbox = mailbox
@@ -140,7 +145,9 @@ class Delivery:
 
     async def _send_alert(self, sender: Sender, alert: Pause, now: datetime) -> None:
         # Claimed before sending: a crash or an unconfirmed send loses the alert, never doubles it.
-        self.store.mark_alert(alert.id, now=now, attempted=True)
+        self.fence()
+        if not self.store.claim_alert(alert.id, now=now):
+            return  # another daemon claimed it
         reference = register_pause_alert(self.store, self.settings, alert.alert_message_id,
                                          alert.id, now)
         try:
@@ -165,11 +172,13 @@ class Delivery:
         except (ModbotError, ValueError) as exc:  # a broken template or unusable address
             return str(exc)
 
-    def _record_confirmed(self, now: datetime, sending: int | None = None) -> None:
-        """Record the reply confirmed last as sent, with ``sending`` as being sent."""
+    def _record_confirmed(self, now: datetime, sending: int | None = None) -> bool:
+        """Record the reply confirmed last as sent, with ``sending`` as being sent; False if
+        ``sending`` was no longer due (another process claimed it)."""
         confirmed, self._confirmed = self._confirmed, None
         if confirmed is not None or sending is not None:
-            self.store.hand_over(sent=confirmed, sending=sending, now=now)
+            return self.store.hand_over(sent=confirmed, sending=sending, now=now)
+        return True
 
     async def _send_one(self, sender: Sender, item: OutboxItem, built: Prepared | str,
                         now: datetime) -> None:
@@ -179,8 +188,15 @@ class Delivery:
                             error=f"the reply could not be built: {built}")
             self.errors.append(built)
             return
-        self._record_confirmed(now, sending=item.id)
+        self.fence()
+        if not self._record_confirmed(now, sending=item.id):
+            return  # claimed by another daemon, or settled by the counselor meanwhile
         self.checkpoint("sending")
+        try:
+            self.fence()
+        except ModbotError:
+            self.store.unclaim(item.id)  # surely not sent: due again for whoever holds it
+            raise
         try:
             await sender.send(built)
         except MaybeSentError as exc:  # the line dropped after DATA: never resend blindly

@@ -236,11 +236,14 @@ class Poller:
     ``checkpoint`` is called with the name of each step as the poll passes it (see ``STEPS``).
     It exists for the reliability tests, which kill the process at a chosen step to show that a
     crash anywhere loses and repeats nothing; every real poll uses ``no_checkpoint``.
+    ``fence``, the daemon's lock check, is called right before each send.
     """
 
     def __init__(self, ctx: Context, *, checkpoint: Checkpoint = no_checkpoint,
-                 progress: Progress | None = None, keep_open: bool = False) -> None:
+                 progress: Progress | None = None, keep_open: bool = False,
+                 fence: Callable[[], None] | None = None) -> None:
         self.ctx = ctx
+        self.fence = fence  # raises StoreError once this process may no longer send
         self.progress = progress
         self.settings = ctx.settings
         self.store = ctx.store
@@ -590,7 +593,7 @@ class Poller:
 
         self._started(now)
         delivery = Delivery(self.settings, self.store, self.ctx.templates,
-                            await self._connect(now), self.checkpoint)
+                            await self._connect(now), self.checkpoint, self.fence)
         try:
             await delivery.run(self.ctx.smtp_tls, alert, due, now)
         finally:

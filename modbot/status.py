@@ -1,8 +1,9 @@
 """``modbot status``: where modbot stands, for a person at a terminal.
 
 For each account: the mode, the last poll and whether it went well, the next digest, the replies
-counted against the caps (and a pause a cap started), and what waits for the counselor. It only
-reads: a database that does not exist yet is not created, and none of the mail servers is asked.
+counted against the caps (and a pause a cap started), what waits for the counselor, and on
+PostgreSQL which daemon serves it (from the server's own lock table). It only reads: a database
+that does not exist yet is not created, and none of the mail servers is asked.
 """
 
 from __future__ import annotations
@@ -103,6 +104,30 @@ def account_lines(settings: Account, store: Store | None, now: datetime) -> list
     return lines
 
 
+def holder_lines(config: Config, now: datetime) -> dict[str, str]:
+    """On PostgreSQL, which daemon serves each account, as a line of ``status``; else none."""
+    from modbot.errors import StoreError
+    from modbot.lock import survey
+
+    accounts = [a.account for a in config.accounts]
+    try:
+        found = survey(config.database.url, accounts)
+    except StoreError as exc:
+        return dict.fromkeys(accounts, f"  served by: unknown ({exc})")
+    if found is None:
+        return {}
+    out = {}
+    for account in accounts:
+        holder = found.holders.get(account)
+        if holder is None:
+            out[account] = "  served by: no daemon holds it"
+        else:
+            since = f", connected since {_local(holder.since, 'UTC')} ({_ago(holder.since, now)})" \
+                if holder.since is not None else ""
+            out[account] = f"  served by: the daemon on {holder.host_and_pid}{since}"
+    return out
+
+
 def lines(config: Config, now: datetime) -> list[str]:
     """Every line of ``modbot status`` for the accounts of ``config``."""
     from modbot.store import Store
@@ -110,9 +135,13 @@ def lines(config: Config, now: datetime) -> list[str]:
     missing = database_missing(config.database.url)
     store = None if missing is not None else Store.open(config.database.url, migrate=False)
     try:
+        held = holder_lines(config, now) if store is not None else {}
         out: list[str] = []
         for account in config.accounts:
-            out += account_lines(account, store, now)
+            served = account_lines(account, store, now)
+            if account.account in held:
+                served.insert(2, held[account.account])
+            out += served
         return out
     finally:
         if store is not None:

@@ -14,6 +14,7 @@ from framework import Figure, Sizes
 from measurements import (
     backlog,
     digest,
+    failover,
     idle,
     inboxes,
     memory,
@@ -33,4 +34,5 @@ STEPS: dict[str, Callable[[Environment, Sizes], list[Figure]]] = {
     "memory": memory.figures,
     "digest": digest.figures,
     "inboxes": inboxes.figures,
+    "failover": failover.figures,
 }

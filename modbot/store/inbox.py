@@ -62,9 +62,14 @@ _DUE = _OUTBOX_ITEMS.where(
 _INSERT_POLL = polls.insert()
 _MARK_SENT = update(outbox).where(outbox.c.id == bindparam("item")).values(
     status=S.SENT.value, last_error=None, next_attempt_at=None, sent_at=bindparam("now"))
-_MARK_SENDING = update(outbox).where(outbox.c.id == bindparam("item")).values(
-    status=S.SENDING.value, last_error=None, next_attempt_at=None,
-    attempts=outbox.c.attempts + 1)
+# A compare-and-set: of two processes that both found the reply due, one wins.
+_MARK_SENDING = update(outbox).where(
+    outbox.c.id == bindparam("item"), outbox.c.status.in_((S.QUEUED.value, S.RETRY.value))
+).values(status=S.SENDING.value, last_error=None, next_attempt_at=None,
+         attempts=outbox.c.attempts + 1)
+_UNCLAIM = update(outbox).where(
+    outbox.c.id == bindparam("item"), outbox.c.status == S.SENDING.value
+).values(status=S.QUEUED.value, attempts=outbox.c.attempts - 1)
 
 
 def _outbox_item(row: Any) -> OutboxItem:
@@ -225,14 +230,23 @@ class PollStatements(Database):
         with self.transaction() as c:
             c.execute(update(outbox).where(outbox.c.id == item_id).values(**values))
 
-    def hand_over(self, *, sent: int | None, sending: int | None, now: datetime) -> None:
+    def hand_over(self, *, sent: int | None, sending: int | None, now: datetime) -> bool:
         """In one transaction: record ``sent`` as sent and ``sending`` as being sent (counting
-        an attempt), what the send loop records between two replies."""
+        an attempt), what the send loop records between two replies. False when ``sending``
+        was no longer queued or due for a retry: another process claimed it, or it was settled.
+        """
         with self.transaction() as c:
             if sent is not None:
                 c.execute(_MARK_SENT, {"item": sent, "now": now})
             if sending is not None:
-                c.execute(_MARK_SENDING, {"item": sending})
+                return bool(c.execute(_MARK_SENDING, {"item": sending}).rowcount)
+        return True
+
+    def unclaim(self, item_id: int) -> None:
+        """Give back a reply marked "sending" that was surely not sent, so it is due again;
+        nothing if another process has resolved it meanwhile."""
+        with self.transaction() as c:
+            c.execute(_UNCLAIM, {"item": item_id})
 
     # --- polls ---------------------------------------------------------------------------
 
@@ -285,6 +299,13 @@ class PollStatements(Database):
         """An active pause whose alert was never attempted."""
         return self._pause((pauses.c.account == account) & pauses.c.resumed_at.is_(None)
                            & pauses.c.alert_attempted_at.is_(None))
+
+    def claim_alert(self, pause_id: int, *, now: datetime) -> bool:
+        """Mark the pause's alert attempted before it is sent; False if it already was."""
+        with self.transaction() as c:
+            return bool(c.execute(update(pauses).where(
+                pauses.c.id == pause_id, pauses.c.alert_attempted_at.is_(None)
+            ).values(alert_attempted_at=now)).rowcount)
 
     def mark_alert(self, pause_id: int, *, now: datetime, attempted: bool = False,
                    sent: bool = False, released: bool = False) -> None:
