@@ -38,19 +38,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
-import weakref
-from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from modbot.config import Account
 from modbot.dns import DnsLookup, txt_lookup
 from modbot.errors import MailboxError, ModbotError, StoreError
 from modbot.history import Answered, Past
+from modbot.loaded import files_of, shared
 from modbot.mailbox import Mailbox
 from modbot.model import (
     CAP_RULES,
@@ -85,55 +83,6 @@ STEPS = ("fetched", "judged", "recorded", "marked", "advanced", "sending", "sent
          "done")
 
 
-T = TypeVar("T")
-
-# What the contexts of one process loaded, by what it was loaded from (see ``_shared``).
-_loaded: weakref.WeakValueDictionary[Hashable, Any] = weakref.WeakValueDictionary()
-_loading = threading.Lock()
-
-
-def _files(*paths: Path | None) -> tuple[tuple[str, int, int], ...]:
-    """Each file's (path, size, mtime): of ``paths``, and of every file under those that are
-    folders. A file that cannot be read is left out; loading it will say why."""
-    found: list[tuple[str, int, int]] = []
-    for path in paths:
-        if path is None:
-            continue
-        try:
-            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() \
-                else [path]
-            for file in files:
-                stat = file.stat()
-                found.append((str(file), stat.st_size, stat.st_mtime_ns))
-        except OSError:
-            continue
-    return tuple(found)
-
-
-def _shared(key: Hashable, load: Callable[[], T]) -> T:
-    """What ``load`` gives, loaded once for every context that asks with the same ``key``.
-
-    One daemon holds a context per account, and a career center's accounts mostly share one
-    directory export and one template folder: read once per account, a 1,000-person directory
-    and the compiled templates cost each inbox about a megabyte and most of a second at start.
-    The key names the settings and the files' sizes and times, so a changed file is read anew;
-    the loaded value lives as long as a context holds it.
-    """
-    try:
-        hash(key)
-    except TypeError:  # settings holding a list: not worth sharing
-        return load()
-    with _loading:
-        found = _loaded.get(key)
-    if found is not None:
-        return found  # type: ignore[no-any-return]
-    value = load()
-    if value is None:
-        return value
-    with _loading:
-        return _loaded.setdefault(key, value)  # type: ignore[no-any-return]
-
-
 class Context:
     """Everything a poll needs, built once when the daemon or a command starts.
 
@@ -141,7 +90,7 @@ class Context:
     poll with nothing new never pays for them; ``load_all`` loads them at once, for a daemon
     that should refuse to start with a broken template or directory rather than fail at the
     first mail. Contexts whose accounts name the same template folder, or the same directory,
-    share one loaded copy (``_shared``).
+    share one loaded copy (``modbot.loaded``).
     """
 
     def __init__(self, settings: Account, store_: Store, imap_tls: ssl.SSLContext, *,
@@ -162,14 +111,14 @@ class Context:
         from modbot.render import Templates, default_templates_dir
 
         folder = self.settings.templates.dir or default_templates_dir()
-        return _shared(("templates", folder, _files(folder)), lambda: Templates.load(folder))
+        return shared(("templates", folder, files_of(folder)), lambda: Templates.load(folder))
 
     @cached_property
     def directory(self) -> Directory | None:
         from modbot.directory.combined import open_directory
 
         settings = self.settings.directory
-        return _shared(("directory", settings, _files(settings.csv)),
+        return shared(("directory", settings, files_of(settings.csv)),
                        lambda: open_directory(settings))
 
     @cached_property
