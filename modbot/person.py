@@ -37,11 +37,17 @@ _NAME_IN_TEXT = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"^(?P<name>[^\n]{1,80}?) (?:has asked|asked|is asking) you for a recommendation",
     r"^(?P<name>[^\n]{1,80}?) (?:has sent|sent) you a (?:new )?message",
 ))
-_COUNSELOR = re.compile(
+_COUNSELOR_WORDS = (
     r"(?:This email was intended for|Este (?:correo electr[oó]nico|email|mensaje) iba dirigido a"
     r"|Cet e-mail [ée]tait destin[ée] [àa]|Diese E-Mail war f[üu]r|Este e-mail foi enviado para"
-    r"|Questa email [èe] stata inviata a|Email ini ditujukan untuk)\s+(?P<name>[^(\n.]{1,100})",
-    re.IGNORECASE)
+    r"|Questa email [èe] stata inviata a|Email ini ditujukan untuk)")
+_COUNSELOR_NAME = r"\s+(?P<name>[^(\n.]{1,100})"
+_COUNSELOR = re.compile(_COUNSELOR_WORDS + _COUNSELOR_NAME, re.IGNORECASE)
+# The same phrases searched in lower-cased text, several times faster than IGNORECASE; not
+# where IGNORECASE would match a letter that lower() leaves apart (long s, dotless i, ...).
+_COUNSELOR_LOWER = re.compile(_COUNSELOR_WORDS.lower() + _COUNSELOR_NAME)
+_CASE_TWINS = re.compile("[\u017f\u0131\u1e9e\u1e9b\u03d0\u03d1\u03d5\u03d6\u03f0\u03f1"
+                         "\u03f5\u1fbe\u0345\u0390\u03b0]")
 _GROUP = tuple(re.compile(p, re.IGNORECASE | re.MULTILINE) for p in (
     r"(?:to join|unirse a|rejoindre|participar do|unirsi a|bergabung dengan) (?:your |the )?"
     r"(?:group |grupo |groupe |gruppo |grup )?[\"\u201c\u00ab]?"
@@ -142,8 +148,14 @@ class _Counselors:
 
     def __contains__(self, name: str) -> bool:
         if self._names is None:
-            self._names = frozenset(clean_line(m.group("name")).casefold()
-                                    for m in _COUNSELOR.finditer(self._words))
+            words = self._words
+            lower = words.lower()
+            if len(lower) == len(words) and not _CASE_TWINS.search(words):  # same offsets
+                found = (words[m.start("name"):m.end("name")]
+                         for m in _COUNSELOR_LOWER.finditer(lower))
+            else:
+                found = (m.group("name") for m in _COUNSELOR.finditer(words))
+            self._names = frozenset(clean_line(n).casefold() for n in found)
         return name in self._names
 
 

@@ -486,3 +486,20 @@ def test_phrases_are_read_only_without_any_key() -> None:
     assert classify(mail(**words), AUTHENTIC).rule == "phrase_invitation"
     assert classify(mail("Feedback-ID: email_m2m_invite_v2:linkedin", **words),
                     AUTHENTIC).rule == "template_unknown"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from([
+    "This email was intended for ", "THIS EMAIL WAS INTENDED FOR ", "Cet e-mail était destiné à ",
+    "CET E-MAIL ÉTAIT DESTINÉ À ", "Diese E-Mail war für ", "Dana Whitfield", "İlkay Şahin",
+    " (Counselor)", ".", "\n", "ß", "ﬁ", "ſ", "ı", "\u212a"]), st.text(max_size=6)), max_size=10
+).map("".join))
+def test_counselor_names_read_alike_in_lower_case(words: str) -> None:
+    """The footer's names are read from lower-cased text exactly as the case-blind pattern
+    reads them from the text itself."""
+    from modbot.person import _COUNSELOR, _Counselors, clean_line
+
+    found = _Counselors(words)
+    "anyone" in found  # noqa: B015 (reads the names)
+    assert found._names == frozenset(clean_line(m.group("name")).casefold()
+                                     for m in _COUNSELOR.finditer(words))
