@@ -75,7 +75,21 @@ CONFIG_ENV = "MODBOT_CONFIG"
 _TOKEN_FILES = {"imap": "modbot-imap-token.json", "smtp": "modbot-smtp-token.json"}
 
 
-class Account(Section):
+class _TopLevel(Section):
+    """The tables outside [[accounts]]: the shared ones and the defaults an account may replace."""
+
+    database: DatabaseSettings = DatabaseSettings()
+    policy: PolicySettings = PolicySettings()
+    directory: DirectorySettings = DirectorySettings()
+    classify: ClassifySettings = ClassifySettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    digest: DigestSettings = DigestSettings()
+    templates: TemplateSettings = TemplateSettings()
+    review: ReviewSettings = ReviewSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+
+class Account(_TopLevel):
     """One inbox of the file: its counselor, IMAP and SMTP servers, and the rest.
 
     Its own counselor, imap, smtp, directory, policy and templates, and the file's shared
@@ -87,15 +101,6 @@ class Account(Section):
     counselor: CounselorSettings
     imap: ImapSettings
     smtp: SmtpSettings
-    database: DatabaseSettings = DatabaseSettings()
-    policy: PolicySettings = PolicySettings()
-    directory: DirectorySettings = DirectorySettings()
-    classify: ClassifySettings = ClassifySettings()
-    schedule: ScheduleSettings = ScheduleSettings()
-    digest: DigestSettings = DigestSettings()
-    templates: TemplateSettings = TemplateSettings()
-    review: ReviewSettings = ReviewSettings()
-    logging: LoggingSettings = LoggingSettings()
 
     @property
     def account(self) -> str:
@@ -315,20 +320,6 @@ def _validate(data: dict[str, Any]) -> tuple[Account | None, list[str]]:
         from modbot.config_words import describe
 
         return None, [describe(error, Account) for error in exc.errors()]
-
-
-class _TopLevel(Section):
-    """The tables outside [[accounts]]: the shared ones and the defaults an account may replace."""
-
-    database: DatabaseSettings = DatabaseSettings()
-    policy: PolicySettings = PolicySettings()
-    directory: DirectorySettings = DirectorySettings()
-    classify: ClassifySettings = ClassifySettings()
-    schedule: ScheduleSettings = ScheduleSettings()
-    digest: DigestSettings = DigestSettings()
-    templates: TemplateSettings = TemplateSettings()
-    review: ReviewSettings = ReviewSettings()
-    logging: LoggingSettings = LoggingSettings()
 
 
 def _validate_shared(data: dict[str, Any]) -> tuple[dict[str, Section], list[str]]:

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -160,20 +160,26 @@ def _read_pid(fd: int) -> int | None:
     return None
 
 
+def _session_engine(url: URL, name: str, keepalives: dict[str, int]) -> Engine:
+    """An engine for one long-lived lock session, named ``name`` in ``pg_stat_activity``,
+    with ``keepalives`` where the driver takes libpq's options."""
+    libpq = url.get_driver_name() in _LIBPQ_DRIVERS
+    connect_args = {"application_name": name, **keepalives} if libpq else {}
+    try:
+        return create_engine(url, poolclass=NullPool, hide_parameters=True,
+                             connect_args=connect_args)
+    except ImportError as exc:
+        raise StoreError(
+            f"the database driver {exc.name} is not installed "
+            "(for PostgreSQL: pip install 'modbot[postgres]')") from None
+    except (SQLAlchemyError, ValueError) as exc:
+        raise StoreError(f"cannot use the database URL: {type(exc).__name__}") from None
+
+
 class _AdvisoryLock(AccountLock):
     def __init__(self, account: str, url: URL) -> None:
         super().__init__(account)
-        libpq = url.get_driver_name() in _LIBPQ_DRIVERS
-        connect_args = {"application_name": APPLICATION_NAME, **_CLIENT_KEEPALIVES} if libpq else {}
-        try:
-            self._engine = create_engine(url, poolclass=NullPool, hide_parameters=True,
-                                         connect_args=connect_args)
-        except ImportError as exc:
-            raise StoreError(
-                f"the database driver {exc.name} is not installed "
-                "(for PostgreSQL: pip install 'modbot[postgres]')") from None
-        except (SQLAlchemyError, ValueError) as exc:
-            raise StoreError(f"cannot use the database URL: {type(exc).__name__}") from None
+        self._engine = _session_engine(url, APPLICATION_NAME, _CLIENT_KEEPALIVES)
         self._connection: Connection | None = None
         try:
             self._acquire()
@@ -396,17 +402,7 @@ class LockSession:
             url = make_url(store_url)
         except (ArgumentError, ValueError):
             raise StoreError("cannot read the database URL") from None
-        libpq = url.get_driver_name() in _LIBPQ_DRIVERS
-        connect_args = {"application_name": self.name, **_DAEMON_KEEPALIVES} if libpq else {}
-        try:
-            self._engine = create_engine(url, poolclass=NullPool, hide_parameters=True,
-                                         connect_args=connect_args)
-        except ImportError as exc:
-            raise StoreError(
-                f"the database driver {exc.name} is not installed "
-                "(for PostgreSQL: pip install 'modbot[postgres]')") from None
-        except (SQLAlchemyError, ValueError) as exc:
-            raise StoreError(f"cannot use the database URL: {type(exc).__name__}") from None
+        self._engine = _session_engine(url, self.name, _DAEMON_KEEPALIVES)
         self._mutex = threading.Lock()  # one statement at a time on the session
         self._connection: Connection | None = None
         self._held: set[str] = set()

@@ -328,15 +328,7 @@ class Mailbox:
         started = time.monotonic()
         with self._errors("waiting in IDLE on"):
             responses = client.idle_check(timeout)
-        if any(_is_bye(response) for response in responses):
-            raise MailboxError(f"The IMAP server {self._where} closed the IDLE connection.")
-        if responses or time.monotonic() - started >= timeout / 2:
-            self._empty_wakeups = 0
-        else:
-            self._empty_wakeups += 1
-            if self._empty_wakeups >= _ENDED_AFTER_EMPTY_WAKEUPS:
-                raise MailboxError(f"The connection to the IMAP server {self._where} ended.")
-        return _reports_new_mail(responses)
+        return self._idle_news(responses, time.monotonic() - started >= timeout / 2)
 
     def idle_fileno(self) -> int:
         """The connection's socket, for an event loop to watch while it waits in IDLE (no
@@ -353,9 +345,14 @@ class Mailbox:
         client = self._selected_client()
         with self._errors("waiting in IDLE on"):
             responses = client.idle_check(0)
+        return self._idle_news(responses, waited=False)
+
+    def _idle_news(self, responses: list[Any], waited: bool) -> bool:
+        """Whether ``responses`` report new mail; raises on BYE, and on the empty wake-ups,
+        again and again without having ``waited``, of a connection that ended."""
         if any(_is_bye(response) for response in responses):
             raise MailboxError(f"The IMAP server {self._where} closed the IDLE connection.")
-        if responses:
+        if responses or waited:
             self._empty_wakeups = 0
         else:
             self._empty_wakeups += 1
