@@ -193,17 +193,29 @@ class Environment:
 
     def config_file(self, user: str, *, mode: str = "shadow", **policy: Any) -> Path:
         """A modbot TOML configuration for ``user`` with a fresh SQLite database."""
-        self._serial += 1
-        name = f"{user}-{self._serial}"
-        policy = {"look_back_days": 0, **policy}
-        policy_lines = "".join(f"{key} = {_toml(value)}\n" for key, value in policy.items())
-        text = f"""\
-[counselor]
-name = {_toml(COUNSELOR["name"])}
-email = {_toml(COUNSELOR["email"])}
+        counselor = "".join(f"{key} = {_toml(value)}\n" for key, value in COUNSELOR.items())
+        return self._write(f"{user}", f"[counselor]\n{counselor}\n{self._servers('', user)}",
+                           mode, policy)
+
+    def accounts_file(self, users: list[str], *, mode: str = "shadow", **policy: Any) -> Path:
+        """One configuration with an ``[[accounts]]`` table per user, all in one SQLite
+        database, as a career center running every counselor's inbox in one daemon writes it:
+        each account its own counselor, IMAP login and SMTP server; the policy and the
+        directory shared."""
+        tables = "".join(f"""
+[[accounts]]
+[accounts.counselor]
+name = "Counselor {number}"
+email = "counselor{number}@counsel.example.edu"
 confidential_contact = {_toml(COUNSELOR["confidential_contact"])}
 
-[imap]
+{self._servers("accounts.", user)}""" for number, user in enumerate(users, start=1))
+        return self._write(f"accounts-{len(users)}", tables, mode, policy, inboxes_last=True)
+
+    def _servers(self, prefix: str, user: str) -> str:
+        """The [imap] and [smtp] tables (under ``prefix``) for ``user`` on the test servers."""
+        return f"""\
+[{prefix}imap]
 host = "{HOST}"
 port = {self.dovecot.imaps_port}
 username = "{user}"
@@ -211,12 +223,21 @@ password_env = "{PASSWORD_ENV}"
 security = "tls"
 ca_file = "{self.ca_file}"
 
-[smtp]
+[{prefix}smtp]
 host = "{HOST}"
 port = {self.smtp.port}
 security = "tls"
 ca_file = "{self.ca_file}"
+"""
 
+    def _write(self, stem: str, inboxes: str, mode: str, policy: dict[str, Any], *,
+               inboxes_last: bool = False) -> Path:
+        """The file: ``inboxes`` with a fresh SQLite database, the policy and the directory."""
+        self._serial += 1
+        name = f"{stem}-{self._serial}"
+        policy = {"look_back_days": 0, **policy}
+        policy_lines = "".join(f"{key} = {_toml(value)}\n" for key, value in policy.items())
+        shared = f"""\
 [database]
 url = "sqlite:///{self.work / (name + '.db')}"
 
@@ -230,54 +251,7 @@ csv = "{self.directory_csv}"
 [logging]
 level = "WARNING"
 """
-        path = self.work / f"{name}.toml"
-        path.write_text(text, encoding="utf-8")
-        return path
-
-    def accounts_file(self, users: list[str], *, mode: str = "shadow", **policy: Any) -> Path:
-        """One configuration with an ``[[accounts]]`` table per user, all in one SQLite
-        database, as a career center running every counselor's inbox in one daemon writes it:
-        each account its own counselor, IMAP login and SMTP server; the policy and the
-        directory shared."""
-        self._serial += 1
-        name = f"accounts-{len(users)}-{self._serial}"
-        policy = {"look_back_days": 0, **policy}
-        policy_lines = "".join(f"{key} = {_toml(value)}\n" for key, value in policy.items())
-        tables = "".join(f"""
-[[accounts]]
-[accounts.counselor]
-name = "Counselor {number}"
-email = "counselor{number}@counsel.example.edu"
-confidential_contact = {_toml(COUNSELOR["confidential_contact"])}
-
-[accounts.imap]
-host = "{HOST}"
-port = {self.dovecot.imaps_port}
-username = "{user}"
-password_env = "{PASSWORD_ENV}"
-security = "tls"
-ca_file = "{self.ca_file}"
-
-[accounts.smtp]
-host = "{HOST}"
-port = {self.smtp.port}
-security = "tls"
-ca_file = "{self.ca_file}"
-""" for number, user in enumerate(users, start=1))
-        text = f"""\
-[database]
-url = "sqlite:///{self.work / (name + '.db')}"
-
-[policy]
-mode = "{mode}"
-trusted_authserv_ids = {_toml(TRUSTED)}
-{policy_lines}
-[directory]
-csv = "{self.directory_csv}"
-
-[logging]
-level = "WARNING"
-{tables}"""
+        text = f"{shared}{inboxes}" if inboxes_last else f"{inboxes}\n{shared}"
         path = self.work / f"{name}.toml"
         path.write_text(text, encoding="utf-8")
         return path
