@@ -188,11 +188,14 @@ def test_hostile_names_add_no_headers_or_recipients(
 ) -> None:
     """Names with line breaks, quotes, commas and markup never add a header or a recipient."""
     counselor = COUNSELOR.model_copy(update={"name": counselor_name or "x"})
-    message = reparse(reply(
+    # Parsed once, as its recipient reads the bytes modbot wrote: parsed again, the stdlib
+    # would refold its own copy (leaving a leading "." outside the encoded word) and then fail
+    # to read that (CPython's header parser), which says nothing about what modbot sends.
+    message = reply(
         templates, template="group_join_request", counselor=counselor,
         person=Person(name=person_name, group=person_name),
         recipient=Recipient(name=recipient_name, email=STUDENT.email, source="csv"),
-    ))
+    )
     assert message.keys() == HEADERS
     assert [a.addr_spec for a in message["To"].addresses] == [STUDENT.email]
     assert [a.addr_spec for a in message["From"].addresses] == [COUNSELOR.email]
