@@ -43,7 +43,7 @@ def held(ctx: typer.Context) -> None:
         return
     for item in items:
         who = clean_text(item.person_name)
-        seen = _in_zone(item.seen_at, settings.digest.timezone)
+        seen = words.local_time(item.seen_at, settings.digest.timezone)
         typer.echo(f"#{item.id}  {seen}  "
                    f"{words.kind_label(item.kind)}{f' from {who}' if who else ''}")
         reason = clean_text(item.last_error or (item.reasons or ("",))[0], 300)
@@ -59,17 +59,6 @@ def held(ctx: typer.Context) -> None:
         typer.echo("")
     typer.echo(f"{len(items)} item{'s' if len(items) != 1 else ''}; when one is dealt with: "
                "modbot resolve NUMBER")
-
-
-def _in_zone(moment: datetime, zone: str) -> str:
-    """``moment`` in the counselor's time zone (the digest's), named: "2026-11-23 08:05 CST"."""
-    from zoneinfo import ZoneInfo
-
-    try:
-        local = moment.astimezone(ZoneInfo(zone))
-    except (KeyError, ValueError):
-        local = moment
-    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
 
 
 def _profile_link(item: Item) -> str | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from modbot import words
 
@@ -32,11 +31,7 @@ def _ago(moment: datetime, now: datetime) -> str:
 
 
 def _local(moment: datetime, zone: str) -> str:
-    try:
-        local = moment.astimezone(ZoneInfo(zone))
-    except (KeyError, ValueError):
-        local = moment
-    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname()}"
+    return words.local_time(moment, zone, "%a %Y-%m-%d %H:%M")
 
 
 def database_missing(url: str) -> Path | None:

@@ -10,6 +10,9 @@ standard library and modbot's value modules, so every command can use it cheaply
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 from modbot.kinds import ROWS
 from modbot.model import ClassifierRule, PolicyRule
 
@@ -125,3 +128,13 @@ def mode(mode_: str) -> str:
 def plural(n: int, one: str, many: str | None = None) -> str:
     """"1 item", "3 items": a count with its noun."""
     return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def local_time(moment: datetime, zone: str, form: str = "%Y-%m-%d %H:%M") -> str:
+    """``moment`` in the time zone ``zone`` (as given, if that zone is unknown), named:
+    "2026-11-23 08:05 CST"."""
+    try:
+        local = moment.astimezone(ZoneInfo(zone))
+    except (KeyError, ValueError):
+        local = moment
+    return f"{local:{form}} {local.tzname()}"
